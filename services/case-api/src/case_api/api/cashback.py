@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from aftersales_shared.auth import Role
+from aftersales_shared.idempotency import idempotent, request_hash
+from aftersales_shared.pagination import Page, next_cursor
+from aftersales_shared.problems import not_found
+from aftersales_shared.web import IdempotencyKey
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from .. import handlers
+from .. import repository as repo
+from ..models import CashbackTask
+from ..schemas import CashbackCreate, CashbackDecision, CashbackPublic
+from .deps import ContextDep
+
+router = APIRouter(prefix="/v1/cashback-tasks", tags=["cashback"])
+Status = Literal["pending_verification", "approved", "rejected", "paid", "failed"]
+
+
+@router.post("", status_code=201, response_model=CashbackPublic, summary="Create a cashback task 返现任务单",
+             responses={422: {"description": "invalid, or over the compensation cap (R-COMP-CAP)"}})
+async def create(body: CashbackCreate, ctx: ContextDep, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    async def produce() -> tuple[int, Any]:
+        task = await handlers.create_cashback(ctx, body)
+        return 201, CashbackPublic(**task.model_dump()).model_dump(mode="json")
+
+    return await idempotent(ctx.session, ctx.principal, idempotency_key,
+                            request_hash("POST", "/v1/cashback-tasks", body.model_dump(mode="json")), ctx.now,
+                            produce)
+
+
+@router.get("", response_model=Page[CashbackPublic], summary="List cashback tasks, newest first")
+async def list_tasks(ctx: ContextDep, status: Status | None = None, order_id: str | None = None,
+                     case_id: str | None = None, cursor: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
+    ctx.principal.require(Role.support, Role.ops, Role.storefront)
+    filters = [c == v for c, v in ((CashbackTask.status, status), (CashbackTask.order_id, order_id),
+                                   (CashbackTask.case_id, case_id)) if v is not None]
+    rows = await repo.page(ctx.session, CashbackTask, CashbackTask.id, ctx.principal, CashbackTask.shop_id,
+                           filters, cursor, limit)
+    return {"items": [CashbackPublic(**t.model_dump()) for t in rows[:limit]],
+            "next_cursor": next_cursor(rows, limit)}
+
+
+@router.get("/{task_id}", response_model=CashbackPublic, summary="Read a cashback task")
+async def get_task(task_id: str, ctx: ContextDep) -> CashbackPublic:
+    ctx.principal.require(Role.support, Role.ops, Role.storefront)
+    task = await ctx.session.get(CashbackTask, task_id)
+    if task is None:
+        raise not_found("cashback task", task_id)
+    ctx.principal.require_shop(task.shop_id, hide=True, what="cashback task")
+    return CashbackPublic(**task.model_dump())
+
+
+@router.post("/{task_id}/approve", response_model=CashbackPublic, summary="Verify and approve (support)")
+async def approve(task_id: str, ctx: ContextDep, body: CashbackDecision | None = None) -> CashbackPublic:
+    """Approval emits `aftersales.cashback.approved.v1`; the payout worker pays it before the day's cut-off."""
+    body = body or CashbackDecision()
+    task = await handlers.decide_cashback(ctx, task_id, True, body.expected_version, None)
+    result = CashbackPublic(**task.model_dump())
+    await ctx.session.commit()
+    return result
+
+
+@router.post("/{task_id}/reject", response_model=CashbackPublic, summary="Reject (support)")
+async def reject(task_id: str, ctx: ContextDep, body: CashbackDecision | None = None) -> CashbackPublic:
+    body = body or CashbackDecision()
+    task = await handlers.decide_cashback(ctx, task_id, False, body.expected_version, body.reason)
+    result = CashbackPublic(**task.model_dump())
+    await ctx.session.commit()
+    return result

@@ -1,0 +1,31 @@
+"""Typed dependencies shared by case-api's routers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from aftersales_shared.web import PrincipalDep, SessionDep
+from fastapi import Depends, Header, Request
+
+from ..handlers import Context
+
+
+def get_context(request: Request, session: SessionDep, principal: PrincipalDep) -> Context:
+    state = request.app.state
+    return Context(session=session, principal=principal, now=state.clock.now(), calendar=state.calendar,
+                   sla_working_days=state.settings.carrier_sla_working_days)
+
+
+ContextDep = Annotated[Context, Depends(get_context)]
+
+
+def if_match_version(if_match: Annotated[str | None, Header(alias="If-Match")] = None) -> int | None:
+    """`If-Match: 3` or `If-Match: "3"` names the version the caller saw."""
+    if if_match is None:
+        return None
+    value = if_match.strip().removeprefix("W/").strip('"')
+    return int(value) if value.isdigit() else -1
+
+
+IfMatchDep = Annotated[int | None, Depends(if_match_version)]
+Limit = Annotated[int, "page size"]

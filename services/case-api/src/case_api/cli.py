@@ -1,0 +1,12 @@
+"""`case-api serve | migrate | keys create/list/revoke`."""
+
+from pathlib import Path
+
+from aftersales_shared.cli import make_main
+
+from .config import Settings
+
+main = make_main(Settings, "case_api.main:create_app", Path(__file__).resolve().parents[2])
+
+if __name__ == "__main__":
+    raise SystemExit(main(None))

@@ -1,0 +1,29 @@
+"""case-api: orders, cases and the policy engine, evidence, cashback tasks and registers."""
+
+from __future__ import annotations
+
+from aftersales_shared.app import build_app
+from aftersales_shared.bus import Bus
+from aftersales_shared.calendar import BusinessCalendar
+from aftersales_shared.clock import Clock
+from fastapi import FastAPI
+
+from .api import cases, cashback, evidence, orders, registers
+from .config import Settings
+
+DESCRIPTION = """After-sales 售后 cases for storefronts, warehouses and the support team.
+
+Authenticate with `Authorization: Bearer <api key>`. Errors are `application/problem+json`; a request refused
+by the after-sales policy is a 422 with `code: policy_refused`, the `rule`, and courteous `message_zh` and
+`message_en`. Money is a decimal string with two places. Send `Idempotency-Key` on creating POSTs and
+`expected_version` (or `If-Match`) on actions.
+"""
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None, bus: Bus | None = None,
+               background: bool = True) -> FastAPI:
+    settings = settings or Settings()
+    return build_app(settings, title="case-api", description=DESCRIPTION, clock=clock, bus=bus,
+                     background=background,
+                     routers=[orders.router, cases.router, evidence.router, cashback.router, registers.router],
+                     state={"calendar": BusinessCalendar(settings.extra_holidays)})

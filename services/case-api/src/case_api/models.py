@@ -1,0 +1,226 @@
+"""case-api tables. Money columns are NUMERIC(12, 2); times are stored in UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from aftersales_shared.auth import ApiKey
+from aftersales_shared.idempotency import IdempotencyRecord
+from aftersales_shared.outbox import InboxEntry, OutboxMessage
+from sqlalchemy import JSON, Column, Index, Numeric
+from sqlmodel import Field, SQLModel
+
+SHARED_TABLES = (ApiKey, IdempotencyRecord, OutboxMessage, InboxEntry)
+
+
+def money_column(nullable: bool = False) -> Any:
+    return Field(default=None if nullable else Decimal("0.00"),
+                 sa_column=Column(Numeric(12, 2, asdecimal=True), nullable=nullable))
+
+
+def json_column(nullable: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(JSON, nullable=nullable))
+
+
+class Order(SQLModel, table=True):
+    __tablename__ = "orders"
+
+    order_id: str = Field(primary_key=True, max_length=64)
+    shop_id: str = Field(index=True, max_length=64)
+    platform: str
+    buyer: dict[str, Any] = json_column()
+    buyer_id: str = Field(index=True, max_length=64)
+    paid_at: datetime
+    shipping_fee: Decimal = money_column()
+    shipping_insurance: bool = False
+    shipment: dict[str, Any] | None = json_column(nullable=True)
+    signed_at: datetime | None = None
+    # R-BEYOND-7D: once a subjective request was refused after the window, the order says so.
+    subjective_returns_closed_at: datetime | None = None
+    version: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderLine(SQLModel, table=True):
+    __tablename__ = "order_lines"
+
+    order_id: str = Field(primary_key=True, foreign_key="orders.order_id", max_length=64)
+    line_id: str = Field(primary_key=True, max_length=64)
+    position: int
+    sku: str = Field(index=True, max_length=64)
+    name: str
+    size: str | None = None
+    color: str | None = None
+    category: str | None = None
+    quantity: int
+    unit_price: Decimal = money_column()
+    paid_amount: Decimal = money_column()
+    no_reason_return: bool = True
+
+
+class Case(SQLModel, table=True):
+    __tablename__ = "cases"
+    __table_args__ = (Index("ix_cases_shop_id_id", "shop_id", "id"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    order_id: str = Field(foreign_key="orders.order_id", index=True, max_length=64)
+    shop_id: str = Field(max_length=64)
+    remedy: str = Field(index=True)
+    reason: str = Field(index=True)
+    status: str = Field(index=True)
+    stage: str
+    description: str | None = None
+    lines: list[dict[str, Any]] = json_column()
+    amount: Decimal | None = money_column(nullable=True)
+    line_amounts: dict[str, str] = json_column()
+    details: dict[str, Any] = json_column()  # remedy-specific facts: new order, return parcel, inspection...
+    needs_retention: bool = False
+    evidence_missing: int = 0
+    created_by: str
+    version: int = 1
+    created_at: datetime = Field(index=True)
+    updated_at: datetime
+
+
+class CaseEvent(SQLModel, table=True):
+    """One timeline entry: every state change and action, with actor, time and data."""
+
+    __tablename__ = "case_events"
+
+    id: str = Field(primary_key=True, max_length=40)
+    case_id: str = Field(foreign_key="cases.id", index=True, max_length=40)
+    action: str
+    actor: str
+    from_status: str | None = None
+    to_status: str
+    data: dict[str, Any] = json_column()
+    at: datetime
+
+
+class Compensation(SQLModel, table=True):
+    """Money or goods value granted against an order line (R-COMP-CAP)."""
+
+    __tablename__ = "compensations"
+
+    id: str = Field(primary_key=True, max_length=40)
+    order_id: str = Field(index=True, max_length=64)
+    line_id: str = Field(max_length=64)
+    kind: str  # refund, price_protection, cashback, reship, shipping_fee
+    amount: Decimal = money_column()
+    case_id: str | None = Field(default=None, index=True, max_length=40)
+    cashback_task_id: str | None = Field(default=None, max_length=40)
+    created_at: datetime
+
+
+class Evidence(SQLModel, table=True):
+    __tablename__ = "evidence"
+
+    id: str = Field(primary_key=True, max_length=40)
+    key_id: str = Field(max_length=40)  # the uploader's key: only it, or support, may attach the file
+    sha256: str = Field(index=True, max_length=64)
+    content_type: str
+    kind: str  # image or video
+    size: int
+    path: str
+    filename: str | None = None
+    uploaded_by: str
+    created_at: datetime
+
+
+class CaseEvidence(SQLModel, table=True):
+    __tablename__ = "case_evidence"
+
+    case_id: str = Field(primary_key=True, foreign_key="cases.id", max_length=40)
+    evidence_id: str = Field(primary_key=True, foreign_key="evidence.id", max_length=40)
+    order_id: str = Field(max_length=64)
+    sha256: str = Field(index=True, max_length=64)
+    # the same image already backs a case of another order: shown to support as a warning
+    reused_from_order_id: str | None = None
+    attached_at: datetime
+
+
+class RetentionEntry(SQLModel, table=True):
+    """The retention register 挽留登记: offers and outcomes, for retention rate by reason and offer."""
+
+    __tablename__ = "retention_register"
+
+    id: str = Field(primary_key=True, max_length=40)
+    case_id: str = Field(foreign_key="cases.id", index=True, max_length=40)
+    order_id: str = Field(max_length=64)
+    shop_id: str = Field(max_length=64)
+    remedy: str
+    reason: str
+    real_reason: str | None = None
+    offer: str
+    outcome: str
+    recorded_by: str
+    recorded_at: datetime
+
+
+class LogisticsFollowUp(SQLModel, table=True):
+    """The logistics follow-up register 物流跟进表: every carrier problem, its evidence and outcome."""
+
+    __tablename__ = "logistics_follow_up"
+
+    id: str = Field(primary_key=True, max_length=40)
+    case_id: str = Field(foreign_key="cases.id", index=True, max_length=40)
+    order_id: str = Field(max_length=64)
+    shop_id: str = Field(max_length=64)
+    carrier: str | None = None
+    tracking_no: str | None = Field(default=None, index=True)
+    problem: str
+    evidence_ids: list[str] = json_column()
+    reported_at: datetime | None = None
+    sla_due_at: datetime | None = None
+    escalated_at: datetime | None = None
+    verdict: str | None = None
+    outcome: str | None = None
+    carrier_cost: Decimal | None = money_column(nullable=True)
+    created_at: datetime
+    updated_at: datetime
+
+
+class ReshipOrder(SQLModel, table=True):
+    __tablename__ = "reship_orders"
+
+    id: str = Field(primary_key=True, max_length=40)
+    case_id: str = Field(foreign_key="cases.id", index=True, max_length=40)
+    order_id: str = Field(index=True, max_length=64)
+    shop_id: str = Field(max_length=64)
+    lines: list[dict[str, Any]] = json_column()
+    value: Decimal = money_column()
+    note: str
+    status: str = "created"
+    flagged_for_review: bool = False
+    created_at: datetime
+
+
+class CashbackTask(SQLModel, table=True):
+    """返现任务单: verified by the support group, paid by the payout worker exactly once."""
+
+    __tablename__ = "cashback_tasks"
+
+    id: str = Field(primary_key=True, max_length=40)
+    order_id: str = Field(foreign_key="orders.order_id", index=True, max_length=64)
+    shop_id: str = Field(index=True, max_length=64)
+    line_id: str = Field(max_length=64)
+    case_id: str | None = Field(default=None, max_length=40)
+    reason: str
+    amount: Decimal = money_column()
+    payee: dict[str, Any] = json_column()
+    status: str = Field(index=True)
+    note: str | None = None
+    created_by: str
+    verified_by: str | None = None
+    verified_at: datetime | None = None
+    rejection_reason: str | None = None
+    payout_id: str | None = None
+    out_biz_no: str | None = None
+    failure_code: str | None = None
+    paid_at: datetime | None = None
+    version: int = 1
+    created_at: datetime = Field(index=True)
+    updated_at: datetime

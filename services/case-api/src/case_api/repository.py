@@ -1,0 +1,131 @@
+"""All of case-api's queries. Repositories flush; the edge commits."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from aftersales_shared.auth import Principal
+from aftersales_shared.pagination import decode_cursor
+from aftersales_shared.problems import Problem, not_found
+from sqlalchemy import ColumnElement
+from sqlmodel import SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from .domain.workflow import RELEASED
+from .models import Case, CaseEvent, CaseEvidence, CashbackTask, Compensation, Evidence, Order, OrderLine
+
+M = TypeVar("M", bound=SQLModel)
+
+
+async def get_order(session: AsyncSession, order_id: str) -> Order:
+    order = await session.get(Order, order_id)
+    if order is None:
+        raise not_found("order", order_id)
+    return order
+
+
+async def visible_order(session: AsyncSession, principal: Principal, order_id: str) -> Order:
+    """The order if this key may see its shop; another shop's order is 404 (its existence does not leak)."""
+    order = await get_order(session, order_id)
+    principal.require_shop(order.shop_id, hide=True, what="order")
+    return order
+
+
+async def order_lines(session: AsyncSession, order_id: str) -> list[OrderLine]:
+    rows = await session.exec(select(OrderLine).where(OrderLine.order_id == order_id)
+                              .order_by(col(OrderLine.position)))
+    return list(rows.all())
+
+
+async def get_case(session: AsyncSession, principal: Principal, case_id: str, *, for_update: bool = False) -> Case:
+    query = select(Case).where(Case.id == case_id)
+    if for_update:
+        query = query.with_for_update()
+    case = (await session.exec(query)).first()
+    if case is None:
+        raise not_found("case", case_id)
+    principal.require_shop(case.shop_id, hide=True, what="case")
+    return case
+
+
+async def order_cases(session: AsyncSession, order_id: str) -> list[Case]:
+    return list((await session.exec(select(Case).where(Case.order_id == order_id))).all())
+
+
+async def compensated_by_line(session: AsyncSession, order_id: str, *, exclude_case: str | None = None
+                              ) -> dict[str, Decimal]:
+    """What each line has taken against R-COMP-CAP: granted compensations, plus what active cases
+    and unpaid cashback tasks still may grant (reserved until they settle or are released)."""
+    totals: dict[str, Decimal] = defaultdict(lambda: Decimal("0.00"))
+    granted = (await session.exec(select(Compensation).where(Compensation.order_id == order_id))).all()
+    settled_cases = set()
+    for comp in granted:
+        if comp.kind != "shipping_fee":
+            totals[comp.line_id] += comp.amount
+        if comp.case_id:
+            settled_cases.add(comp.case_id)
+    for case in await order_cases(session, order_id):
+        if case.id == exclude_case or case.id in settled_cases or case.status in RELEASED:
+            continue
+        for line_id, amount in case.line_amounts.items():
+            totals[line_id] += Decimal(amount)
+    tasks = (await session.exec(select(CashbackTask).where(
+        CashbackTask.order_id == order_id, col(CashbackTask.case_id).is_(None),
+        col(CashbackTask.status).in_(["pending_verification", "approved"]),
+        CashbackTask.reason != "shipping_fee"))).all()
+    for task in tasks:
+        if not any(c.cashback_task_id == task.id for c in granted):
+            totals[task.line_id] += task.amount
+    return totals
+
+
+async def case_evidence(session: AsyncSession, case_id: str) -> list[tuple[CaseEvidence, Evidence]]:
+    rows = await session.exec(
+        select(CaseEvidence, Evidence).where(CaseEvidence.case_id == case_id)
+        .where(CaseEvidence.evidence_id == Evidence.id).order_by(col(CaseEvidence.attached_at))
+    )
+    return list(rows.all())  # type: ignore[arg-type]
+
+
+async def evidence_by_ids(session: AsyncSession, ids: Sequence[str]) -> list[Evidence]:
+    if not ids:
+        return []
+    found = {e.id: e for e in (await session.exec(select(Evidence).where(col(Evidence.id).in_(ids)))).all()}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise Problem(422, "unknown_evidence", "Unknown evidence", f"no evidence {', '.join(missing)}",
+                      errors=[{"field": "evidence_ids", "message": f"unknown id {i}"} for i in missing])
+    return [found[i] for i in ids]
+
+
+async def other_order_using(session: AsyncSession, sha256: str, order_id: str) -> str | None:
+    """The order of another case already backed by the same file (a reused photo)."""
+    row = (await session.exec(select(CaseEvidence.order_id).where(CaseEvidence.sha256 == sha256,
+                                                                   CaseEvidence.order_id != order_id))).first()
+    return row
+
+
+async def timeline(session: AsyncSession, case_id: str) -> list[CaseEvent]:
+    rows = await session.exec(select(CaseEvent).where(CaseEvent.case_id == case_id)
+                              .order_by(col(CaseEvent.at), col(CaseEvent.id)))
+    return list(rows.all())
+
+
+async def page(session: AsyncSession, model: type[M], id_column: Any, principal: Principal, shop_column: Any,
+               filters: Sequence[ColumnElement[bool]], cursor: str | None, limit: int) -> list[M]:
+    """One page, newest first, limited to the key's shops; fetches limit + 1 to know if more exist."""
+    query = select(model).where(*filters)
+    if principal.shops is not None:
+        query = query.where(col(shop_column).in_(sorted(principal.shops)))
+    if (after := decode_cursor(cursor)) is not None:
+        query = query.where(col(id_column) < after)
+    rows = await session.exec(query.order_by(col(id_column).desc()).limit(limit + 1))
+    return list(rows.all())
+
+
+def created_after(column: Any, value: datetime | None) -> list[ColumnElement[bool]]:
+    return [] if value is None else [col(column) >= value]

@@ -1,0 +1,288 @@
+"""The HTTP contract of case-api (API.md): request and response models with examples."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from aftersales_shared.events import Payee
+from aftersales_shared.money import Money
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+Id = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Buyer(Strict):
+    id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=100)
+    phone: str | None = Field(None, max_length=32)
+    address: str | None = Field(None, max_length=500)
+    alipay_account: str | None = Field(None, max_length=100)
+
+
+class LineIn(Strict):
+    line_id: str = Id
+    sku: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+    size: str | None = Field(None, max_length=32)
+    color: str | None = Field(None, max_length=32)
+    category: str | None = Field(None, max_length=64)
+    quantity: int = Field(ge=1, le=10_000)
+    unit_price: Money
+    paid_amount: Money
+    no_reason_return: bool = True
+
+    @model_validator(mode="after")
+    def _amounts(self) -> LineIn:
+        if self.unit_price < 0 or self.paid_amount < 0:
+            raise ValueError("prices cannot be negative")
+        return self
+
+
+class Shipment(Strict):
+    carrier: str = Field(min_length=1, max_length=64)
+    tracking_no: str = Field(min_length=1, max_length=64)
+    warehouse_id: str | None = Field(None, max_length=64)
+    shipped_at: AwareDatetime | None = None
+
+
+class OrderIn(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "shop_id": "shop-1", "platform": "tmall",
+        "buyer": {"id": "b-1", "name": "张三", "phone": "13812345678", "address": "浙江省杭州市西湖区文三路 1 号",
+                  "alipay_account": "zhangsan@example.com"},
+        "paid_at": "2026-11-01T10:00:00+08:00",
+        "lines": [{"line_id": "L1", "sku": "TEE-001-M-BLK", "name": "纯棉T恤", "size": "M", "color": "black",
+                   "category": "tops", "quantity": 2, "unit_price": "129.00", "paid_amount": "238.00"}],
+        "shipping_fee": "10.00", "shipping_insurance": False,
+        "shipment": {"carrier": "SF", "tracking_no": "SF1234567890", "warehouse_id": "WH-HZ",
+                     "shipped_at": "2026-11-02T09:00:00+08:00"},
+        "signed_at": "2026-11-03T15:20:00+08:00",
+    }]})
+
+    shop_id: str = Id
+    platform: Literal["tmall", "taobao", "jd", "douyin", "other"]
+    buyer: Buyer
+    paid_at: AwareDatetime
+    lines: list[LineIn] = Field(min_length=1, max_length=200)
+    shipping_fee: Money = Decimal("0.00")
+    shipping_insurance: bool = False
+    shipment: Shipment | None = None
+    signed_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OrderIn:
+        ids = [line.line_id for line in self.lines]
+        if len(set(ids)) != len(ids):
+            raise ValueError("line_id must be unique within the order")
+        if self.shipping_fee < 0:
+            raise ValueError("shipping_fee cannot be negative")
+        if self.signed_at is not None and self.signed_at < self.paid_at:
+            raise ValueError("signed_at cannot be before paid_at")
+        return self
+
+
+class LinePublic(LineIn):
+    compensated: Money = Field(description="refunds, price protection, cashback and reshipped value so far")
+    remaining_allowance: Money
+
+
+class OrderPublic(BaseModel):
+    order_id: str
+    shop_id: str
+    platform: str
+    buyer: Buyer
+    paid_at: datetime
+    lines: list[LinePublic]
+    shipping_fee: Money
+    shipping_insurance: bool
+    shipment: Shipment | None
+    signed_at: datetime | None
+    subjective_returns_closed: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class OptionPublic(BaseModel):
+    line_id: str
+    remedy: str
+    reason: str | None
+    eligible: bool
+    deadline: datetime | None
+    rule: str
+    message_zh: str
+    message_en: str
+
+
+class OptionsPublic(BaseModel):
+    order_id: str
+    evaluated_at: datetime
+    options: list[OptionPublic]
+
+
+Remedy = Literal["refund_only", "return_refund", "exchange", "reship", "price_protection", "cashback"]
+Reason = Literal["no_reason", "size", "workmanship", "usage", "damaged", "lost", "missing_item", "wrong_item",
+                 "no_tracking_update", "false_delivery", "empty_parcel", "price_drop", "shipping_fee", "other"]
+
+
+class CaseLineIn(Strict):
+    line_id: str = Id
+    quantity: int = Field(ge=1, le=10_000)
+
+
+class CaseCreate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "order_id": "TB20261101001", "lines": [{"line_id": "L1", "quantity": 1}], "remedy": "return_refund",
+        "reason": "no_reason", "description": "颜色和图片不一样,不想要了", "evidence_ids": [],
+    }]})
+
+    order_id: str = Id
+    lines: list[CaseLineIn] = Field(min_length=1, max_length=200)
+    remedy: Remedy
+    reason: Reason
+    description: str | None = Field(None, max_length=2000)
+    amount: Money | None = None
+    evidence_ids: list[str] = Field(default_factory=list, max_length=20)
+    new_order_id: str | None = Field(None, max_length=64, description="price protection: the new, cheaper order")
+    new_unit_price: Money | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> CaseCreate:
+        ids = [line.line_id for line in self.lines]
+        if len(set(ids)) != len(ids):
+            raise ValueError("each line_id appears once")
+        if self.amount is not None and self.amount <= 0:
+            raise ValueError("amount must be positive")
+        if self.new_unit_price is not None and self.new_unit_price < 0:
+            raise ValueError("new_unit_price cannot be negative")
+        return self
+
+
+class CasePublic(BaseModel):
+    id: str
+    order_id: str
+    shop_id: str
+    remedy: str
+    reason: str
+    status: str
+    stage: str
+    description: str | None
+    lines: list[dict[str, Any]]
+    amount: Money | None
+    line_amounts: dict[str, str]
+    details: dict[str, Any]
+    needs_retention: bool
+    evidence_missing: int
+    evidence: list[dict[str, Any]] = []
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class TimelineEntry(BaseModel):
+    id: str
+    action: str
+    actor: str
+    from_status: str | None
+    to_status: str
+    data: dict[str, Any]
+    at: datetime
+
+
+class ActionIn(Strict):
+    """Any action's body: `expected_version` (or an If-Match header) plus the action's own fields."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"expected_version": 1, "offer": "coupon", "outcome": "declined", "real_reason": "color"},
+        {"expected_version": 3, "carrier": "YTO", "tracking_no": "YT9876543210"},
+        {"expected_version": 5, "passed": True, "notes": "tags on, unworn"},
+        {"expected_version": 6, "amount": "119.00"},
+    ]})
+
+    expected_version: int | None = Field(None, ge=1)
+    # record_retention
+    offer: Literal["gift", "coupon", "keep_as_gift", "other_style", "none"] | None = None
+    outcome: Literal["accepted", "declined"] | None = None
+    real_reason: str | None = Field(None, max_length=500)
+    # reject
+    reason_code: str | None = Field(None, max_length=64)
+    message: str | None = Field(None, max_length=2000)
+    # attach_evidence
+    evidence_ids: list[str] | None = Field(None, max_length=20)
+    # submit_return_tracking
+    carrier: str | None = Field(None, max_length=64)
+    tracking_no: str | None = Field(None, max_length=64)
+    # record_inspection
+    passed: bool | None = None
+    notes: str | None = Field(None, max_length=2000)
+    # refund
+    amount: Money | None = None
+    # record_carrier_verdict
+    confirmed: bool | None = None
+    verdict: str | None = Field(None, max_length=2000)
+    # create_reship
+    reship_lines: list[CaseLineIn] | None = None
+
+
+class EvidencePublic(BaseModel):
+    id: str
+    sha256: str
+    content_type: str
+    size: int
+    kind: str
+    created_at: datetime
+
+
+class CashbackCreate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "order_id": "TB20261101001", "line_id": "L1", "case_id": None, "reason": "shipping_fee", "amount": "12.00",
+        "payee": {"alipay_account": "zhangsan@example.com", "name": "张三"},
+    }]})
+
+    order_id: str = Id
+    line_id: str = Id
+    case_id: str | None = Field(None, max_length=40)
+    reason: Literal["price_difference", "shipping_fee", "refund_not_possible_online", "other"]
+    amount: Money
+    payee: Payee
+    note: str | None = Field(None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _positive(self) -> CashbackCreate:
+        if self.amount < Decimal("0.10"):
+            raise ValueError("amount must be at least 0.10 (the smallest transfer)")
+        return self
+
+
+class CashbackPublic(BaseModel):
+    id: str
+    order_id: str
+    shop_id: str
+    line_id: str
+    case_id: str | None
+    reason: str
+    amount: Money
+    payee: dict[str, Any]
+    status: str
+    note: str | None
+    verified_by: str | None
+    verified_at: datetime | None
+    rejection_reason: str | None
+    payout_id: str | None
+    out_biz_no: str | None
+    failure_code: str | None
+    paid_at: datetime | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class CashbackDecision(Strict):
+    expected_version: int | None = Field(None, ge=1)
+    reason: str | None = Field(None, max_length=500, description="why it was rejected")

@@ -1,0 +1,76 @@
+"""The app factory every service uses: database, bus, dev key, outbox relay, consumers, ops routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+
+from .auth import ensure_key
+from .bus import Bus
+from .bus.factory import make_bus
+from .clock import Clock, SystemClock
+from .consumer import ConsumerRunner
+from .db import make_engine, session_factory, unit_of_work
+from .logging import configure_logging
+from .outbox import OutboxRelay
+from .settings import ServiceSettings
+from .web import configure_app, database_check, ops_router
+
+# Given the running app, the consumers it should run (built once the database and bus exist).
+ConsumersFactory = Callable[[FastAPI], Sequence[ConsumerRunner]]
+
+
+def build_app(settings: ServiceSettings, *, title: str, description: str, routers: Sequence[APIRouter],
+              clock: Clock | None = None, bus: Bus | None = None, background: bool = True,
+              consumers: ConsumersFactory | None = None, state: dict[str, Any] | None = None) -> FastAPI:
+    """`background=False` leaves the relay and consumers stopped, for tests that drive them by hand."""
+    clock = clock or SystemClock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level, settings.service_name)
+        engine = make_engine(settings.sqlalchemy_url)
+        app.state.sessions = sessions = session_factory(engine)
+        app.state.bus = the_bus = bus or make_bus(settings)
+        await the_bus.start()
+        if settings.dev_api_key is not None:
+            async with unit_of_work(sessions) as session:
+                await ensure_key(session, name="dev", secret=settings.dev_api_key.get_secret_value(),
+                                 now=clock.now())
+        relay = app.state.relay = OutboxRelay(sessions, the_bus, clock)
+        relay.watch()
+        runners = app.state.consumers = list(consumers(app)) if consumers else []
+        if background:
+            relay.start()
+            for runner in runners:
+                runner.start()
+        try:
+            yield
+        finally:
+            for runner in runners:
+                await runner.stop()
+            await relay.stop()
+            await the_bus.stop()
+            await engine.dispose()
+
+    app = FastAPI(title=title, version="1.0.0", description=description, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.clock = clock
+    for key, value in (state or {}).items():
+        setattr(app.state, key, value)
+    configure_app(app, settings.service_name)
+
+    async def bus_check() -> None:
+        if not await app.state.bus.healthy():
+            raise RuntimeError("bus unavailable")
+
+    async def db_check() -> None:
+        await database_check(app)
+
+    app.include_router(ops_router(settings.service_name, {"database": db_check, "bus": bus_check}))
+    for router in routers:
+        app.include_router(router)
+    return app

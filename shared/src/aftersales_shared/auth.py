@@ -1,0 +1,102 @@
+"""API keys: stored hashed, each with roles and the shops it may touch (or all shops)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from .ids import new_id
+from .problems import Problem
+
+
+class Role(StrEnum):
+    storefront = "storefront"
+    warehouse = "warehouse"
+    support = "support"
+    ops = "ops"
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True)
+    name: str
+    key_hash: str = Field(index=True, unique=True)
+    prefix: str
+    roles: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    shops: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+def hash_key(secret: str) -> str:
+    # Keys are 256-bit random tokens, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    name: str
+    roles: frozenset[Role]
+    shops: frozenset[str] | None  # None: every shop
+
+    def has_any(self, roles: Iterable[Role]) -> bool:
+        return bool(self.roles & set(roles))
+
+    def sees_shop(self, shop_id: str) -> bool:
+        return self.shops is None or shop_id in self.shops
+
+    def require(self, *roles: Role) -> Principal:
+        if not self.has_any(roles):
+            raise Problem(403, "forbidden", "Forbidden",
+                          f"this key lacks the role: one of {', '.join(sorted(roles))}")
+        return self
+
+    def require_shop(self, shop_id: str, *, hide: bool = False, what: str = "resource") -> None:
+        """403 for another shop's data, or 404 where existence must not leak."""
+        if self.sees_shop(shop_id):
+            return
+        if hide:
+            raise Problem(404, "not_found", f"{what} not found")
+        raise Problem(403, "forbidden", "Forbidden", f"this key is not allowed for shop {shop_id!r}")
+
+
+async def create_key(session: AsyncSession, *, name: str, roles: Iterable[Role], shops: Iterable[str] | None,
+                     now: datetime, secret: str | None = None) -> tuple[ApiKey, str]:
+    """Create a key and return it with its secret, which is shown once and never stored."""
+    secret = secret or "ask_" + secrets.token_urlsafe(32)
+    key = ApiKey(id=new_id("key"), name=name, key_hash=hash_key(secret), prefix=secret[:8],
+                 roles=sorted(Role(r).value for r in roles), shops=None if shops is None else sorted(shops),
+                 created_at=now)
+    session.add(key)
+    await session.flush()
+    return key, secret
+
+
+async def ensure_key(session: AsyncSession, *, name: str, secret: str, now: datetime) -> None:
+    """Make `secret` a key with every role for every shop (the embedded mode's DEV_API_KEY)."""
+    existing = (await session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(secret)))).first()
+    if existing is None:
+        await create_key(session, name=name, roles=list(Role), shops=None, now=now, secret=secret)
+    elif existing.revoked_at is not None:
+        existing.revoked_at = None
+
+
+async def authenticate(session: AsyncSession, authorization: str | None) -> Principal:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Problem(401, "unauthenticated", "Unauthenticated", "send Authorization: Bearer <api key>")
+    key = (await session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(token.strip())))).first()
+    if key is None or key.revoked_at is not None:
+        raise Problem(401, "unauthenticated", "Unauthenticated", "unknown or revoked api key")
+    return Principal(key_id=key.id, name=key.name, roles=frozenset(Role(r) for r in key.roles),
+                     shops=None if key.shops is None else frozenset(key.shops))

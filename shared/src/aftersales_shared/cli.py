@@ -1,0 +1,78 @@
+"""The command line every service offers: serve, migrate, and API key management."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlmodel import col, select
+
+from .auth import ApiKey, Role, create_key
+from .db import make_engine, session_factory, unit_of_work
+from .migrations import upgrade
+from .settings import ServiceSettings
+
+
+async def _keys(settings: ServiceSettings, args: argparse.Namespace) -> int:
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        async with unit_of_work(session_factory(engine)) as session:
+            if args.keys_command == "create":
+                shops = None if args.shops in (None, "*") else [s for s in args.shops.split(",") if s]
+                key, secret = await create_key(session, name=args.name, roles=[Role(r) for r in args.roles.split(",")],
+                                               shops=shops, now=datetime.now(UTC))
+                print(json.dumps({"id": key.id, "name": key.name, "roles": key.roles, "shops": key.shops,
+                                  "api_key": secret, "note": "shown once; store it now"}, ensure_ascii=False))
+            elif args.keys_command == "list":
+                for key in (await session.exec(select(ApiKey).order_by(col(ApiKey.created_at)))).all():
+                    print(json.dumps({"id": key.id, "name": key.name, "prefix": key.prefix, "roles": key.roles,
+                                      "shops": key.shops, "created_at": key.created_at.isoformat(),
+                                      "revoked": key.revoked_at is not None}, ensure_ascii=False))
+            else:
+                key = await session.get(ApiKey, args.key_id)
+                if key is None:
+                    print(f"no key {args.key_id}", file=sys.stderr)
+                    return 2
+                key.revoked_at = datetime.now(UTC)
+                print(f"revoked {key.id} ({key.name})")
+    finally:
+        await engine.dispose()
+    return 0
+
+
+def make_main(settings_factory: Callable[[], ServiceSettings], app_path: str,
+              service_dir: Path) -> Callable[[Sequence[str] | None], int]:
+    def main(argv: Sequence[str] | None = None) -> int:
+        parser = argparse.ArgumentParser(prog=settings_factory().service_name)
+        commands = parser.add_subparsers(dest="command", required=True)
+        serve = commands.add_parser("serve", help="migrate the database, then serve HTTP")
+        serve.add_argument("--no-migrate", action="store_true")
+        commands.add_parser("migrate", help="alembic upgrade head on this service's database")
+        keys = commands.add_parser("keys", help="API keys: create, list, revoke")
+        key_commands = keys.add_subparsers(dest="keys_command", required=True)
+        create = key_commands.add_parser("create")
+        create.add_argument("--name", required=True)
+        create.add_argument("--roles", required=True, help="comma-separated: " + ",".join(r.value for r in Role))
+        create.add_argument("--shops", default="*", help="comma-separated shop ids, or * for every shop")
+        key_commands.add_parser("list")
+        revoke = key_commands.add_parser("revoke")
+        revoke.add_argument("key_id")
+        args = parser.parse_args(argv)
+        settings = settings_factory()
+        if args.command in ("serve", "migrate") and not getattr(args, "no_migrate", False):
+            asyncio.run(upgrade(service_dir, settings.sqlalchemy_url))
+        if args.command == "serve":
+            import uvicorn
+
+            uvicorn.run(app_path, factory=True, host=settings.host, port=settings.port, log_config=None,
+                        access_log=False)
+        if args.command == "keys":
+            return asyncio.run(_keys(settings, args))
+        return 0
+
+    return main

@@ -1,0 +1,100 @@
+"""The consumer runner every service uses: parse the envelope, dedupe by event id, call the handler,
+commit the handler's transaction, then the offset. Failing records are retried with backoff and
+then parked on `<topic>.dlq` with the error in headers, so the partition moves on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from .bus import Bus, Consumer, OutRecord, Record
+from .clock import Clock
+from .db import unit_of_work
+from .events import CloudEvent
+from .outbox import already_processed
+from .topics import dlq
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
+
+
+class ConsumerRunner:
+    def __init__(self, *, bus: Bus, sessions: async_sessionmaker[AsyncSession], clock: Clock, group: str,
+                 topics: Sequence[str], handlers: Mapping[str, Handler], max_attempts: int = 5,
+                 backoff: float = 0.2) -> None:
+        self._bus = bus
+        self._sessions = sessions
+        self._clock = clock
+        self.group = group
+        self._topics = list(topics)
+        self._handlers = handlers
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: Consumer | None = None
+        self.processed = 0
+        self.dead_lettered = 0
+
+    async def run(self) -> None:
+        self._consumer = consumer = await self._bus.consumer(self.group, self._topics)
+        try:
+            while True:
+                records = await consumer.fetch(max_records=500, timeout_ms=200)
+                if not records:
+                    continue
+                positions: dict[tuple[str, int], int] = {}
+                for record in records:
+                    await self.handle(record)
+                    positions[(record.topic, record.partition)] = record.offset + 1
+                await consumer.commit(positions)
+        finally:
+            await consumer.close()
+
+    async def handle(self, record: Record) -> None:
+        try:
+            event = CloudEvent.from_bytes(record.value)
+        except ValidationError as exc:
+            await self._dead_letter(record, f"not a CloudEvent: {exc.errors()[:1]}")
+            return
+        handler = self._handlers.get(event.type)
+        if handler is None:
+            return
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                async with unit_of_work(self._sessions) as session:
+                    if not await already_processed(session, self.group, event.id, self._clock.now()):
+                        await handler(session, event)
+                self.processed += 1
+                return
+            except Exception as exc:
+                log.warning("handler failed (attempt %d/%d)", attempt, self._max_attempts,
+                            extra={"event_id": event.id, "topic": record.topic}, exc_info=True)
+                if attempt == self._max_attempts:
+                    await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
+                    return
+                await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
+
+    async def _dead_letter(self, record: Record, error: str) -> None:
+        headers = (*record.headers, ("error", error[:1000].encode()), ("consumer_group", self.group.encode()),
+                   ("original_offset", str(record.offset).encode()))
+        await self._bus.publish_batch([OutRecord(dlq(record.topic), record.key, record.value, headers)])
+        self.dead_lettered += 1
+        log.error("event parked on %s: %s", dlq(record.topic), error, extra={"topic": record.topic})
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"consumer-{self.group}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None

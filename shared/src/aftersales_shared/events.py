@@ -1,0 +1,162 @@
+"""The CloudEvents 1.0 envelope (JSON structured mode) and the event payloads that cross services.
+
+Payload models are the schema other teams code against; `docs/events/` holds their JSON Schemas.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import topics
+from .ids import new_id
+from .money import Money
+
+
+class CloudEvent(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str
+    type: str = Field(examples=["aftersales.case.approved.v1"])
+    subject: str | None = None
+    time: datetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: dict[str, Any]
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> CloudEvent:
+        return cls.model_validate_json(raw)
+
+
+def envelope(*, source: str, type: str, subject: str | None, data: BaseModel, at: datetime) -> CloudEvent:
+    return CloudEvent(
+        id=new_id("evt"), source=source, type=type, subject=subject, time=at,
+        data=data.model_dump(mode="json"),
+    )
+
+
+class CaseEvent(BaseModel):
+    """`aftersales.case.<action>.v1` on aftersales.cases.v1, keyed by order id."""
+
+    case_id: str
+    order_id: str
+    shop_id: str
+    remedy: str
+    reason: str
+    status: str
+    action: str
+    amount: Money | None = None
+    version: int
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Payee(BaseModel):
+    alipay_account: str
+    name: str
+
+
+class CashbackApproved(BaseModel):
+    """`aftersales.cashback.approved.v1` on aftersales.cashback.v1, keyed by cashback task id."""
+
+    cashback_task_id: str
+    order_id: str
+    shop_id: str
+    case_id: str | None = None
+    reason: str
+    amount: Money
+    payee: Payee
+    approved_at: datetime
+
+
+class CashbackCancelled(BaseModel):
+    """`aftersales.cashback.cancelled.v1`: a task withdrawn before it was paid."""
+
+    cashback_task_id: str
+    order_id: str
+    shop_id: str
+    reason: str
+
+
+Direction = Literal["outbound", "return"]
+TrackingStatus = Literal[
+    "created", "picked_up", "in_transit", "out_for_delivery", "delivered", "delivery_failed",
+    "exception", "returning", "returned", "lost",
+]
+SignedBy = Literal["recipient", "agent", "locker", "station", "other"]
+
+
+class TrackingEvent(BaseModel):
+    """`logistics.tracking.scan.v1` on logistics.tracking.v1, keyed by tracking number."""
+
+    event_id: str
+    tracking_no: str
+    carrier: str
+    order_id: str | None = None
+    direction: Direction = "outbound"
+    status: TrackingStatus
+    occurred_at: datetime
+    location: str | None = None
+    description: str | None = None
+    signed_by: SignedBy | None = None
+    warehouse_id: str | None = None
+
+
+AlertKind = Literal["no_first_scan", "stalled", "suspected_lost", "suspected_false_delivery"]
+
+
+class LogisticsAlert(BaseModel):
+    """`logistics.alert.opened.v1` / `logistics.alert.resolved.v1` on logistics.alerts.v1."""
+
+    alert_id: str
+    tracking_no: str
+    order_id: str | None
+    carrier: str
+    kind: AlertKind
+    status: Literal["open", "resolved"]
+    opened_at: datetime
+    resolved_at: datetime | None = None
+    score: float | None = None
+
+
+class ParcelMilestone(BaseModel):
+    """`logistics.parcel.<delivered|intercepted|returned>.v1` on logistics.parcels.v1."""
+
+    tracking_no: str
+    order_id: str | None
+    carrier: str
+    direction: Direction
+    milestone: Literal["delivered", "intercepted", "returned"]
+    occurred_at: datetime
+    signed_by: SignedBy | None = None
+
+
+class PayoutResult(BaseModel):
+    """`payouts.payout.<paid|failed>.v1` on payouts.results.v1, keyed by cashback task id."""
+
+    payout_id: str
+    cashback_task_id: str
+    order_id: str
+    amount: Money
+    status: Literal["paid", "failed"]
+    out_biz_no: str
+    provider_reference: str | None = None
+    failure_code: str | None = None
+    paid_at: datetime | None = None
+
+
+# topic -> the payload models that may travel on it (for the exported JSON Schemas)
+SCHEMAS: dict[str, tuple[type[BaseModel], ...]] = {
+    topics.CASES: (CaseEvent,),
+    topics.CASHBACK: (CashbackApproved, CashbackCancelled),
+    topics.TRACKING: (TrackingEvent,),
+    topics.ALERTS: (LogisticsAlert,),
+    topics.PARCELS: (ParcelMilestone,),
+    topics.PAYOUT_RESULTS: (PayoutResult,),
+}

@@ -1,0 +1,145 @@
+"""The transactional outbox and the inbox: events leave with the state change that caused them,
+and a redelivered event has no second effect."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from pydantic import BaseModel
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, event, func, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import Field, SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from .bus import Bus, OutRecord
+from .clock import Clock
+from .events import envelope
+
+log = logging.getLogger(__name__)
+
+
+class OutboxMessage(SQLModel, table=True):
+    __tablename__ = "outbox"
+
+    # BigInteger on PostgreSQL, INTEGER (rowid, autoincrement) on SQLite.
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                       autoincrement=True))
+    event_id: str = Field(unique=True)
+    topic: str
+    key: str | None
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime
+    sent_at: datetime | None = Field(default=None, index=True)
+
+
+class InboxEntry(SQLModel, table=True):
+    __tablename__ = "inbox"
+
+    consumer_group: str = Field(primary_key=True)
+    event_id: str = Field(primary_key=True)
+    processed_at: datetime
+
+
+def add_event(session: AsyncSession, *, topic: str, key: str, source: str, type: str, subject: str | None,
+              data: BaseModel, at: datetime) -> str:
+    """Queue an event in the caller's transaction; it is published only if that commits."""
+    cloud_event = envelope(source=source, type=type, subject=subject, data=data, at=at)
+    session.add(OutboxMessage(event_id=cloud_event.id, topic=topic, key=key, payload=cloud_event.to_bytes(),
+                              created_at=at))
+    session.info["outbox_dirty"] = True
+    return cloud_event.id
+
+
+async def already_processed(session: AsyncSession, group: str, event_id: str, at: datetime) -> bool:
+    """Record `event_id` for `group` in this transaction; True if it was recorded before."""
+    if await session.get(InboxEntry, (group, event_id)) is not None:
+        return True
+    session.add(InboxEntry(consumer_group=group, event_id=event_id, processed_at=at))
+    return False
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows in id order (so in order per key) and marks them sent.
+
+    Wakes when a session that added events commits, and polls every `poll_interval` regardless.
+    While the bus is down it backs off; rows wait in the table and nothing is lost.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], bus: Bus, clock: Clock, *,
+                 batch_size: int = 500, poll_interval: float = 0.1, max_backoff: float = 5.0) -> None:
+        self._sessions = sessions
+        self._bus = bus
+        self._clock = clock
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._max_backoff = max_backoff
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+
+    def watch(self) -> None:
+        """Wake the relay after every commit of one of our sessions that queued events."""
+
+        @event.listens_for(self._sessions.kw["sync_session_class"], "after_commit")
+        def _after_commit(session: object) -> None:
+            info = getattr(session, "info", {})
+            if info.pop("outbox_dirty", False):
+                self._wake.set()
+
+    async def backlog(self) -> int:
+        async with self._sessions() as session:
+            count = await session.exec(select(func.count()).select_from(OutboxMessage)
+                                       .where(col(OutboxMessage.sent_at).is_(None)))
+            return int(count.one())
+
+    async def drain_once(self) -> int:
+        """Publish one batch; return how many rows it sent."""
+        async with self._sessions() as session:
+            rows = (await session.exec(
+                select(OutboxMessage).where(col(OutboxMessage.sent_at).is_(None))
+                .order_by(col(OutboxMessage.id)).limit(self._batch_size)
+            )).all()
+            if not rows:
+                return 0
+            await self._bus.publish_batch([OutRecord(r.topic, r.key, r.payload) for r in rows])
+            await session.exec(update(OutboxMessage)  # type: ignore[call-overload]
+                               .where(col(OutboxMessage.id).in_([r.id for r in rows]))
+                               .values(sent_at=self._clock.now()))
+            await session.commit()
+            self.published += len(rows)
+            return len(rows)
+
+    async def run(self) -> None:
+        backoff = self._poll_interval
+        while True:
+            try:
+                while await self.drain_once() == self._batch_size:
+                    pass
+                backoff = self._poll_interval
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("outbox relay cannot publish; retrying in %.1fs", backoff, exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+            except TimeoutError:
+                pass
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None

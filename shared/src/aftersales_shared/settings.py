@@ -1,0 +1,51 @@
+"""Settings every service reads. Each service subclasses with its own env prefix; the names the
+operator shares across services (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, DEV_API_KEY) are unprefixed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    service_name: str = "service"
+    database_name: str = "service"
+    environment: Literal["development", "production"] = Field(
+        "development", validation_alias=AliasChoices("ENVIRONMENT", "AFTERSALES_ENVIRONMENT")
+    )
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    kafka_bootstrap_servers: str | None = Field(None, validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    dev_api_key: SecretStr | None = Field(None, validation_alias="DEV_API_KEY")
+    data_dir: Path = Field(Path(".data"), validation_alias="DATA_DIR")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> ServiceSettings:
+        if self.environment == "production":
+            if self.dev_api_key is not None:
+                raise ValueError("DEV_API_KEY is for the embedded development mode only")
+            if not self.database_url or not self.kafka_bootstrap_servers:
+                raise ValueError("production needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """This service's own database: a database named after it on the PostgreSQL server, or a
+        SQLite file in the data folder."""
+        if self.database_url:
+            return make_url(self.database_url).set(database=self.database_name).render_as_string(
+                hide_password=False
+            )
+        return f"sqlite+aiosqlite:///{self.data_dir / (self.database_name + '.db')}"
+
+    @property
+    def event_log_path(self) -> Path:
+        return self.data_dir / "events.db"
