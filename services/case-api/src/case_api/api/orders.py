@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 from aftersales_shared.auth import Role
-from aftersales_shared.money import fmt
 from fastapi import APIRouter, Response
 
 from .. import handlers
@@ -19,8 +20,8 @@ async def _public(ctx: handlers.Context, order_id: str) -> OrderPublic:
     history = await handlers.line_history(ctx.session, order_id)
     lines = []
     for row in await repo.order_lines(ctx.session, order_id):
-        used = history[row.line_id].compensated if row.line_id in history else 0
-        lines.append(LinePublic(**row.model_dump(exclude={"order_id", "position"}), compensated=fmt(used),
+        used = history[row.line_id].compensated if row.line_id in history else Decimal("0.00")
+        lines.append(LinePublic(**row.model_dump(exclude={"order_id", "position"}), compensated=used,
                                 remaining_allowance=policy.remaining_allowance(domain, row.line_id, history)))
     options = policy.after_sales_options(domain, history, ctx.now)
     closed = any(o.rule == "R-BEYOND-7D" for o in options)

@@ -824,7 +824,7 @@ def _eligible_message(remedy: Remedy, reason: Reason | None, eligibility: _Eligi
         zh, en = f"{zh}（{reason_zh}）", f"{en} ({reason_en})"
     if eligibility.deadline is not None:
         zh += f"，请在{_local(eligibility.deadline)}（北京时间）前申请"
-        en += f" until {_local(eligibility.deadline)} (Beijing time)"
+        en += f" before {_local(eligibility.deadline)} (Beijing time)"
     zh, en = zh + "。", en + "."
     notes: Iterable[tuple[Rule, str, str]] = (
         (

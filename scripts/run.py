@@ -1,0 +1,90 @@
+"""`make run`: start every service (migrating each database first), print the docs URLs and the
+development API key, and stop them all on Ctrl-C or when one of them dies."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SERVICES = [("case-api", 8000), ("logistics-watcher", 8001), ("payout-worker", 8002)]
+
+
+def dev_key(data_dir: Path) -> str:
+    """DEV_API_KEY if set, else a key made once for this data folder and kept beside it."""
+    if key := os.environ.get("DEV_API_KEY"):
+        return key
+    path = data_dir / "dev-api-key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text("dev_" + secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def main() -> int:
+    env = dict(os.environ)
+    data_dir = Path(env.setdefault("DATA_DIR", str(ROOT / ".data"))).resolve()
+    env["DATA_DIR"] = str(data_dir)
+    env["DEV_API_KEY"] = dev_key(data_dir)
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def stop(*_: object) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    try:
+        for name, port in SERVICES:
+            procs.append(subprocess.Popen([str(BIN / name), "serve"], env=env, cwd=ROOT))
+        for (name, port), proc in zip(SERVICES, procs, strict=True):
+            if not wait_healthy(port, proc):
+                print(f"{name} did not start; see its log above", file=sys.stderr)
+                stop()
+                return 1
+        mode = "Kafka at " + env["KAFKA_BOOTSTRAP_SERVERS"] if env.get("KAFKA_BOOTSTRAP_SERVERS") else \
+            f"the embedded event log in {data_dir}"
+        database = "PostgreSQL" if env.get("DATABASE_URL") else f"SQLite in {data_dir}"
+        print("\n".join([
+            "", "After-sales platform is up:",
+            *(f"  {name:<18} http://127.0.0.1:{port}/docs" for name, port in SERVICES),
+            f"  database           {database}", f"  events             {mode}",
+            f"  dev API key        {env['DEV_API_KEY']}   (Authorization: Bearer <key>)",
+            "Ctrl-C stops everything.", "",
+        ]), flush=True)
+        while all(proc.poll() is None for proc in procs):
+            time.sleep(0.5)
+        print("a service stopped; stopping the others", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

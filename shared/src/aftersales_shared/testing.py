@@ -1,0 +1,84 @@
+"""Helpers for the services' tests: run an app with its lifespan, keys per role, infrastructure switches."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from .auth import Role, create_key
+from .db import unit_of_work
+
+
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running, and a client that talks to it in-process."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+@dataclass(frozen=True)
+class Keys:
+    """One key per role for shop-a, a storefront key for shop-b, and an all-roles admin."""
+
+    storefront: str
+    storefront_b: str
+    warehouse: str
+    support: str
+    ops: str
+    support_b: str
+    admin: str
+
+    def auth(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {getattr(self, name)}"}
+
+
+async def make_keys(app: FastAPI, now: object) -> Keys:
+    specs = {
+        "storefront": ([Role.storefront], ["shop-a"]), "storefront_b": ([Role.storefront], ["shop-b"]),
+        "warehouse": ([Role.warehouse], ["shop-a"]), "support": ([Role.support], ["shop-a"]),
+        "ops": ([Role.ops], ["shop-a"]), "support_b": ([Role.support], ["shop-b"]), "admin": (list(Role), None),
+    }
+    secrets: dict[str, str] = {}
+    async with unit_of_work(app.state.sessions) as session:
+        for name, (roles, shops) in specs.items():
+            _, secrets[name] = await create_key(session, name=name, roles=roles, shops=shops, now=now)  # type: ignore[arg-type]
+    return Keys(**secrets)
+
+
+def infra_missing(what: str, hint: str) -> None:
+    """Skip on a laptop without the infrastructure; fail in CI (REQUIRE_INFRA=1), where it must run."""
+    message = f"{what} is not available: {hint}"
+    if os.environ.get("REQUIRE_INFRA") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@asynccontextmanager
+async def fresh_postgres_database(prefix: str) -> AsyncIterator[str]:
+    """A new, empty database on TEST_DATABASE_URL's server, dropped afterwards; yields its URL."""
+    server = os.environ.get("TEST_DATABASE_URL")
+    if not server:
+        infra_missing("PostgreSQL", "run `make pg-up` and export TEST_DATABASE_URL=$(infra/postgres/pg.sh url)")
+        raise AssertionError("unreachable")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(make_url(server).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
