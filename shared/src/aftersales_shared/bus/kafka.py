@@ -1,0 +1,128 @@
+"""The Kafka bus (aiokafka): an idempotent producer (acks=all), topics and their `.dlq` created at
+start-up, consumer groups with explicit offset commits.
+
+If the broker is unreachable at start-up the service still starts: publishing raises until the
+broker answers, so the outbox relay backs off and rows wait in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from .. import topics as topic_names
+from .base import Headers, OutRecord, Record
+
+log = logging.getLogger(__name__)
+
+
+class KafkaBus:
+    def __init__(self, bootstrap_servers: str, *, client_id: str, partitions: int = 6, replication_factor: int = 1,
+                 topics: Sequence[str] = topic_names.ALL) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.client_id = client_id
+        self.partitions = partitions
+        self.replication_factor = replication_factor
+        self.topics = [*topics, *(topic_names.dlq(t) for t in topics)]
+        self._producer: AIOKafkaProducer | None = None
+        self._connecting = asyncio.Lock()
+
+    async def start(self) -> None:
+        try:
+            await self._connect()
+        except (KafkaError, OSError) as exc:
+            log.warning("Kafka at %s is not reachable yet (%s); events wait in the outbox",
+                        self.bootstrap_servers, exc)
+
+    async def _connect(self) -> AIOKafkaProducer:
+        async with self._connecting:
+            if self._producer is not None:
+                return self._producer
+            await self.ensure_topics()
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
+                                        enable_idempotence=True, acks="all", linger_ms=2,
+                                        max_batch_size=256 * 1024, request_timeout_ms=10_000)
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+            return producer
+
+    async def ensure_topics(self) -> None:
+        """Create the topics that do not exist yet (idempotent; several services may race)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-admin",
+                                    request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            missing = [NewTopic(t, self.partitions, self.replication_factor) for t in self.topics
+                       if t not in existing]
+            if missing:
+                await admin.create_topics(missing)  # "already exists" comes back as an error code, not raised
+        finally:
+            await admin.close()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def healthy(self) -> bool:
+        producer = await self._connect()
+        return bool(await producer.client.fetch_all_metadata())
+
+    async def publish(self, topic: str, key: str | None, value: bytes, headers: Headers = ()) -> None:
+        await self.publish_batch([OutRecord(topic, key, value, tuple(headers))])
+
+    async def publish_batch(self, records: Sequence[OutRecord]) -> None:
+        producer = await self._connect()
+        futures = [await producer.send(r.topic, r.value, key=r.key.encode() if r.key is not None else None,
+                                       headers=list(r.headers)) for r in records]
+        await asyncio.gather(*futures)
+
+    async def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
+        consumer = AIOKafkaConsumer(*topics, bootstrap_servers=self.bootstrap_servers, group_id=group,
+                                    client_id=f"{self.client_id}-{group}", enable_auto_commit=False,
+                                    auto_offset_reset="earliest", max_poll_interval_ms=300_000)
+        await consumer.start()
+        return KafkaConsumer(consumer)
+
+
+class KafkaConsumer:
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+
+    async def fetch(self, max_records: int = 500, timeout_ms: int = 500) -> list[Record]:
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return [Record(m.topic, m.partition, m.offset, m.key.decode() if m.key is not None else None, m.value or b"",
+                       tuple(m.headers or ())) for messages in batches.values() for m in messages]
+
+    async def commit(self, positions: dict[tuple[str, int], int]) -> None:
+        try:
+            await self._consumer.commit({TopicPartition(t, p): offset for (t, p), offset in positions.items()})
+        except CommitFailedError:
+            # The group rebalanced: the new owner reads from the last committed offset, and the
+            # inbox makes the records handled here a no-op there.
+            log.warning("offset commit lost to a rebalance; the records will be redelivered and deduplicated")
+
+    async def seek(self, topic: str, partition: int, offset: int) -> None:
+        self._consumer.seek(TopicPartition(topic, partition), offset)
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Records between this consumer's position and the end of each assigned partition."""
+        out = {}
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is not None:
+                out[(tp.topic, tp.partition)] = max(0, end - await self._consumer.position(tp))
+        return out
+
+    async def close(self) -> None:
+        await self._consumer.stop()
