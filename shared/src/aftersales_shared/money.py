@@ -36,6 +36,6 @@ def fmt(value: Decimal) -> str:
 Money = Annotated[
     Decimal,
     BeforeValidator(to_money),
-    PlainSerializer(fmt, return_type=str),
+    PlainSerializer(fmt, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": r"^-?\d+(\.\d{1,2})?$", "examples": ["129.00"]}),
 ]

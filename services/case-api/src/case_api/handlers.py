@@ -28,7 +28,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from . import repository as repo
 from .domain import model as dm
 from .domain import policy
-from .domain.workflow import MOVES, Action, CaseStatus, after_intake
+from .domain.workflow import MOVES, RELEASED, Action, CaseStatus, after_intake
 from .models import (
     Case,
     CaseEvent,
@@ -137,22 +137,21 @@ def domain_order(order: Order, lines: list[OrderLine]) -> dm.Order:
 
 async def line_history(session: AsyncSession, order_id: str, *, exclude_case: str | None = None
                        ) -> dict[str, dm.LineHistory]:
-    compensated = await repo.compensated_by_line(session, order_id, exclude_case=exclude_case)
-    shipping: dict[str, Decimal] = defaultdict(lambda: Decimal("0.00"))
+    compensated, shipping = await repo.compensation_totals(session, order_id, exclude_case=exclude_case)
     exchanged: set[str] = set()
     replacement_signed: dict[str, datetime] = {}
     for case in await repo.order_cases(session, order_id):
-        if case.id == exclude_case or case.remedy != "exchange" or case.status in (S.rejected, S.withdrawn,
-                                                                                 S.retained):
+        if case.id == exclude_case or case.remedy != "exchange" or case.status in RELEASED:
             continue
         for line in case.lines:
             exchanged.add(line["line_id"])
             if signed := case.details.get("replacement_signed_at"):
                 replacement_signed[line["line_id"]] = as_utc(datetime.fromisoformat(signed))
-    lines = set(compensated) | exchanged | set(shipping)
-    return {line_id: dm.LineHistory(line_id=line_id, compensated=compensated.get(line_id, Decimal("0.00")),
-                                    shipping_reimbursed=shipping[line_id], exchanged=line_id in exchanged,
-                                    replacement_signed_at=replacement_signed.get(line_id)) for line_id in lines}
+    zero = Decimal("0.00")
+    return {line_id: dm.LineHistory(line_id=line_id, compensated=compensated.get(line_id, zero),
+                                    shipping_reimbursed=shipping.get(line_id, zero), exchanged=line_id in exchanged,
+                                    replacement_signed_at=replacement_signed.get(line_id))
+            for line_id in set(compensated) | set(shipping) | exchanged}
 
 
 async def load_domain_order(session: AsyncSession, order: Order) -> dm.Order:
@@ -185,6 +184,9 @@ async def open_case(ctx: Context, body: CaseCreate) -> Case:
                                    await line_history(ctx.session, order.order_id), ctx.now)
     except dm.PolicyRefusal as exc:
         raise refusal(exc) from None
+    except dm.InvalidRequest as exc:
+        raise Problem(422, "validation_failed", "Invalid request", exc.message,
+                      errors=[{"field": exc.field, "message": exc.message}]) from None
     status = after_intake(decision.evidence_missing, decision.needs_retention)
     case = Case(
         id=new_id("case"), order_id=order.order_id, shop_id=order.shop_id, remedy=body.remedy, reason=body.reason,
@@ -210,6 +212,8 @@ def _intake_details(body: CaseCreate, decision: dm.Decision) -> dict[str, Any]:
         details["deadline"] = decision.deadline.isoformat()
     if body.new_order_id:
         details["new_order_id"] = body.new_order_id
+    if decision.shipping_amounts:
+        details["shipping_amounts"] = {k: fmt(v) for k, v in decision.shipping_amounts.items()}
     return details
 
 
@@ -333,8 +337,12 @@ async def _cashback_for_case(ctx: Context, case: Case) -> CashbackTask:
 
 def _grant(ctx: Context, case: Case, kind: str, *, total: Decimal | None = None,
            cashback_task_id: str | None = None) -> None:
-    """Book what the case granted per line (R-COMP-CAP), scaled when less than the case amount."""
-    amounts = {k: Decimal(v) for k, v in case.line_amounts.items()}
+    """Book what the case granted per line (R-COMP-CAP; shipping reimbursements apart), scaled when
+    less than the case amount."""
+    shipping = {k: Decimal(v) for k, v in case.details.get("shipping_amounts", {}).items()}
+    amounts = {k: Decimal(v) for k, v in case.line_amounts.items()} or shipping
+    if amounts is shipping:
+        kind = "shipping_fee"
     whole = sum(amounts.values(), Decimal("0.00"))
     if total is not None and whole > 0 and total != whole:
         scaled = {k: cents(v * total / whole) for k, v in amounts.items()}
@@ -363,7 +371,7 @@ async def _attach_evidence(ctx: Context, case: Case, body: ActionIn) -> dict[str
     rows = await repo.case_evidence(ctx.session, case.id)
     images = sum(e.kind == "image" for _, e in rows)
     videos = sum(e.kind == "video" for _, e in rows)
-    case.evidence_missing = policy.evidence_missing(dm.Reason(case.reason), images, videos)
+    case.evidence_missing = policy.missing_evidence(dm.Reason(case.reason), images, videos)
     if case.status == S.awaiting_evidence:
         case.status = after_intake(case.evidence_missing, case.needs_retention)  # R-EVIDENCE
     return {"attached": attached, "evidence_missing": case.evidence_missing}

@@ -56,31 +56,35 @@ async def order_cases(session: AsyncSession, order_id: str) -> list[Case]:
     return list((await session.exec(select(Case).where(Case.order_id == order_id))).all())
 
 
-async def compensated_by_line(session: AsyncSession, order_id: str, *, exclude_case: str | None = None
-                              ) -> dict[str, Decimal]:
-    """What each line has taken against R-COMP-CAP: granted compensations, plus what active cases
-    and unpaid cashback tasks still may grant (reserved until they settle or are released)."""
-    totals: dict[str, Decimal] = defaultdict(lambda: Decimal("0.00"))
+async def compensation_totals(session: AsyncSession, order_id: str, *, exclude_case: str | None = None
+                              ) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+    """Per line, what was taken against R-COMP-CAP and what was reimbursed for shipping: granted
+    compensations, plus what active cases and unpaid cashback tasks still may grant (reserved until
+    they settle or are released)."""
+    capped: dict[str, Decimal] = defaultdict(lambda: Decimal("0.00"))
+    shipping: dict[str, Decimal] = defaultdict(lambda: Decimal("0.00"))
+
+    def book(line_id: str, amount: Decimal, is_shipping: bool) -> None:
+        (shipping if is_shipping else capped)[line_id] += amount
+
     granted = (await session.exec(select(Compensation).where(Compensation.order_id == order_id))).all()
-    settled_cases = set()
+    settled = {c.case_id for c in granted if c.case_id} | {c.cashback_task_id for c in granted if c.cashback_task_id}
     for comp in granted:
-        if comp.kind != "shipping_fee":
-            totals[comp.line_id] += comp.amount
-        if comp.case_id:
-            settled_cases.add(comp.case_id)
+        book(comp.line_id, comp.amount, comp.kind == "shipping_fee")
     for case in await order_cases(session, order_id):
-        if case.id == exclude_case or case.id in settled_cases or case.status in RELEASED:
+        if case.id == exclude_case or case.id in settled or case.status in RELEASED:
             continue
         for line_id, amount in case.line_amounts.items():
-            totals[line_id] += Decimal(amount)
+            book(line_id, Decimal(amount), False)
+        for line_id, amount in case.details.get("shipping_amounts", {}).items():
+            book(line_id, Decimal(amount), True)
     tasks = (await session.exec(select(CashbackTask).where(
         CashbackTask.order_id == order_id, col(CashbackTask.case_id).is_(None),
-        col(CashbackTask.status).in_(["pending_verification", "approved"]),
-        CashbackTask.reason != "shipping_fee"))).all()
+        col(CashbackTask.status).in_(["pending_verification", "approved"])))).all()
     for task in tasks:
-        if not any(c.cashback_task_id == task.id for c in granted):
-            totals[task.line_id] += task.amount
-    return totals
+        if task.id not in settled:
+            book(task.line_id, task.amount, task.reason == "shipping_fee")
+    return capped, shipping
 
 
 async def case_evidence(session: AsyncSession, case_id: str) -> list[tuple[CaseEvidence, Evidence]]:

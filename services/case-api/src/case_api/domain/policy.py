@@ -13,6 +13,7 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 from .model import (
+    CENT,
     EVIDENCE_REQUIRED,
     SHANGHAI,
     SUBJECTIVE,
@@ -570,16 +571,37 @@ def _money(
         derived = remedy in (Remedy.RETURN_REFUND, Remedy.RESHIP) or current is not Stage.RECEIVED
         # R-RO-RECEIVED: compensation after receipt is an agreed amount, at most the goods' value.
         amount = request.amount if derived else _required_amount(request, remedy, current)
+        if amount is None:
+            weights = _absorb_rounding(order, lines, weights, history)
 
     if amount is None:
         line_amounts = weights
     else:
         _check_amount(amount, limit)
-        line_amounts = _allocate(amount, weights)
+        line_amounts = allocate(amount, weights)
     _check_cap(order, line_amounts, history)  # R-COMP-CAP
     total = sum(line_amounts.values(), ZERO)
     rules = (Rule.COMP_CAP,) if remedy is not Remedy.PRICE_PROTECTION else (Rule.CASHBACK, Rule.COMP_CAP)
     return (None if remedy is Remedy.RESHIP else total), line_amounts, {}, rules
+
+
+def _absorb_rounding(
+    order: Order,
+    lines: list[tuple[OrderLine, int]],
+    values: dict[str, Decimal],
+    history: Mapping[str, LineHistory],
+) -> dict[str, Decimal]:
+    """Trim a derived goods value to the remaining allowance when only pro-rata rounding exceeds it.
+
+    Earlier partial cases may each have rounded up by half a cent (100.01 over 2 units: 50.01 + 50.01),
+    so the last units would otherwise be refused by R-COMP-CAP for a cent.
+    """
+    trimmed = dict(values)
+    for line, _quantity in lines:
+        remaining = remaining_allowance(order, line.line_id, history)
+        if remaining < trimmed[line.line_id] < remaining + CENT * line.quantity:
+            trimmed[line.line_id] = remaining
+    return trimmed
 
 
 def _shipping_money(
@@ -739,7 +761,7 @@ def _check_cap(order: Order, line_amounts: Mapping[str, Decimal], history: Mappi
             )
 
 
-def _allocate(total: Decimal, weights: Mapping[str, Decimal]) -> dict[str, Decimal]:
+def allocate(total: Decimal, weights: Mapping[str, Decimal]) -> dict[str, Decimal]:
     """Split `total` over the keys in proportion to `weights`, to the cent (largest remainder).
 
     No share exceeds its weight when `total` ≤ the sum of the weights.
