@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import MetaData, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -82,3 +85,39 @@ async def fresh_postgres_database(prefix: str) -> AsyncIterator[str]:
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+async def check_migrations(service_dir: Path, metadata: MetaData, url: str) -> list[Any]:
+    """Upgrade to head, return the differences between the models and the migrated schema (none
+    expected), then downgrade to base and upgrade again: the history is revertable."""
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from .migrations import alembic_config, upgrade
+
+    await upgrade(service_dir, url)
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(lambda sync: compare_metadata(
+                MigrationContext.configure(sync, opts={"compare_type": True}), metadata))
+    finally:
+        await engine.dispose()
+    config = alembic_config(service_dir, url)
+    await asyncio.to_thread(command.downgrade, config, "base")
+    await upgrade(service_dir, url)
+    return list(diff)
+
+
+def service_metadata(package: str) -> MetaData:
+    """The tables of one service (its models and the shared ones), apart from other services' models
+    imported into the same test process."""
+    from sqlmodel import SQLModel
+
+    metadata = MetaData()
+    for mapper in SQLModel._sa_registry.mappers:  # type: ignore[attr-defined]
+        module = mapper.class_.__module__
+        if module.startswith((package + ".", "aftersales_shared.")) and mapper.local_table is not None:
+            mapper.local_table.to_metadata(metadata)
+    return metadata

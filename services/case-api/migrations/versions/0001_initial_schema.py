@@ -91,7 +91,6 @@ def upgrade() -> None:
     sa.Column('shipping_insurance', sa.Boolean(), nullable=False),
     sa.Column('shipment', sa.JSON(), nullable=True),
     sa.Column('signed_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-    sa.Column('subjective_returns_closed_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),

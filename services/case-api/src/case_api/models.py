@@ -37,8 +37,6 @@ class Order(SQLModel, table=True):
     shipping_insurance: bool = False
     shipment: dict[str, Any] | None = json_column(nullable=True)
     signed_at: datetime | None = None
-    # R-BEYOND-7D: once a subjective request was refused after the window, the order says so.
-    subjective_returns_closed_at: datetime | None = None
     version: int = 1
     created_at: datetime
     updated_at: datetime
