@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aftersales_shared.bus import Bus
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.clock import FrozenClock
 from aftersales_shared.migrations import upgrade
@@ -30,7 +31,7 @@ class Api:
     client: httpx.AsyncClient
     keys: Keys
     clock: FrozenClock
-    bus: EmbeddedBus
+    bus: Bus
 
     async def call(self, method: str, path: str, who: str = "admin", **kwargs: Any) -> httpx.Response:
         headers = {**self.keys.auth(who), **kwargs.pop("headers", {})}
@@ -72,10 +73,10 @@ def order_body(**changes: Any) -> dict[str, Any]:
     return body
 
 
-async def running_api(settings: Settings, tmp_path: Path) -> AsyncIterator[Api]:
+async def running_api(settings: Settings, tmp_path: Path, bus: Bus | None = None) -> AsyncIterator[Api]:
     await upgrade(SERVICE_DIR, settings.sqlalchemy_url)
     clock = FrozenClock(NOW)
-    bus = EmbeddedBus(tmp_path / "events.db")
+    bus = bus or EmbeddedBus(tmp_path / "events.db")
     app = create_app(settings, clock=clock, bus=bus)
     async with serve(app) as client:
         yield Api(app, client, await make_keys(app, clock.now()), clock, bus)
