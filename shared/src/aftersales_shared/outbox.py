@@ -18,6 +18,7 @@ from .clock import Clock
 from .events import envelope
 
 log = logging.getLogger(__name__)
+RELAY_LOCK_ID = 0x0A5_0B0C  # the PostgreSQL advisory lock that elects the publishing relay
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -98,6 +99,11 @@ class OutboxRelay:
     async def drain_once(self) -> int:
         """Publish one batch; return how many rows it sent."""
         async with self._sessions() as session:
+            if session.bind.dialect.name == "postgresql":
+                # One relay at a time across replicas, so batches leave in id order.
+                locked = await session.exec(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_ID)))
+                if not locked.one():
+                    return 0
             rows = (await session.exec(
                 select(OutboxMessage).where(col(OutboxMessage.sent_at).is_(None))
                 .order_by(col(OutboxMessage.id)).limit(self._batch_size)

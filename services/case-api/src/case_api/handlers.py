@@ -90,6 +90,8 @@ async def upsert_order(ctx: Context, order_id: str, body: OrderIn) -> tuple[Orde
         order = Order(order_id=order_id, created_at=ctx.now, updated_at=ctx.now, **data)
         ctx.session.add(order)
     else:
+        # Another shop's order: 404 as on GET, not a 409 that tells the caller it exists.
+        ctx.principal.require_shop(order.shop_id, hide=True, what="order")
         if order.shop_id != body.shop_id:
             raise conflict("order_shop_mismatch", "an order cannot move to another shop")
         for key, value in data.items():

@@ -249,18 +249,15 @@ def expected_status(endpoint: Endpoint, roles: set[Role] | frozenset[Role], own:
     return endpoint.success
 
 
-async def call(api: Api, endpoint: Endpoint, caller: str | None, ids: Ids,
-               headers: dict[str, str] | None = None) -> Any:
-    path = endpoint.path.format(**ids)
-    body = await endpoint.body(api, caller or "admin", ids)
+async def prepare(api: Api, endpoint: Endpoint, caller: str, ids: Ids) -> dict[str, Any]:
+    """The request's path and arguments; built before the call (it may upload a file)."""
+    body = await endpoint.body(api, caller, ids)
     kwargs: dict[str, Any] = {"params": endpoint.params}
     if endpoint.multipart:
         kwargs["files"] = {"file": ("photo.jpg", image(next(_serial)), "image/jpeg")}
     elif body is not None:
         kwargs["json"] = body
-    if caller is None:
-        return await api.client.request(endpoint.method, path, headers=headers or {}, **kwargs)
-    return await api.call(endpoint.method, path, caller, **kwargs)
+    return {"method": endpoint.method, "path": endpoint.path.format(**ids), **kwargs}
 
 
 def _ids(endpoint: Endpoint) -> str:
@@ -279,11 +276,12 @@ class TestRolesAndShops:
         for key, roles, shop, own in cells:
             ids = await endpoint.setup(api, shop)  # fresh state per call: an allowed call changes it
             want = expected_status(endpoint, roles, own)
+            request = await prepare(api, endpoint, key, ids)
             if want >= 400:
                 async with unchanged(api):
-                    response = await call(api, endpoint, key, ids)
+                    response = await api.call(who=key, **request)
             else:
-                response = await call(api, endpoint, key, ids)
+                response = await api.call(who=key, **request)
             if response.status_code != want:
                 wrong.append(f"{key} on {shop}: {response.status_code} (want {want}) {response.text[:200]}")
             elif want >= 400:
@@ -302,10 +300,12 @@ class TestAuthentication:
     @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=_ids)
     async def test_missing_unknown_or_revoked_key_is_401(self, api: Api, endpoint: Endpoint, revoked: str) -> None:
         ids = await endpoint.setup(api, "shop-a")
+        request = await prepare(api, endpoint, "admin", ids)
+        method, path = request.pop("method"), request.pop("path")
         for headers in ({}, {"Authorization": "Bearer ask_not-a-key"}, {"Authorization": f"Bearer {revoked}"},
                         {"Authorization": f"Basic {api.keys.admin}"}, {"Authorization": "Bearer "}):
             async with unchanged(api):
-                response = await call(api, endpoint, None, ids, headers)
+                response = await api.client.request(method, path, headers=headers, **request)
             assert_problem(response, 401, "unauthenticated")
 
     async def test_revoked_key_is_stored_revoked(self, api: Api, revoked: str) -> None:
