@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -20,6 +21,8 @@ from .outbox import already_processed
 from .topics import dlq
 
 log = logging.getLogger(__name__)
+CONSUMER_LAG = Gauge("consumer_lag", "records not yet consumed", ["group", "topic", "partition"])
+EVENTS_HANDLED = Counter("consumer_events_total", "events handled", ["group", "outcome"])
 
 Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
 
@@ -46,6 +49,7 @@ class ConsumerRunner:
         try:
             while True:
                 records = await consumer.fetch(max_records=500, timeout_ms=200)
+                await self._report_lag(consumer)
                 if not records:
                     continue
                 positions: dict[tuple[str, int], int] = {}
@@ -55,6 +59,10 @@ class ConsumerRunner:
                 await consumer.commit(positions)
         finally:
             await consumer.close()
+
+    async def _report_lag(self, consumer: Consumer) -> None:
+        for (topic, partition), behind in (await consumer.lag()).items():
+            CONSUMER_LAG.labels(self.group, topic, str(partition)).set(behind)
 
     async def handle(self, record: Record) -> None:
         try:
@@ -71,6 +79,7 @@ class ConsumerRunner:
                     if not await already_processed(session, self.group, event.id, self._clock.now()):
                         await handler(session, event)
                 self.processed += 1
+                EVENTS_HANDLED.labels(self.group, "handled").inc()
                 return
             except Exception as exc:
                 log.warning("handler failed (attempt %d/%d)", attempt, self._max_attempts,
@@ -85,6 +94,7 @@ class ConsumerRunner:
                    ("original_offset", str(record.offset).encode()))
         await self._bus.publish_batch([OutRecord(dlq(record.topic), record.key, record.value, headers)])
         self.dead_lettered += 1
+        EVENTS_HANDLED.labels(self.group, "dead_lettered").inc()
         log.error("event parked on %s: %s", dlq(record.topic), error, extra={"topic": record.topic})
 
     def start(self) -> None:

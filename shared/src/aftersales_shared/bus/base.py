@@ -37,6 +37,9 @@ class Consumer(Protocol):
     async def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read again from `offset` (after a failed handler)."""
 
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Per (topic, partition), how many records this consumer has not read yet."""
+
     async def close(self) -> None: ...
 
 

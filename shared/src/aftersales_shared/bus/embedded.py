@@ -152,5 +152,14 @@ class EmbeddedConsumer:
             "INSERT INTO positions (group_id, topic, next_offset) VALUES (?, ?, ?) "
             "ON CONFLICT (group_id, topic) DO UPDATE SET next_offset = excluded.next_offset", rows))
 
+    async def lag(self) -> dict[tuple[str, int], int]:
+        positions = await self._positions()
+
+        def newest(db: sqlite3.Connection) -> dict[str, int]:
+            return {t: db.execute("SELECT COALESCE(MAX(id), 0) FROM records WHERE topic = ?", (t,)).fetchone()[0]
+                    for t in positions}
+
+        return {(t, 0): max(0, last + 1 - positions[t]) for t, last in (await self._bus.run(newest)).items()}
+
     async def close(self) -> None:
         return None
