@@ -24,7 +24,7 @@ async def _keys(settings: ServiceSettings, args: argparse.Namespace) -> int:
         async with unit_of_work(session_factory(engine)) as session:
             if args.keys_command == "create":
                 shops = None if args.shops in (None, "*") else [s for s in args.shops.split(",") if s]
-                key, secret = await create_key(session, name=args.name, roles=[Role(r) for r in args.roles.split(",")],
+                key, secret = await create_key(session, name=args.name, roles=args.roles,
                                                shops=shops, now=datetime.now(UTC))
                 print(json.dumps({"id": key.id, "name": key.name, "roles": key.roles, "shops": key.shops,
                                   "api_key": secret, "note": "shown once; store it now"}, ensure_ascii=False))
@@ -34,15 +34,22 @@ async def _keys(settings: ServiceSettings, args: argparse.Namespace) -> int:
                                       "shops": key.shops, "created_at": key.created_at.isoformat(),
                                       "revoked": key.revoked_at is not None}, ensure_ascii=False))
             else:
-                key = await session.get(ApiKey, args.key_id)
-                if key is None:
+                revoked = await session.get(ApiKey, args.key_id)
+                if revoked is None:
                     print(f"no key {args.key_id}", file=sys.stderr)
                     return 2
-                key.revoked_at = datetime.now(UTC)
-                print(f"revoked {key.id} ({key.name})")
+                revoked.revoked_at = datetime.now(UTC)
+                print(f"revoked {revoked.id} ({revoked.name})")
     finally:
         await engine.dispose()
     return 0
+
+
+def _roles(value: str) -> list[Role]:
+    try:
+        return [Role(r.strip()) for r in value.split(",") if r.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"roles are {', '.join(r.value for r in Role)}") from None
 
 
 def make_main(settings_factory: Callable[[], ServiceSettings], app_path: str,
@@ -57,7 +64,8 @@ def make_main(settings_factory: Callable[[], ServiceSettings], app_path: str,
         key_commands = keys.add_subparsers(dest="keys_command", required=True)
         create = key_commands.add_parser("create")
         create.add_argument("--name", required=True)
-        create.add_argument("--roles", required=True, help="comma-separated: " + ",".join(r.value for r in Role))
+        create.add_argument("--roles", required=True, type=_roles,
+                            help="comma-separated: " + ",".join(r.value for r in Role))
         create.add_argument("--shops", default="*", help="comma-separated shop ids, or * for every shop")
         key_commands.add_parser("list")
         revoke = key_commands.add_parser("revoke")

@@ -77,6 +77,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._max_backoff = max_backoff
+        self._postgres = sessions.kw["bind"].dialect.name == "postgresql"
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.published = 0
@@ -99,7 +100,7 @@ class OutboxRelay:
     async def drain_once(self) -> int:
         """Publish one batch; return how many rows it sent."""
         async with self._sessions() as session:
-            if session.bind.dialect.name == "postgresql":
+            if self._postgres:
                 # One relay at a time across replicas, so batches leave in id order.
                 locked = await session.exec(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_ID)))
                 if not locked.one():
@@ -111,7 +112,7 @@ class OutboxRelay:
             if not rows:
                 return 0
             await self._bus.publish_batch([OutRecord(r.topic, r.key, r.payload) for r in rows])
-            await session.exec(update(OutboxMessage)  # type: ignore[call-overload]
+            await session.exec(update(OutboxMessage)
                                .where(col(OutboxMessage.id).in_([r.id for r in rows]))
                                .values(sent_at=self._clock.now()))
             await session.commit()

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, Table, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -116,8 +116,8 @@ def service_metadata(package: str) -> MetaData:
     from sqlmodel import SQLModel
 
     metadata = MetaData()
-    for mapper in SQLModel._sa_registry.mappers:  # type: ignore[attr-defined]
-        module = mapper.class_.__module__
-        if module.startswith((package + ".", "aftersales_shared.")) and mapper.local_table is not None:
-            mapper.local_table.to_metadata(metadata)
+    for mapper in SQLModel._sa_registry.mappers:
+        table = mapper.local_table
+        if mapper.class_.__module__.startswith((package + ".", "aftersales_shared.")) and isinstance(table, Table):
+            table.to_metadata(metadata)
     return metadata

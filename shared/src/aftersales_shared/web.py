@@ -71,7 +71,7 @@ def ops_router(service: str, checks: dict[str, Check]) -> APIRouter:
 
 async def database_check(app: FastAPI) -> None:
     async with app.state.sessions() as session:
-        await session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+        await session.exec(text("SELECT 1"))
 
 
 def configure_app(app: FastAPI, service: str) -> None:
