@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from .api import cases, cashback, evidence, orders, registers
 from .config import Settings
+from .consumers import consumers
 
 DESCRIPTION = """After-sales 售后 cases for storefronts, warehouses and the support team.
 
@@ -24,6 +25,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
                background: bool = True) -> FastAPI:
     settings = settings or Settings()
     return build_app(settings, title="case-api", description=DESCRIPTION, clock=clock, bus=bus,
-                     background=background,
+                     background=background, consumers=consumers,
                      routers=[orders.router, cases.router, evidence.router, cashback.router, registers.router],
                      state={"calendar": BusinessCalendar(settings.extra_holidays)})
