@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,11 +22,14 @@ from .web import configure_app, database_check, ops_router
 
 # Given the running app, the consumers it should run (built once the database and bus exist).
 ConsumersFactory = Callable[[FastAPI], Sequence[ConsumerRunner]]
+# Given the running app, long-running loops to keep going in the background (schedulers).
+JobsFactory = Callable[[FastAPI], Sequence[Callable[[], Coroutine[Any, Any, None]]]]
 
 
 def build_app(settings: ServiceSettings, *, title: str, description: str, routers: Sequence[APIRouter],
               clock: Clock | None = None, bus: Bus | None = None, background: bool = True,
-              consumers: ConsumersFactory | None = None, state: dict[str, Any] | None = None) -> FastAPI:
+              consumers: ConsumersFactory | None = None, jobs: JobsFactory | None = None,
+              state: dict[str, Any] | None = None) -> FastAPI:
     """`background=False` leaves the relay and consumers stopped, for tests that drive them by hand."""
     clock = clock or SystemClock()
 
@@ -43,13 +47,18 @@ def build_app(settings: ServiceSettings, *, title: str, description: str, router
         relay = app.state.relay = OutboxRelay(sessions, the_bus, clock)
         relay.watch()
         runners = app.state.consumers = list(consumers(app)) if consumers else []
+        tasks: list[asyncio.Task[None]] = []
         if background:
             relay.start()
             for runner in runners:
                 runner.start()
+            tasks = [asyncio.create_task(job(), name=job.__name__) for job in (jobs(app) if jobs else [])]
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             for runner in runners:
                 await runner.stop()
             await relay.stop()
