@@ -21,14 +21,22 @@ from case_api.models import (
     RetentionEntry,
 )
 from case_api_testing import Api
-from sqlmodel import func, select
+from sqlmodel import col, func, select
 
 PROBLEM_JSON = "application/problem+json"
 COUNTED = {
-    "cases": Case, "timeline": CaseEvent, "outbox": OutboxMessage, "cashback_tasks": CashbackTask,
-    "compensations": Compensation, "case_evidence": CaseEvidence, "evidence": Evidence,
-    "retention_register": RetentionEntry, "logistics_follow_up": LogisticsFollowUp, "reship_orders": ReshipOrder,
-    "orders": Order, "order_lines": OrderLine,
+    "cases": Case,
+    "timeline": CaseEvent,
+    "outbox": OutboxMessage,
+    "cashback_tasks": CashbackTask,
+    "compensations": Compensation,
+    "case_evidence": CaseEvidence,
+    "evidence": Evidence,
+    "retention_register": RetentionEntry,
+    "logistics_follow_up": LogisticsFollowUp,
+    "reship_orders": ReshipOrder,
+    "orders": Order,
+    "order_lines": OrderLine,
 }
 
 
@@ -44,8 +52,10 @@ class Snapshot:
 
 async def snapshot(api: Api) -> Snapshot:
     async with api.app.state.sessions() as session:
-        counts = {name: int((await session.exec(select(func.count()).select_from(model))).one())
-                  for name, model in COUNTED.items()}
+        counts = {
+            name: int((await session.exec(select(func.count()).select_from(model))).one())
+            for name, model in COUNTED.items()
+        }
         orders = {o.order_id: o.version for o in (await session.exec(select(Order))).all()}
         cases = {c.id: (c.status, c.version) for c in (await session.exec(select(Case))).all()}
         tasks = {t.id: (t.status, t.version) for t in (await session.exec(select(CashbackTask))).all()}
@@ -90,8 +100,9 @@ def error_fields(body: dict[str, Any]) -> set[str]:
     return {e["field"].removeprefix("body.") for e in body.get("errors", [])}
 
 
-async def upload(api: Api, data: bytes, who: str = "storefront", name: str = "photo.jpg",
-                 content_type: str = "image/jpeg") -> str:
+async def upload(
+    api: Api, data: bytes, who: str = "storefront", name: str = "photo.jpg", content_type: str = "image/jpeg"
+) -> str:
     response = await api.call("POST", "/v1/evidence", who, files={"file": (name, data, content_type)})
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
@@ -99,7 +110,7 @@ async def upload(api: Api, data: bytes, who: str = "storefront", name: str = "ph
 
 async def outbox_rows(api: Api, topic: str | None = None) -> list[OutboxMessage]:
     async with api.app.state.sessions() as session:
-        query = select(OutboxMessage).order_by(OutboxMessage.id)  # type: ignore[arg-type]
+        query = select(OutboxMessage).order_by(col(OutboxMessage.id))
         if topic is not None:
             query = query.where(OutboxMessage.topic == topic)
         return list((await session.exec(query)).all())

@@ -6,7 +6,6 @@ They flush; the edge commits.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -106,9 +105,11 @@ async def upsert_order(ctx: Context, order_id: str, body: OrderIn) -> tuple[Orde
 async def _replace_lines(ctx: Context, order_id: str, body: OrderIn) -> None:
     existing = {line.line_id: line for line in await repo.order_lines(ctx.session, order_id)}
     used = {line["line_id"] for case in await repo.order_cases(ctx.session, order_id) for line in case.lines}
+    used |= {task.line_id for task in await repo.order_cashback_tasks(ctx.session, order_id)}
     dropped = set(existing) - {line.line_id for line in body.lines}
     if dropped & used:
-        raise conflict("line_in_use", f"lines {sorted(dropped & used)} have after-sales cases and must stay")
+        raise conflict("line_in_use", f"lines {sorted(dropped & used)} have after-sales cases or "
+                       "cashback tasks and must stay")
     for line_id in dropped:
         await ctx.session.delete(existing[line_id])
     for position, line in enumerate(body.lines):
@@ -178,8 +179,8 @@ async def open_case(ctx: Context, body: CaseCreate) -> Case:
     request = dm.CaseRequest(
         remedy=dm.Remedy(body.remedy), reason=dm.Reason(body.reason),
         lines=tuple(dm.CaseLine(line_id=li.line_id, quantity=li.quantity) for li in body.lines),
-        amount=body.amount, images=sum(e.kind == "image" for e in evidence),
-        videos=sum(e.kind == "video" for e in evidence), new_order=new_order, new_unit_price=body.new_unit_price,
+        amount=body.amount, images=_distinct(evidence, "image"), videos=_distinct(evidence, "video"),
+        new_order=new_order, new_unit_price=body.new_unit_price,
     )
     try:
         decision = policy.evaluate(await load_domain_order(ctx.session, order), request,
@@ -206,6 +207,11 @@ async def open_case(ctx: Context, body: CaseCreate) -> Case:
         _register_carrier_problem(ctx, case, order, [e.id for e in evidence])
     _record(ctx, case, "open", None, {"rules": list(decision.rules), "request": body.model_dump(mode="json")})
     return case
+
+
+def _distinct(evidence: list[Evidence], kind: str) -> int:
+    """R-EVIDENCE counts different files: the same id sent twice, or the same bytes uploaded twice, is one."""
+    return len({e.sha256 for e in evidence if e.kind == kind})
 
 
 def _intake_details(body: CaseCreate, decision: dm.Decision) -> dict[str, Any]:
@@ -268,7 +274,7 @@ async def act(ctx: Context, case_id: str, action: Action, body: ActionIn, if_mat
                        current_version=case.version)
     if case.status not in move.sources:
         raise conflict("invalid_transition", f"cannot {action} a case that is {case.status}: {move.hint}",
-                       status=case.status, allowed_from=sorted(move.sources))
+                       case_status=case.status, allowed_from=sorted(move.sources))
     from_status = case.status
     data = await STEPS[action](ctx, case, body)
     case.version += 1
@@ -370,9 +376,8 @@ async def _withdraw(ctx: Context, case: Case, body: ActionIn) -> dict[str, Any]:
 async def _attach_evidence(ctx: Context, case: Case, body: ActionIn) -> dict[str, Any]:
     ids = _need(body.evidence_ids, "evidence_ids", Action.attach_evidence)
     attached = await _attach(ctx, case, await repo.evidence_by_ids(ctx.session, ids))
-    rows = await repo.case_evidence(ctx.session, case.id)
-    images = sum(e.kind == "image" for _, e in rows)
-    videos = sum(e.kind == "video" for _, e in rows)
+    files = [e for _, e in await repo.case_evidence(ctx.session, case.id)]
+    images, videos = _distinct(files, "image"), _distinct(files, "video")
     case.evidence_missing = policy.missing_evidence(dm.Reason(case.reason), images, videos)
     if case.status == S.awaiting_evidence:
         case.status = after_intake(case.evidence_missing, case.needs_retention)  # R-EVIDENCE
@@ -486,12 +491,15 @@ async def _create_reship(ctx: Context, case: Case, body: ActionIn) -> dict[str, 
     for li in wanted:
         if li["line_id"] not in case_qty or li["quantity"] > case_qty[li["line_id"]]:
             raise Problem(422, "validation_failed", "Invalid reship lines",
-                          "reship lines must be lines of the case, at most their quantity")
+                          "reship lines must be lines of the case, at most their quantity",
+                          errors=[{"field": "reship_lines", "message": "not a case line, or too many"}])
     reship = ReshipOrder(
         id=new_id("rs"), case_id=case.id, order_id=case.order_id, shop_id=case.shop_id,
         lines=[{**li, "sku": lines[li["line_id"]].sku, "name": lines[li["line_id"]].name,
                 "size": lines[li["line_id"]].size, "color": lines[li["line_id"]].color} for li in wanted],
-        value=case.amount or Decimal("0.00"), note=body.notes or f"reship for {case.reason} ({case.id})",
+        # a reship case has no amount: its value is the goods' value the case books per line (R-COMP-CAP)
+        value=sum((Decimal(v) for v in case.line_amounts.values()), Decimal("0.00")),
+        note=body.notes or f"reship for {case.reason} ({case.id})",
         created_at=ctx.now,
     )
     ctx.session.add(reship)
@@ -530,7 +538,9 @@ async def create_cashback(ctx: Context, body: CashbackCreate) -> CashbackTask:
     if body.case_id is not None:
         case = await repo.get_case(ctx.session, ctx.principal, body.case_id)
         if case.order_id != order.order_id:
-            raise Problem(422, "validation_failed", "Case of another order", "the case belongs to another order")
+            raise Problem(422, "validation_failed", "Case of another order",
+                          "the case belongs to another order",
+                          errors=[{"field": "case_id", "message": "a case of another order"}])
     if body.reason != "shipping_fee":  # shipping reimbursements are outside R-COMP-CAP
         remaining = policy.remaining_allowance(domain, body.line_id,
                                                await line_history(ctx.session, order.order_id))
@@ -566,7 +576,7 @@ async def decide_cashback(ctx: Context, task_id: str, approve: bool, expected_ve
         raise conflict("stale_version", f"the task is at version {task.version}, not {expected_version}",
                        current_version=task.version)
     if task.status != "pending_verification":
-        raise conflict("invalid_transition", f"the task is already {task.status}", status=task.status)
+        raise conflict("invalid_transition", f"the task is already {task.status}", task_status=task.status)
     task.verified_by = ctx.principal.name
     task.verified_at = ctx.now
     task.version += 1

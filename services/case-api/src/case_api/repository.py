@@ -87,6 +87,10 @@ async def compensation_totals(session: AsyncSession, order_id: str, *, exclude_c
     return capped, shipping
 
 
+async def order_cashback_tasks(session: AsyncSession, order_id: str) -> list[CashbackTask]:
+    return list((await session.exec(select(CashbackTask).where(CashbackTask.order_id == order_id))).all())
+
+
 async def case_evidence(session: AsyncSession, case_id: str) -> list[tuple[CaseEvidence, Evidence]]:
     rows = await session.exec(
         select(CaseEvidence, Evidence).where(CaseEvidence.case_id == case_id)

@@ -8,13 +8,26 @@ from typing import Any, Literal
 
 from aftersales_shared.events import Payee
 from aftersales_shared.money import Money
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Id = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# Field validators (not model validators), so that a 422 names the field that is wrong.
+def not_negative(value: Decimal | None) -> Decimal | None:
+    if value is not None and value < 0:
+        raise ValueError("cannot be negative")
+    return value
+
+
+def positive(value: Decimal | None) -> Decimal | None:
+    if value is not None and value <= 0:
+        raise ValueError("must be positive")
+    return value
 
 
 class Buyer(Strict):
@@ -37,11 +50,7 @@ class LineIn(Strict):
     paid_amount: Money
     no_reason_return: bool = True
 
-    @model_validator(mode="after")
-    def _amounts(self) -> LineIn:
-        if self.unit_price < 0 or self.paid_amount < 0:
-            raise ValueError("prices cannot be negative")
-        return self
+    _amounts = field_validator("unit_price", "paid_amount")(not_negative)
 
 
 class Shipment(Strict):
@@ -75,13 +84,13 @@ class OrderIn(Strict):
     shipment: Shipment | None = None
     signed_at: AwareDatetime | None = None
 
+    _fee = field_validator("shipping_fee")(not_negative)
+
     @model_validator(mode="after")
     def _consistent(self) -> OrderIn:
         ids = [line.line_id for line in self.lines]
         if len(set(ids)) != len(ids):
             raise ValueError("line_id must be unique within the order")
-        if self.shipping_fee < 0:
-            raise ValueError("shipping_fee cannot be negative")
         if self.signed_at is not None and self.signed_at < self.paid_at:
             raise ValueError("signed_at cannot be before paid_at")
         return self
@@ -152,15 +161,14 @@ class CaseCreate(Strict):
     new_order_id: str | None = Field(None, max_length=64, description="price protection: the new, cheaper order")
     new_unit_price: Money | None = None
 
+    _amount = field_validator("amount")(positive)
+    _new_unit_price = field_validator("new_unit_price")(not_negative)
+
     @model_validator(mode="after")
     def _valid(self) -> CaseCreate:
         ids = [line.line_id for line in self.lines]
         if len(set(ids)) != len(ids):
             raise ValueError("each line_id appears once")
-        if self.amount is not None and self.amount <= 0:
-            raise ValueError("amount must be positive")
-        if self.new_unit_price is not None and self.new_unit_price < 0:
-            raise ValueError("new_unit_price cannot be negative")
         return self
 
 
@@ -253,11 +261,12 @@ class CashbackCreate(Strict):
     payee: Payee
     note: str | None = Field(None, max_length=1000)
 
-    @model_validator(mode="after")
-    def _positive(self) -> CashbackCreate:
-        if self.amount < Decimal("0.10"):
+    @field_validator("amount")
+    @classmethod
+    def _transferable(cls, amount: Decimal) -> Decimal:
+        if amount < Decimal("0.10"):
             raise ValueError("amount must be at least 0.10 (the smallest transfer)")
-        return self
+        return amount
 
 
 class CashbackPublic(BaseModel):

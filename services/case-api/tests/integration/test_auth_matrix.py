@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +36,9 @@ Ids = dict[str, Any]
 
 async def new_order(api: Api, shop: str, **changes: Any) -> str:
     order_id = f"ord-{next(_serial)}"
-    response = await api.call("PUT", f"/v1/orders/{order_id}", STOREFRONT_KEY[shop],
-                              json=order_body(shop_id=shop, **changes))
+    response = await api.call(
+        "PUT", f"/v1/orders/{order_id}", STOREFRONT_KEY[shop], json=order_body(shop_id=shop, **changes)
+    )
     assert response.status_code == 201, response.text
     return order_id
 
@@ -136,8 +138,13 @@ async def nothing(api: Api, shop: str) -> Ids:
 
 
 def cashback_body(order_id: str) -> dict[str, Any]:
-    return {"order_id": order_id, "line_id": "L1", "reason": "shipping_fee", "amount": "8.00",
-            "payee": {"alipay_account": "zhangsan@example.com", "name": "张三"}}
+    return {
+        "order_id": order_id,
+        "line_id": "L1",
+        "reason": "shipping_fee",
+        "amount": "8.00",
+        "payee": {"alipay_account": "zhangsan@example.com", "name": "张三"},
+    }
 
 
 # ---------------------------------------------------------------- the table
@@ -159,18 +166,32 @@ def fixed(**body: Any) -> Body:
 
 async def evidence_of_caller(api: Api, caller: str, ids: Ids) -> dict[str, Any]:
     """Evidence the caller uploaded itself (only the uploader, or support, may attach a file)."""
-    uploader = caller if caller in ("storefront", "storefront_b", "support", "support_b", "admin") else "admin"
-    return {"expected_version": ids["case_obj"]["version"],
-            "evidence_ids": [await upload(api, image(next(_serial)), uploader)]}
+    uploader = (
+        caller if caller in ("storefront", "storefront_b", "support", "support_b", "admin") else "admin"
+    )
+    return {
+        "expected_version": ids["case_obj"]["version"],
+        "evidence_ids": [await upload(api, image(next(_serial)), uploader)],
+    }
 
 
 async def new_case_body(api: Api, caller: str, ids: Ids) -> dict[str, Any]:
-    return {"order_id": ids["order"], "lines": [{"line_id": "L1", "quantity": 1}], "remedy": "refund_only",
-            "reason": "other", "amount": "10.00"}
+    return {
+        "order_id": ids["order"],
+        "lines": [{"line_id": "L1", "quantity": 1}],
+        "remedy": "refund_only",
+        "reason": "other",
+        "amount": "10.00",
+    }
 
 
 async def new_cashback_body(api: Api, caller: str, ids: Ids) -> dict[str, Any]:
     return cashback_body(ids["order"])
+
+
+async def snapshot_of_callers_shop(api: Api, caller: str, ids: Ids) -> dict[str, Any]:
+    """The order pushed again, naming the caller's own shop (so another shop's order is never "moved")."""
+    return order_body(shop_id="shop-b" if caller.endswith("_b") else "shop-a")
 
 
 @dataclass(frozen=True)
@@ -188,8 +209,14 @@ class Endpoint:
 
 
 def action(name: Action, setup: Callable[[Api, str], Awaitable[Ids]], body: Body | None = None) -> Endpoint:
-    return Endpoint(f"action:{name}", "POST", "/v1/cases/{case}/actions/" + name, MOVES[name].roles, setup,
-                    body or fixed())
+    return Endpoint(
+        f"action:{name}",
+        "POST",
+        "/v1/cases/{case}/actions/" + name,
+        MOVES[name].roles,
+        setup,
+        body or fixed(),
+    )
 
 
 READ_ORDER = frozenset({SF, SU, OPS})
@@ -197,6 +224,7 @@ CASHBACK_READERS = frozenset({SU, OPS, SF})
 REGISTER_READERS = frozenset({SU, OPS})
 
 ENDPOINTS = [
+    Endpoint("PUT order", "PUT", "/v1/orders/{order}", frozenset({SF}), order_only, snapshot_of_callers_shop),
     Endpoint("GET order", "GET", "/v1/orders/{order}", READ_ORDER, order_only),
     Endpoint("GET options", "GET", "/v1/orders/{order}/after-sales-options", frozenset({SF, SU}), order_only),
     Endpoint("POST case", "POST", "/v1/cases", frozenset({SF, SU}), order_only, new_case_body, success=201),
@@ -218,30 +246,71 @@ ENDPOINTS = [
     action(Action.record_carrier_verdict, case_awaiting_carrier, fixed(confirmed=True)),
     action(Action.create_reship, case_reship_approved),
     action(Action.close, case_approved),
-    Endpoint("POST evidence", "POST", "/v1/evidence", frozenset({SF, SU}), scoped=False, success=201,
-             multipart=True),
-    Endpoint("POST cashback", "POST", "/v1/cashback-tasks", frozenset({SU, SF}), order_only, new_cashback_body,
-             success=201),
+    Endpoint(
+        "POST evidence",
+        "POST",
+        "/v1/evidence",
+        frozenset({SF, SU}),
+        scoped=False,
+        success=201,
+        multipart=True,
+    ),
+    Endpoint(
+        "POST cashback",
+        "POST",
+        "/v1/cashback-tasks",
+        frozenset({SU, SF}),
+        order_only,
+        new_cashback_body,
+        success=201,
+    ),
     Endpoint("GET cashback list", "GET", "/v1/cashback-tasks", CASHBACK_READERS, task_pending, scoped=False),
     Endpoint("GET cashback", "GET", "/v1/cashback-tasks/{task}", CASHBACK_READERS, task_pending),
     Endpoint("approve cashback", "POST", "/v1/cashback-tasks/{task}/approve", frozenset({SU}), task_pending),
-    Endpoint("reject cashback", "POST", "/v1/cashback-tasks/{task}/reject", frozenset({SU}), task_pending,
-             fixed(reason="duplicate")),
-    *[Endpoint(f"register {name} {fmt}", "GET", f"/v1/registers/{name}", REGISTER_READERS, case_open,
-               scoped=False, params={"format": fmt})
-      for name in ("logistics-follow-up", "cashback", "retention") for fmt in ("json", "csv")],
+    Endpoint(
+        "reject cashback",
+        "POST",
+        "/v1/cashback-tasks/{task}/reject",
+        frozenset({SU}),
+        task_pending,
+        fixed(reason="duplicate"),
+    ),
+    *[
+        Endpoint(
+            f"register {name} {fmt}",
+            "GET",
+            f"/v1/registers/{name}",
+            REGISTER_READERS,
+            case_open,
+            scoped=False,
+            params={"format": fmt},
+        )
+        for name in ("logistics-follow-up", "cashback", "retention")
+        for fmt in ("json", "csv")
+    ],
 ]
 assert {e.name for e in ENDPOINTS} >= {f"action:{a}" for a in Action}, "every action is in the matrix"
 
 # (key, its roles, whose data it calls on); shop-a keys also call on shop-b's data.
 ALL_ROLES = frozenset(Role)
-OWN = [("storefront", {SF}, "shop-a"), ("warehouse", {WH}, "shop-a"), ("support", {SU}, "shop-a"),
-       ("ops", {OPS}, "shop-a"), ("admin", ALL_ROLES, "shop-a")]
-OTHER = [("storefront_b", {SF}, "shop-a"), ("support_b", {SU}, "shop-a"), ("storefront", {SF}, "shop-b"),
-         ("warehouse", {WH}, "shop-b"), ("support", {SU}, "shop-b"), ("ops", {OPS}, "shop-b")]
+OWN = [
+    ("storefront", {SF}, "shop-a"),
+    ("warehouse", {WH}, "shop-a"),
+    ("support", {SU}, "shop-a"),
+    ("ops", {OPS}, "shop-a"),
+    ("admin", ALL_ROLES, "shop-a"),
+]
+OTHER = [
+    ("storefront_b", {SF}, "shop-a"),
+    ("support_b", {SU}, "shop-a"),
+    ("storefront", {SF}, "shop-b"),
+    ("warehouse", {WH}, "shop-b"),
+    ("support", {SU}, "shop-b"),
+    ("ops", {OPS}, "shop-b"),
+]
 
 
-def expected_status(endpoint: Endpoint, roles: set[Role] | frozenset[Role], own: bool) -> int:
+def expected_status(endpoint: Endpoint, roles: AbstractSet[Role], own: bool) -> int:
     if not roles & endpoint.allowed:
         return 403
     if endpoint.scoped and not own:
@@ -293,17 +362,26 @@ class TestAuthentication:
     @pytest.fixture
     async def revoked(self, api: Api) -> str:
         async with unit_of_work(api.app.state.sessions) as session:
-            key, secret = await create_key(session, name="old", roles=list(Role), shops=None, now=api.clock.now())
+            key, secret = await create_key(
+                session, name="old", roles=list(Role), shops=None, now=api.clock.now()
+            )
             key.revoked_at = api.clock.now()
         return secret
 
     @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=_ids)
-    async def test_missing_unknown_or_revoked_key_is_401(self, api: Api, endpoint: Endpoint, revoked: str) -> None:
+    async def test_missing_unknown_or_revoked_key_is_401(
+        self, api: Api, endpoint: Endpoint, revoked: str
+    ) -> None:
         ids = await endpoint.setup(api, "shop-a")
         request = await prepare(api, endpoint, "admin", ids)
         method, path = request.pop("method"), request.pop("path")
-        for headers in ({}, {"Authorization": "Bearer ask_not-a-key"}, {"Authorization": f"Bearer {revoked}"},
-                        {"Authorization": f"Basic {api.keys.admin}"}, {"Authorization": "Bearer "}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer ask_not-a-key"},
+            {"Authorization": f"Bearer {revoked}"},
+            {"Authorization": f"Basic {api.keys.admin}"},
+            {"Authorization": "Bearer "},
+        ):
             async with unchanged(api):
                 response = await api.client.request(method, path, headers=headers, **request)
             assert_problem(response, 401, "unauthenticated")
@@ -317,14 +395,17 @@ class TestAuthentication:
 class TestOrderUpsertAcrossShops:
     async def test_a_storefront_cannot_push_an_order_for_another_shop(self, api: Api) -> None:
         async with unchanged(api):
-            response = await api.call("PUT", "/v1/orders/o-x", "storefront_b", json=order_body(shop_id="shop-a"))
+            response = await api.call(
+                "PUT", "/v1/orders/o-x", "storefront_b", json=order_body(shop_id="shop-a")
+            )
         assert_problem(response, 403, "forbidden")
 
     async def test_overwriting_another_shops_order_does_not_reveal_it(self, api: Api) -> None:
         order_id = await new_order(api, "shop-a")
         async with unchanged(api):
-            response = await api.call("PUT", f"/v1/orders/{order_id}", "storefront_b",
-                                      json=order_body(shop_id="shop-b"))
+            response = await api.call(
+                "PUT", f"/v1/orders/{order_id}", "storefront_b", json=order_body(shop_id="shop-b")
+            )
         assert_problem(response, 404, "not_found")
 
     @pytest.mark.parametrize("who", ["warehouse", "support", "ops"])
@@ -355,9 +436,16 @@ class TestListsShowOnlyTheKeysShops:
             entry["orders"] |= {ids["order"], task["order"], retention["order"]}
         return {f"{shop}:{kind}": ids for shop, kinds in by_shop.items() for kind, ids in kinds.items()}
 
-    @pytest.mark.parametrize(("who", "shop"), [("storefront", "shop-a"), ("storefront_b", "shop-b"),
-                                               ("support", "shop-a"), ("support_b", "shop-b"),
-                                               ("ops", "shop-a")])
+    @pytest.mark.parametrize(
+        ("who", "shop"),
+        [
+            ("storefront", "shop-a"),
+            ("storefront_b", "shop-b"),
+            ("support", "shop-a"),
+            ("support_b", "shop-b"),
+            ("ops", "shop-a"),
+        ],
+    )
     async def test_cases_cashback_tasks_and_registers(self, api: Api, who: str, shop: str) -> None:
         made = await self.populate(api)
         role_reads_registers = who.startswith(("support", "ops"))

@@ -12,7 +12,7 @@ from pydantic import AwareDatetime
 
 from .. import handlers
 from .. import repository as repo
-from ..domain.workflow import Action
+from ..domain.workflow import Action, CaseStatus
 from ..models import Case
 from ..schemas import ActionIn, CaseCreate, CasePublic, Reason, Remedy, TimelineEntry
 from .deps import ContextDep, IfMatchDep
@@ -46,7 +46,7 @@ async def open_case(body: CaseCreate, ctx: ContextDep, idempotency_key: Idempote
 @router.get("", response_model=Page[CasePublic], summary="List cases, newest first")
 async def list_cases(
     ctx: ContextDep,
-    status: str | None = None, remedy: Remedy | None = None, reason: Reason | None = None,
+    status: CaseStatus | None = None, remedy: Remedy | None = None, reason: Reason | None = None,
     order_id: str | None = None, shop_id: str | None = None, created_after: AwareDatetime | None = None,
     cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from .. import handlers
 from .. import repository as repo
 from ..models import CashbackTask
 from ..schemas import CashbackCreate, CashbackDecision, CashbackPublic
-from .deps import ContextDep
+from .deps import ContextDep, IfMatchDep
 
 router = APIRouter(prefix="/v1/cashback-tasks", tags=["cashback"])
 Status = Literal["pending_verification", "approved", "rejected", "paid", "failed"]
@@ -55,20 +55,27 @@ async def get_task(task_id: str, ctx: ContextDep) -> CashbackPublic:
     return CashbackPublic(**task.model_dump())
 
 
+def _expected(body: CashbackDecision, if_match: int | None) -> int | None:
+    return body.expected_version if body.expected_version is not None else if_match
+
+
 @router.post("/{task_id}/approve", response_model=CashbackPublic, summary="Verify and approve (support)")
-async def approve(task_id: str, ctx: ContextDep, body: CashbackDecision | None = None) -> CashbackPublic:
-    """Approval emits `aftersales.cashback.approved.v1`; the payout worker pays it before the day's cut-off."""
+async def approve(task_id: str, ctx: ContextDep, if_match: IfMatchDep,
+                  body: CashbackDecision | None = None) -> CashbackPublic:
+    """Approval emits `aftersales.cashback.approved.v1`; the payout worker pays it before the day's cut-off.
+    Send `expected_version` (or `If-Match`); stale → 409."""
     body = body or CashbackDecision()
-    task = await handlers.decide_cashback(ctx, task_id, True, body.expected_version, None)
+    task = await handlers.decide_cashback(ctx, task_id, True, _expected(body, if_match), None)
     result = CashbackPublic(**task.model_dump())
     await ctx.session.commit()
     return result
 
 
 @router.post("/{task_id}/reject", response_model=CashbackPublic, summary="Reject (support)")
-async def reject(task_id: str, ctx: ContextDep, body: CashbackDecision | None = None) -> CashbackPublic:
+async def reject(task_id: str, ctx: ContextDep, if_match: IfMatchDep,
+                 body: CashbackDecision | None = None) -> CashbackPublic:
     body = body or CashbackDecision()
-    task = await handlers.decide_cashback(ctx, task_id, False, body.expected_version, body.reason)
+    task = await handlers.decide_cashback(ctx, task_id, False, _expected(body, if_match), body.reason)
     result = CashbackPublic(**task.model_dump())
     await ctx.session.commit()
     return result
