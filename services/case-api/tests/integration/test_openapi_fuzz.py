@@ -40,7 +40,7 @@ class TestOpenApiFuzz:
                 [str(BIN / "schemathesis"), "run", base + "/openapi.json", "--checks", "not_a_server_error",
                  "-H", "Authorization: Bearer fuzz-key", "--max-examples", "25", "--seed", "20261126",
                  "--request-timeout", "10"],
-                capture_output=True, text=True, timeout=600)
+                capture_output=True, text=True, timeout=600, cwd=tmp_path)
             assert result.returncode == 0, result.stdout[-6000:] + (tmp_path / "server.log").read_text()[-4000:]
         finally:
             server.terminate()
