@@ -65,7 +65,7 @@ class TestMoney:
         assert Priced(amount="129").amount == Decimal("129.00")
         assert Priced(amount="129.5").model_dump(mode="json") == {"amount": "129.50"}
 
-    @pytest.mark.parametrize("bad", [12.5, "12.345", "abc", "NaN", "Infinity", True])
+    @pytest.mark.parametrize("bad", [12.5, "12.345", "abc", "NaN", "Infinity", True, "1e3", " 12.00", "+5"])
     def test_floats_sub_cents_and_garbage_are_refused(self, bad: object) -> None:
         with pytest.raises(ValidationError):
             Priced(amount=bad)

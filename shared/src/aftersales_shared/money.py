@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 CENT = Decimal("0.01")
+_DECIMAL = re.compile(r"^-?\d{1,12}(\.\d+)?$")
 
 
 def to_money(value: Any) -> Decimal:
     """Parse a money amount; refuse floats (binary fractions) and sub-cent precision."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float) or (isinstance(value, str) and not _DECIMAL.match(value)):
         raise ValueError('money must be a decimal string such as "129.00"')
     try:
-        amount = Decimal(str(value).strip())
+        amount = Decimal(str(value))
     except (InvalidOperation, ValueError):
         raise ValueError('money must be a decimal string such as "129.00"') from None
     if not amount.is_finite():

@@ -51,6 +51,7 @@ def upgrade() -> None:
     op.create_table('evidence',
     sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
     sa.Column('key_id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+    sa.Column('shops', sa.JSON(), nullable=True),
     sa.Column('sha256', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('content_type', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(), nullable=False),

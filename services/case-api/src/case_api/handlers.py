@@ -232,7 +232,9 @@ async def _attach(ctx: Context, case: Case, evidence: list[Evidence]) -> list[di
     for item in evidence:
         if item.id in known:
             continue
-        if item.key_id != ctx.principal.key_id and not ctx.principal.has_any([Role.support]):
+        # Only the uploader or support may attach a file, and only to a case of a shop the uploader serves.
+        uploader_serves = item.shops is None or case.shop_id in item.shops
+        if not uploader_serves or (item.key_id != ctx.principal.key_id and not ctx.principal.has_any([Role.support])):
             raise Problem(404, "not_found", "evidence not found", f"no evidence {item.id!r} here")
         reused = await repo.other_order_using(ctx.session, item.sha256, case.order_id)
         ctx.session.add(CaseEvidence(case_id=case.id, evidence_id=item.id, order_id=case.order_id,

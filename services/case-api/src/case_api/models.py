@@ -118,6 +118,7 @@ class Evidence(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=40)
     key_id: str = Field(max_length=40)  # the uploader's key: only it, or support, may attach the file
+    shops: list[str] | None = json_column(nullable=True)  # the uploader's shops (None: every shop)
     sha256: str = Field(index=True, max_length=64)
     content_type: str
     kind: str  # image or video

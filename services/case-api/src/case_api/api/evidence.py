@@ -23,7 +23,8 @@ async def upload(request: Request, ctx: ContextDep,
     settings = request.app.state.settings
     stored = await files.store(file, settings.data_dir / "evidence", settings.evidence_max_bytes,
                                settings.evidence_max_image_bytes)
-    item = Evidence(id=new_id("evd"), key_id=ctx.principal.key_id,
+    shops = None if ctx.principal.shops is None else sorted(ctx.principal.shops)
+    item = Evidence(id=new_id("evd"), key_id=ctx.principal.key_id, shops=shops,
                     sha256=stored.sha256, content_type=stored.content_type, kind=stored.kind, size=stored.size,
                     path=str(stored.path), filename=file.filename, uploaded_by=ctx.principal.name,
                     created_at=ctx.now)
