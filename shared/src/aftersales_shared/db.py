@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlmodel.orm.session import Session
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.orm.session import Session
 
 
 def is_sqlite(url: str) -> bool:
@@ -20,9 +20,12 @@ def is_sqlite(url: str) -> bool:
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if not is_sqlite(url):
-        kwargs.setdefault("pool_size", 20)
-        kwargs.setdefault("max_overflow", 10)
-        return create_async_engine(url, pool_pre_ping=True, **kwargs)
+        # Enough connections for the requests in flight; connections that died are replaced when
+        # used (asyncpg raises, the pool discards) rather than pinged before every checkout.
+        kwargs.setdefault("pool_size", 32)
+        kwargs.setdefault("max_overflow", 8)
+        kwargs.setdefault("pool_recycle", 1800)
+        return create_async_engine(url, **kwargs)
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import Principal, authenticate
 from .problems import install_problem_handlers
@@ -74,14 +75,35 @@ async def database_check(app: FastAPI) -> None:
         await session.exec(text("SELECT 1"))
 
 
+class RequestMetrics:
+    """Pure ASGI middleware observing each request's latency by route and status (cheaper than
+    BaseHTTPMiddleware, which copies every response through a second task)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            REQUEST_LATENCY.labels(self.service, scope["method"], route, str(status)).observe(
+                time.perf_counter() - started)
+
+
 def configure_app(app: FastAPI, service: str) -> None:
     install_problem_handlers(app)
-
-    @app.middleware("http")
-    async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        REQUEST_LATENCY.labels(service, request.method, getattr(route, "path", "unmatched"),
-                               str(response.status_code)).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(RequestMetrics, service=service)

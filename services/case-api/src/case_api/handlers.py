@@ -140,10 +140,11 @@ def domain_order(order: Order, lines: list[OrderLine]) -> dm.Order:
 
 async def line_history(session: AsyncSession, order_id: str, *, exclude_case: str | None = None
                        ) -> dict[str, dm.LineHistory]:
-    compensated, shipping = await repo.compensation_totals(session, order_id, exclude_case=exclude_case)
+    cases = await repo.order_cases(session, order_id)
+    compensated, shipping = await repo.compensation_totals(session, order_id, cases, exclude_case=exclude_case)
     exchanged: set[str] = set()
     replacement_signed: dict[str, datetime] = {}
-    for case in await repo.order_cases(session, order_id):
+    for case in cases:
         if case.id == exclude_case or case.remedy != "exchange" or case.status in RELEASED:
             continue
         for line in case.lines:
@@ -202,7 +203,7 @@ async def open_case(ctx: Context, body: CaseCreate) -> Case:
     )
     ctx.session.add(case)
     await ctx.session.flush()
-    await _attach(ctx, case, evidence)
+    await _attach(ctx, case, evidence, new_case=True)
     if body.reason in CARRIER_REASONS:
         _register_carrier_problem(ctx, case, order, [e.id for e in evidence])
     _record(ctx, case, "open", None, {"rules": list(decision.rules), "request": body.model_dump(mode="json")})
@@ -225,10 +226,13 @@ def _intake_details(body: CaseCreate, decision: dm.Decision) -> dict[str, Any]:
     return details
 
 
-async def _attach(ctx: Context, case: Case, evidence: list[Evidence]) -> list[dict[str, Any]]:
+async def _attach(ctx: Context, case: Case, evidence: list[Evidence], *, new_case: bool = False
+                  ) -> list[dict[str, Any]]:
     """Link files to the case; a file already backing another order's case is flagged."""
+    if not evidence:
+        return []
     attached = []
-    known = {e.id for _, e in await repo.case_evidence(ctx.session, case.id)}
+    known = set() if new_case else {e.id for _, e in await repo.case_evidence(ctx.session, case.id)}
     for item in evidence:
         if item.id in known:
             continue

@@ -56,8 +56,8 @@ async def order_cases(session: AsyncSession, order_id: str) -> list[Case]:
     return list((await session.exec(select(Case).where(Case.order_id == order_id))).all())
 
 
-async def compensation_totals(session: AsyncSession, order_id: str, *, exclude_case: str | None = None
-                              ) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+async def compensation_totals(session: AsyncSession, order_id: str, cases: Sequence[Case], *,
+                              exclude_case: str | None = None) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
     """Per line, what was taken against R-COMP-CAP and what was reimbursed for shipping: granted
     compensations, plus what active cases and unpaid cashback tasks still may grant (reserved until
     they settle or are released)."""
@@ -71,7 +71,7 @@ async def compensation_totals(session: AsyncSession, order_id: str, *, exclude_c
     settled = {c.case_id for c in granted if c.case_id} | {c.cashback_task_id for c in granted if c.cashback_task_id}
     for comp in granted:
         book(comp.line_id, comp.amount, comp.kind == "shipping_fee")
-    for case in await order_cases(session, order_id):
+    for case in cases:
         if case.id == exclude_case or case.id in settled or case.status in RELEASED:
             continue
         for line_id, amount in case.line_amounts.items():
