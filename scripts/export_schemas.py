@@ -31,7 +31,7 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (OUT / name).write_text(text)
-    print(f"wrote {len(files)} schemas to {OUT.relative_to(Path.cwd()) if OUT.is_relative_to(Path.cwd()) else OUT}")
+    print(f"wrote {len(files)} schemas to docs/events")
     return 0
 
 

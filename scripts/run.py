@@ -59,23 +59,34 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
     try:
-        for name, port in SERVICES:
+        for name, _ in SERVICES:
             procs.append(subprocess.Popen([str(BIN / name), "serve"], env=env, cwd=ROOT))
         for (name, port), proc in zip(SERVICES, procs, strict=True):
             if not wait_healthy(port, proc):
                 print(f"{name} did not start; see its log above", file=sys.stderr)
                 stop()
                 return 1
-        mode = "Kafka at " + env["KAFKA_BOOTSTRAP_SERVERS"] if env.get("KAFKA_BOOTSTRAP_SERVERS") else \
-            f"the embedded event log in {data_dir}"
+        mode = (
+            "Kafka at " + env["KAFKA_BOOTSTRAP_SERVERS"]
+            if env.get("KAFKA_BOOTSTRAP_SERVERS")
+            else f"the embedded event log in {data_dir}"
+        )
         database = "PostgreSQL" if env.get("DATABASE_URL") else f"SQLite in {data_dir}"
-        print("\n".join([
-            "", "After-sales platform is up:",
-            *(f"  {name:<18} http://127.0.0.1:{port}/docs" for name, port in SERVICES),
-            f"  database           {database}", f"  events             {mode}",
-            f"  dev API key        {env['DEV_API_KEY']}   (Authorization: Bearer <key>)",
-            "Ctrl-C stops everything.", "",
-        ]), flush=True)
+        print(
+            "\n".join(
+                [
+                    "",
+                    "After-sales platform is up:",
+                    *(f"  {name:<18} http://127.0.0.1:{port}/docs" for name, port in SERVICES),
+                    f"  database           {database}",
+                    f"  events             {mode}",
+                    f"  dev API key        {env['DEV_API_KEY']}   (Authorization: Bearer <key>)",
+                    "Ctrl-C stops everything.",
+                    "",
+                ]
+            ),
+            flush=True,
+        )
         while all(proc.poll() is None for proc in procs):
             time.sleep(0.5)
         print("a service stopped; stopping the others", file=sys.stderr)

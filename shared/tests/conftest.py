@@ -21,10 +21,13 @@ async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[B
 
         servers = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
         if not servers:
-            infra_missing("Apache Kafka", "run `make kafka-up` and export TEST_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092")
+            infra_missing(
+                "Apache Kafka", "run `make kafka-up` and export TEST_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092"
+            )
         suffix = uuid.uuid4().hex[:8]
-        the_bus = KafkaBus(servers, client_id=f"test-{suffix}", partitions=3,
-                           topics=[f"test.{suffix}.a", f"test.{suffix}.b"])
+        the_bus = KafkaBus(
+            servers, client_id=f"test-{suffix}", partitions=3, topics=[f"test.{suffix}.a", f"test.{suffix}.b"]
+        )
     await the_bus.start()
     yield the_bus
     await the_bus.stop()

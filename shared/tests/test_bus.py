@@ -22,8 +22,13 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 effects_metadata = MetaData()
-effects = Table("effects", effects_metadata, Column("id", Integer, primary_key=True, autoincrement=True),
-                Column("event_id", String, nullable=False), Column("key", String))
+effects = Table(
+    "effects",
+    effects_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String, nullable=False),
+    Column("key", String),
+)
 
 
 @pytest.fixture
@@ -37,8 +42,14 @@ async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSess
 
 
 def event(n: int, event_id: str | None = None) -> bytes:
-    return CloudEvent(id=event_id or f"evt-{n}", source="/test", type="test.happened.v1", subject=str(n),
-                      time=datetime.now(UTC), data={"n": n}).to_bytes()
+    return CloudEvent(
+        id=event_id or f"evt-{n}",
+        source="/test",
+        type="test.happened.v1",
+        subject=str(n),
+        time=datetime.now(UTC),
+        data={"n": n},
+    ).to_bytes()
 
 
 async def drain(bus: Bus, group: str, topic: str, want: int, timeout: float = 30) -> list[Record]:
@@ -76,15 +87,28 @@ class TestPublishAndConsume:
 
 
 class TestConsumerRunner:
-    async def _run(self, bus: Bus, sessions: async_sessionmaker[AsyncSession], topic: str,
-                   fail_on: set[int] | None = None) -> ConsumerRunner:
+    async def _run(
+        self,
+        bus: Bus,
+        sessions: async_sessionmaker[AsyncSession],
+        topic: str,
+        fail_on: set[int] | None = None,
+    ) -> ConsumerRunner:
         async def apply(session: AsyncSession, evt: CloudEvent) -> None:
             if fail_on and evt.data["n"] in fail_on:
                 raise ValueError(f"cannot apply {evt.data['n']}")
             await session.exec(insert(effects).values(event_id=evt.id, key=evt.subject))  # type: ignore[call-overload]
 
-        runner = ConsumerRunner(bus=bus, sessions=sessions, clock=SystemClock(), group="g-runner", topics=[topic],
-                                handlers={"test.happened.v1": apply}, max_attempts=2, backoff=0.01)
+        runner = ConsumerRunner(
+            bus=bus,
+            sessions=sessions,
+            clock=SystemClock(),
+            group="g-runner",
+            topics=[topic],
+            handlers={"test.happened.v1": apply},
+            max_attempts=2,
+            backoff=0.01,
+        )
         runner.start()
         return runner
 
@@ -94,16 +118,22 @@ class TestConsumerRunner:
 
     async def _wait_for(self, sessions: async_sessionmaker[AsyncSession], n: int, timeout: float = 30) -> int:
         deadline = asyncio.get_running_loop().time() + timeout
-        while (count := await self._count(sessions)) < n and asyncio.get_running_loop().time() < deadline:
+        while await self._count(sessions) < n and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)  # let anything extra (a double effect) land before we count
         return await self._count(sessions)
 
-    async def test_redelivered_event_has_one_effect(self, bus: Bus,
-                                                    sessions: async_sessionmaker[AsyncSession]) -> None:
+    async def test_redelivered_event_has_one_effect(
+        self, bus: Bus, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
         topic, _ = topic_names(bus)
-        await bus.publish_batch([OutRecord(topic, "k", event(1)), OutRecord(topic, "k", event(1)),
-                                 OutRecord(topic, "k", event(2))])
+        await bus.publish_batch(
+            [
+                OutRecord(topic, "k", event(1)),
+                OutRecord(topic, "k", event(1)),
+                OutRecord(topic, "k", event(2)),
+            ]
+        )
         runner = await self._run(bus, sessions, topic)
         try:
             assert await self._wait_for(sessions, 2) == 2
@@ -111,10 +141,17 @@ class TestConsumerRunner:
             await runner.stop()
 
     async def test_poison_record_goes_to_the_dlq_and_later_records_still_flow(
-            self, bus: Bus, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self, bus: Bus, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
         topic, _ = topic_names(bus)
-        await bus.publish_batch([OutRecord(topic, "k", b"not json at all"), OutRecord(topic, "k", event(1)),
-                                 OutRecord(topic, "k", event(2)), OutRecord(topic, "k", event(3))])
+        await bus.publish_batch(
+            [
+                OutRecord(topic, "k", b"not json at all"),
+                OutRecord(topic, "k", event(1)),
+                OutRecord(topic, "k", event(2)),
+                OutRecord(topic, "k", event(3)),
+            ]
+        )
         runner = await self._run(bus, sessions, topic, fail_on={2})
         try:
             assert await self._wait_for(sessions, 2) == 2
@@ -127,8 +164,9 @@ class TestConsumerRunner:
         finally:
             await runner.stop()
 
-    async def test_restarted_runner_applies_nothing_twice(self, bus: Bus,
-                                                          sessions: async_sessionmaker[AsyncSession]) -> None:
+    async def test_restarted_runner_applies_nothing_twice(
+        self, bus: Bus, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
         topic, _ = topic_names(bus)
         await bus.publish_batch([OutRecord(topic, str(n % 4), event(n)) for n in range(200)])
         runner = await self._run(bus, sessions, topic)

@@ -46,7 +46,8 @@ class TestBusinessCalendar:
         assert self.calendar.cutoff_for(local("2026-09-30T18:00"), cutoff) == local("2026-10-08T17:30")
 
     def test_years_the_package_does_not_cover_fall_back_to_weekdays_and_configured_holidays(
-            self, caplog: pytest.LogCaptureFixture) -> None:
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
         calendar = BusinessCalendar(extra_holidays=[date(2099, 1, 1)])
         with caplog.at_level(logging.WARNING):
             assert not calendar.is_working_day(date(2099, 1, 1))  # configured holiday, a Thursday
@@ -74,7 +75,9 @@ class TestMoney:
 class TestMasking:
     def test_phone_numbers_are_masked_anywhere_in_a_line(self) -> None:
         assert mask_phone("call 13812345678 now") == "call 138****5678 now"
-        assert mask_phone("order 2026110113812345678") == "order 2026110113812345678"  # part of a longer number
+        assert (
+            mask_phone("order 2026110113812345678") == "order 2026110113812345678"
+        )  # part of a longer number
 
     def test_addresses_keep_only_the_region(self) -> None:
         assert mask_address("浙江省杭州市西湖区文三路 1 号") == "浙江省杭州市***"
@@ -82,7 +85,9 @@ class TestMasking:
     def test_log_lines_are_json_with_context_and_masked_buyer_data(self) -> None:
         record = logging.LogRecord("t", logging.INFO, __file__, 1, "buyer 13912345678 complained", None, None)
         record.case_id = "case_1"
-        record.data = {"buyer": {"phone": "13912345678", "address": "上海市浦东新区世纪大道 100 号", "name": "李四"}}
+        record.data = {
+            "buyer": {"phone": "13912345678", "address": "上海市浦东新区世纪大道 100 号", "name": "李四"}
+        }
         line = json.loads(JsonFormatter().format(record))
         assert line["message"] == "buyer 139****5678 complained"
         assert line["case_id"] == "case_1"
@@ -92,10 +97,24 @@ class TestMasking:
 
 class TestEnvelope:
     def test_cloudevents_structured_mode_round_trips(self) -> None:
-        data = CaseEvent(case_id="c1", order_id="o1", shop_id="s1", remedy="refund_only", reason="other",
-                         status="open", action="open", amount=Decimal("10.00"), version=1)
-        event = envelope(source="/case-api", type="aftersales.case.opened.v1", subject="c1", data=data,
-                         at=local("2026-11-05T10:00"))
+        data = CaseEvent(
+            case_id="c1",
+            order_id="o1",
+            shop_id="s1",
+            remedy="refund_only",
+            reason="other",
+            status="open",
+            action="open",
+            amount=Decimal("10.00"),
+            version=1,
+        )
+        event = envelope(
+            source="/case-api",
+            type="aftersales.case.opened.v1",
+            subject="c1",
+            data=data,
+            at=local("2026-11-05T10:00"),
+        )
         raw = json.loads(event.to_bytes())
         assert raw["specversion"] == "1.0" and raw["datacontenttype"] == "application/json"
         assert raw["data"]["amount"] == "10.00"

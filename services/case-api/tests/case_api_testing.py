@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from aftersales_shared.bus import Bus
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.clock import FrozenClock
 from aftersales_shared.migrations import upgrade
-from aftersales_shared.testing import Keys, fresh_postgres_database, make_keys, serve
+from aftersales_shared.testing import Keys, make_keys, serve
 from case_api.config import Settings
 from case_api.main import create_app
 from fastapi import FastAPI
@@ -37,36 +36,78 @@ class Api:
         headers = {**self.keys.auth(who), **kwargs.pop("headers", {})}
         return await self.client.request(method, path, headers=headers, **kwargs)
 
-    async def put_order(self, order_id: str = "o-1", who: str = "storefront", **changes: Any) -> dict[str, Any]:
+    async def put_order(
+        self, order_id: str = "o-1", who: str = "storefront", **changes: Any
+    ) -> dict[str, Any]:
         response = await self.call("PUT", f"/v1/orders/{order_id}", who, json=order_body(**changes))
         assert response.status_code in (200, 201), response.text
         return response.json()
 
     async def open_case(self, who: str = "storefront", **fields: Any) -> httpx.Response:
-        body = {"order_id": "o-1", "lines": [{"line_id": "L1", "quantity": 1}], "remedy": "return_refund",
-                "reason": "no_reason", **fields}
+        body = {
+            "order_id": "o-1",
+            "lines": [{"line_id": "L1", "quantity": 1}],
+            "remedy": "return_refund",
+            "reason": "no_reason",
+            **fields,
+        }
         return await self.call("POST", "/v1/cases", who, json=body)
 
-    async def act(self, case: dict[str, Any], action: str, who: str = "support", **body: Any) -> httpx.Response:
-        return await self.call("POST", f"/v1/cases/{case['id']}/actions/{action}", who,
-                               json={"expected_version": case["version"], **body})
+    async def act(
+        self, case: dict[str, Any], action: str, who: str = "support", **body: Any
+    ) -> httpx.Response:
+        return await self.call(
+            "POST",
+            f"/v1/cases/{case['id']}/actions/{action}",
+            who,
+            json={"expected_version": case["version"], **body},
+        )
 
 
 def order_body(**changes: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "shop_id": "shop-a", "platform": "tmall",
-        "buyer": {"id": "buyer-1", "name": "张三", "phone": "13812345678", "address": "浙江省杭州市西湖区文三路 1 号",
-                  "alipay_account": "zhangsan@example.com"},
+        "shop_id": "shop-a",
+        "platform": "tmall",
+        "buyer": {
+            "id": "buyer-1",
+            "name": "张三",
+            "phone": "13812345678",
+            "address": "浙江省杭州市西湖区文三路 1 号",
+            "alipay_account": "zhangsan@example.com",
+        },
         "paid_at": "2026-11-01T10:00:00+08:00",
         "lines": [
-            {"line_id": "L1", "sku": "TEE-M-BLK", "name": "纯棉T恤", "size": "M", "color": "black", "category": "tops",
-             "quantity": 2, "unit_price": "129.00", "paid_amount": "238.00"},
-            {"line_id": "L2", "sku": "PANTS-L", "name": "休闲裤", "size": "L", "color": "grey", "category": "bottoms",
-             "quantity": 1, "unit_price": "199.00", "paid_amount": "189.00"},
+            {
+                "line_id": "L1",
+                "sku": "TEE-M-BLK",
+                "name": "纯棉T恤",
+                "size": "M",
+                "color": "black",
+                "category": "tops",
+                "quantity": 2,
+                "unit_price": "129.00",
+                "paid_amount": "238.00",
+            },
+            {
+                "line_id": "L2",
+                "sku": "PANTS-L",
+                "name": "休闲裤",
+                "size": "L",
+                "color": "grey",
+                "category": "bottoms",
+                "quantity": 1,
+                "unit_price": "199.00",
+                "paid_amount": "189.00",
+            },
         ],
-        "shipping_fee": "10.00", "shipping_insurance": False,
-        "shipment": {"carrier": "SF", "tracking_no": "SF1000001", "warehouse_id": "WH-HZ",
-                     "shipped_at": "2026-11-02T09:00:00+08:00"},
+        "shipping_fee": "10.00",
+        "shipping_insurance": False,
+        "shipment": {
+            "carrier": "SF",
+            "tracking_no": "SF1000001",
+            "warehouse_id": "WH-HZ",
+            "shipped_at": "2026-11-02T09:00:00+08:00",
+        },
         "signed_at": "2026-11-03T15:20:00+08:00",
     }
     body.update(changes)

@@ -11,13 +11,27 @@ from case_api.cli import main
 
 
 class TestKeysCommand:
-    def test_create_list_revoke(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+    def test_create_list_revoke(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         monkeypatch.setenv("DATA_DIR", str(tmp_path))
         monkeypatch.delenv("DATABASE_URL", raising=False)
         assert main(["migrate"]) == 0
-        assert main(["keys", "create", "--name", "shop-a-storefront", "--roles", "storefront",
-                     "--shops", "shop-a"]) == 0
+        assert (
+            main(
+                [
+                    "keys",
+                    "create",
+                    "--name",
+                    "shop-a-storefront",
+                    "--roles",
+                    "storefront",
+                    "--shops",
+                    "shop-a",
+                ]
+            )
+            == 0
+        )
         created = json.loads(capsys.readouterr().out)
         assert created["roles"] == ["storefront"] and created["shops"] == ["shop-a"]
 

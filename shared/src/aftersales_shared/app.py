@@ -26,10 +26,19 @@ ConsumersFactory = Callable[[FastAPI], Sequence[ConsumerRunner]]
 JobsFactory = Callable[[FastAPI], Sequence[Callable[[], Coroutine[Any, Any, None]]]]
 
 
-def build_app(settings: ServiceSettings, *, title: str, description: str, routers: Sequence[APIRouter],
-              clock: Clock | None = None, bus: Bus | None = None, background: bool = True,
-              consumers: ConsumersFactory | None = None, jobs: JobsFactory | None = None,
-              state: dict[str, Any] | None = None) -> FastAPI:
+def build_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter],
+    clock: Clock | None = None,
+    bus: Bus | None = None,
+    background: bool = True,
+    consumers: ConsumersFactory | None = None,
+    jobs: JobsFactory | None = None,
+    state: dict[str, Any] | None = None,
+) -> FastAPI:
     """`background=False` leaves the relay and consumers stopped, for tests that drive them by hand."""
     clock = clock or SystemClock()
 
@@ -42,8 +51,9 @@ def build_app(settings: ServiceSettings, *, title: str, description: str, router
         await the_bus.start()
         if settings.dev_api_key is not None:
             async with unit_of_work(sessions) as session:
-                await ensure_key(session, name="dev", secret=settings.dev_api_key.get_secret_value(),
-                                 now=clock.now())
+                await ensure_key(
+                    session, name="dev", secret=settings.dev_api_key.get_secret_value(), now=clock.now()
+                )
         relay = app.state.relay = OutboxRelay(sessions, the_bus, clock)
         relay.watch()
         runners = app.state.consumers = list(consumers(app)) if consumers else []

@@ -57,8 +57,9 @@ class Principal:
 
     def require(self, *roles: Role) -> Principal:
         if not self.has_any(roles):
-            raise Problem(403, "forbidden", "Forbidden",
-                          f"this key lacks the role: one of {', '.join(sorted(roles))}")
+            raise Problem(
+                403, "forbidden", "Forbidden", f"this key lacks the role: one of {', '.join(sorted(roles))}"
+            )
         return self
 
     def require_shop(self, shop_id: str, *, hide: bool = False, what: str = "resource") -> None:
@@ -70,13 +71,26 @@ class Principal:
         raise Problem(403, "forbidden", "Forbidden", f"this key is not allowed for shop {shop_id!r}")
 
 
-async def create_key(session: AsyncSession, *, name: str, roles: Iterable[Role], shops: Iterable[str] | None,
-                     now: datetime, secret: str | None = None) -> tuple[ApiKey, str]:
+async def create_key(
+    session: AsyncSession,
+    *,
+    name: str,
+    roles: Iterable[Role],
+    shops: Iterable[str] | None,
+    now: datetime,
+    secret: str | None = None,
+) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret, which is shown once and never stored."""
     secret = secret or "ask_" + secrets.token_urlsafe(32)
-    key = ApiKey(id=new_id("key"), name=name, key_hash=hash_key(secret), prefix=secret[:8],
-                 roles=sorted(Role(r).value for r in roles), shops=None if shops is None else sorted(shops),
-                 created_at=now)
+    key = ApiKey(
+        id=new_id("key"),
+        name=name,
+        key_hash=hash_key(secret),
+        prefix=secret[:8],
+        roles=sorted(Role(r).value for r in roles),
+        shops=None if shops is None else sorted(shops),
+        created_at=now,
+    )
     session.add(key)
     await session.flush()
     return key, secret
@@ -98,5 +112,9 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
     key = (await session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(token.strip())))).first()
     if key is None or key.revoked_at is not None:
         raise Problem(401, "unauthenticated", "Unauthenticated", "unknown or revoked api key")
-    return Principal(key_id=key.id, name=key.name, roles=frozenset(Role(r) for r in key.roles),
-                     shops=None if key.shops is None else frozenset(key.shops))
+    return Principal(
+        key_id=key.id,
+        name=key.name,
+        roles=frozenset(Role(r) for r in key.roles),
+        shops=None if key.shops is None else frozenset(key.shops),
+    )

@@ -24,15 +24,38 @@ async def _keys(settings: ServiceSettings, args: argparse.Namespace) -> int:
         async with unit_of_work(session_factory(engine)) as session:
             if args.keys_command == "create":
                 shops = None if args.shops in (None, "*") else [s for s in args.shops.split(",") if s]
-                key, secret = await create_key(session, name=args.name, roles=args.roles,
-                                               shops=shops, now=datetime.now(UTC))
-                print(json.dumps({"id": key.id, "name": key.name, "roles": key.roles, "shops": key.shops,
-                                  "api_key": secret, "note": "shown once; store it now"}, ensure_ascii=False))
+                key, secret = await create_key(
+                    session, name=args.name, roles=args.roles, shops=shops, now=datetime.now(UTC)
+                )
+                print(
+                    json.dumps(
+                        {
+                            "id": key.id,
+                            "name": key.name,
+                            "roles": key.roles,
+                            "shops": key.shops,
+                            "api_key": secret,
+                            "note": "shown once; store it now",
+                        },
+                        ensure_ascii=False,
+                    )
+                )
             elif args.keys_command == "list":
                 for key in (await session.exec(select(ApiKey).order_by(col(ApiKey.created_at)))).all():
-                    print(json.dumps({"id": key.id, "name": key.name, "prefix": key.prefix, "roles": key.roles,
-                                      "shops": key.shops, "created_at": key.created_at.isoformat(),
-                                      "revoked": key.revoked_at is not None}, ensure_ascii=False))
+                    print(
+                        json.dumps(
+                            {
+                                "id": key.id,
+                                "name": key.name,
+                                "prefix": key.prefix,
+                                "roles": key.roles,
+                                "shops": key.shops,
+                                "created_at": key.created_at.isoformat(),
+                                "revoked": key.revoked_at is not None,
+                            },
+                            ensure_ascii=False,
+                        )
+                    )
             else:
                 revoked = await session.get(ApiKey, args.key_id)
                 if revoked is None:
@@ -52,8 +75,9 @@ def _roles(value: str) -> list[Role]:
         raise argparse.ArgumentTypeError(f"roles are {', '.join(r.value for r in Role)}") from None
 
 
-def make_main(settings_factory: Callable[[], ServiceSettings], app_path: str,
-              service_dir: Path) -> Callable[[Sequence[str] | None], int]:
+def make_main(
+    settings_factory: Callable[[], ServiceSettings], app_path: str, service_dir: Path
+) -> Callable[[Sequence[str] | None], int]:
     def main(argv: Sequence[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog=settings_factory().service_name)
         commands = parser.add_subparsers(dest="command", required=True)
@@ -64,8 +88,9 @@ def make_main(settings_factory: Callable[[], ServiceSettings], app_path: str,
         key_commands = keys.add_subparsers(dest="keys_command", required=True)
         create = key_commands.add_parser("create")
         create.add_argument("--name", required=True)
-        create.add_argument("--roles", required=True, type=_roles,
-                            help="comma-separated: " + ",".join(r.value for r in Role))
+        create.add_argument(
+            "--roles", required=True, type=_roles, help="comma-separated: " + ",".join(r.value for r in Role)
+        )
         create.add_argument("--shops", default="*", help="comma-separated shop ids, or * for every shop")
         key_commands.add_parser("list")
         revoke = key_commands.add_parser("revoke")
@@ -77,8 +102,14 @@ def make_main(settings_factory: Callable[[], ServiceSettings], app_path: str,
         if args.command == "serve":
             import uvicorn
 
-            uvicorn.run(app_path, factory=True, host=settings.host, port=settings.port, log_config=None,
-                        access_log=False)
+            uvicorn.run(
+                app_path,
+                factory=True,
+                host=settings.host,
+                port=settings.port,
+                log_config=None,
+                access_log=False,
+            )
         if args.command == "keys":
             return asyncio.run(_keys(settings, args))
         return 0

@@ -48,7 +48,9 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     # A Session subclass of its own, so that listeners (the outbox relay's wake-up) see only this app.
     sync_class = type("AppSession", (Session,), {})
-    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False, sync_session_class=sync_class)
+    return async_sessionmaker(
+        engine, class_=AsyncSession, expire_on_commit=False, sync_session_class=sync_class
+    )
 
 
 @asynccontextmanager

@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse, Response
 Format = Literal["json", "csv"]
 
 
-def register_response(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: Format,
-                      filename: str) -> Response:
+def register_response(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: Format, filename: str
+) -> Response:
     if fmt == "json":
         return JSONResponse({"items": list(rows), "count": len(rows)})
     out = io.StringIO()
@@ -21,8 +22,11 @@ def register_response(rows: Sequence[dict[str, Any]], columns: Sequence[str], fm
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _cell(row.get(k)) for k in columns})
-    return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'})
+    return Response(
+        "\ufeff" + out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
+    )
 
 
 def _cell(value: Any) -> str:

@@ -38,18 +38,34 @@ def request_hash(method: str, path: str, body: Any) -> str:
 
 def _replay(record: IdempotencyRecord, fingerprint: str) -> JSONResponse:
     if record.request_hash != fingerprint:
-        raise Problem(409, "idempotency_key_reused", "Idempotency-Key reused",
-                      "this Idempotency-Key was used with a different request")
-    return JSONResponse(json.loads(record.body), status_code=record.status_code, media_type=record.media_type,
-                        headers={"Idempotent-Replayed": "true"})
+        raise Problem(
+            409,
+            "idempotency_key_reused",
+            "Idempotency-Key reused",
+            "this Idempotency-Key was used with a different request",
+        )
+    return JSONResponse(
+        json.loads(record.body),
+        status_code=record.status_code,
+        media_type=record.media_type,
+        headers={"Idempotent-Replayed": "true"},
+    )
 
 
-async def idempotent(session: AsyncSession, principal: Principal, key: str | None, fingerprint: str,
-                     now: datetime, produce: Callable[[], Awaitable[tuple[int, Any]]]) -> JSONResponse:
+async def idempotent(
+    session: AsyncSession,
+    principal: Principal,
+    key: str | None,
+    fingerprint: str,
+    now: datetime,
+    produce: Callable[[], Awaitable[tuple[int, Any]]],
+) -> JSONResponse:
     """Run `produce` (which only flushes) and commit once; with a key, store and replay the answer."""
     if key is not None:
         if not 0 < len(key) <= 200:
-            raise Problem(400, "invalid_idempotency_key", "Invalid Idempotency-Key", "use 1 to 200 characters")
+            raise Problem(
+                400, "invalid_idempotency_key", "Invalid Idempotency-Key", "use 1 to 200 characters"
+            )
         if (stored := await session.get(IdempotencyRecord, (principal.key_id, key))) is not None:
             return _replay(stored, fingerprint)
     try:
@@ -61,9 +77,17 @@ async def idempotent(session: AsyncSession, principal: Principal, key: str | Non
         await session.rollback()  # a refusal changes nothing, but its answer is remembered
         status, payload, media_type = refusal.status, refusal.body(), PROBLEM_JSON
     if key is not None:
-        session.add(IdempotencyRecord(key_id=principal.key_id, idempotency_key=key, request_hash=fingerprint,
-                                      status_code=status, media_type=media_type,
-                                      body=json.dumps(payload, default=str), created_at=now))
+        session.add(
+            IdempotencyRecord(
+                key_id=principal.key_id,
+                idempotency_key=key,
+                request_hash=fingerprint,
+                status_code=status,
+                media_type=media_type,
+                body=json.dumps(payload, default=str),
+                created_at=now,
+            )
+        )
     try:
         await session.commit()
     except IntegrityError:

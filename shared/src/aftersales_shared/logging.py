@@ -9,8 +9,20 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-CONTEXT_FIELDS = ("event_id", "case_id", "order_id", "tracking_no", "payout_id", "cashback_task_id",
-                  "shop_id", "path", "status", "method", "duration_ms", "topic")
+CONTEXT_FIELDS = (
+    "event_id",
+    "case_id",
+    "order_id",
+    "tracking_no",
+    "payout_id",
+    "cashback_task_id",
+    "shop_id",
+    "path",
+    "status",
+    "method",
+    "duration_ms",
+    "topic",
+)
 _PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
 _SENSITIVE_KEYS = ("phone", "address", "alipay_account", "api_key", "authorization", "password")
 

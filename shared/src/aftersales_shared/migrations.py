@@ -8,14 +8,17 @@ from typing import Any
 
 from alembic import context
 from sqlalchemy import MetaData, pool
-from sqlalchemy.engine import make_url
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 
 def _migrate(connection: Connection, metadata: MetaData) -> None:
-    context.configure(connection=connection, target_metadata=metadata, compare_type=True,
-                      render_as_batch=connection.dialect.name == "sqlite")
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        compare_type=True,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -33,8 +36,11 @@ async def _run_async(url: str, metadata: MetaData) -> None:
 def run(metadata: MetaData, default_url: str) -> None:
     """Migrate the database named by `-x url=...`, the config's sqlalchemy.url, or the service settings."""
     config: Any = context.config
-    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url") \
+    url = (
+        context.get_x_argument(as_dictionary=True).get("url")
+        or config.get_main_option("sqlalchemy.url")
         or default_url
+    )
     if context.is_offline_mode():
         context.configure(url=url, target_metadata=metadata, literal_binds=True)
         with context.begin_transaction():

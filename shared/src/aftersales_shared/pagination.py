@@ -28,7 +28,9 @@ def decode_cursor(cursor: str | None) -> str | None:
     try:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
-        raise Problem(400, "invalid_cursor", "Invalid cursor", "use the next_cursor of a previous page") from None
+        raise Problem(
+            400, "invalid_cursor", "Invalid cursor", "use the next_cursor of a previous page"
+        ) from None
 
 
 def next_cursor(rows: Sequence[object], limit: int, id_attr: str = "id") -> str | None:

@@ -54,11 +54,20 @@ def _validation_problem(exc: RequestValidationError) -> Problem:
     if any(e.get("type") == "json_invalid" for e in errors):
         return Problem(400, "malformed_json", "Malformed JSON", "the request body is not valid JSON")
     fields = [
-        {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type")}
+        {
+            "field": ".".join(str(p) for p in e.get("loc", ())),
+            "message": e.get("msg", ""),
+            "type": e.get("type"),
+        }
         for e in errors
     ]
-    return Problem(422, "validation_failed", "Invalid request", "some fields are missing or invalid",
-                   errors=json.loads(json.dumps(fields, default=str)))
+    return Problem(
+        422,
+        "validation_failed",
+        "Invalid request",
+        "some fields are missing or invalid",
+        errors=json.loads(json.dumps(fields, default=str)),
+    )
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -41,8 +41,10 @@ class ServiceSettings(BaseSettings):
         """This service's own database: a database named after it on the PostgreSQL server, or a
         SQLite file in the data folder."""
         if self.database_url:
-            return make_url(self.database_url).set(database=self.database_name).render_as_string(
-                hide_password=False
+            return (
+                make_url(self.database_url)
+                .set(database=self.database_name)
+                .render_as_string(hide_password=False)
             )
         return f"sqlite+aiosqlite:///{self.data_dir / (self.database_name + '.db')}"
 

@@ -49,9 +49,13 @@ class Keys:
 
 async def make_keys(app: FastAPI, now: object) -> Keys:
     specs = {
-        "storefront": ([Role.storefront], ["shop-a"]), "storefront_b": ([Role.storefront], ["shop-b"]),
-        "warehouse": ([Role.warehouse], ["shop-a"]), "support": ([Role.support], ["shop-a"]),
-        "ops": ([Role.ops], ["shop-a"]), "support_b": ([Role.support], ["shop-b"]), "admin": (list(Role), None),
+        "storefront": ([Role.storefront], ["shop-a"]),
+        "storefront_b": ([Role.storefront], ["shop-b"]),
+        "warehouse": ([Role.warehouse], ["shop-a"]),
+        "support": ([Role.support], ["shop-a"]),
+        "ops": ([Role.ops], ["shop-a"]),
+        "support_b": ([Role.support], ["shop-b"]),
+        "admin": (list(Role), None),
     }
     secrets: dict[str, str] = {}
     async with unit_of_work(app.state.sessions) as session:
@@ -73,7 +77,9 @@ async def fresh_postgres_database(prefix: str) -> AsyncIterator[str]:
     """A new, empty database on TEST_DATABASE_URL's server, dropped afterwards; yields its URL."""
     server = os.environ.get("TEST_DATABASE_URL")
     if not server:
-        infra_missing("PostgreSQL", "run `make pg-up` and export TEST_DATABASE_URL=$(infra/postgres/pg.sh url)")
+        infra_missing(
+            "PostgreSQL", "run `make pg-up` and export TEST_DATABASE_URL=$(infra/postgres/pg.sh url)"
+        )
         raise AssertionError("unreachable")
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = create_async_engine(make_url(server).set(database="postgres"), isolation_level="AUTOCOMMIT")
@@ -100,8 +106,11 @@ async def check_migrations(service_dir: Path, metadata: MetaData, url: str) -> l
     engine = create_async_engine(url)
     try:
         async with engine.connect() as conn:
-            diff = await conn.run_sync(lambda sync: compare_metadata(
-                MigrationContext.configure(sync, opts={"compare_type": True}), metadata))
+            diff = await conn.run_sync(
+                lambda sync: compare_metadata(
+                    MigrationContext.configure(sync, opts={"compare_type": True}), metadata
+                )
+            )
     finally:
         await engine.dispose()
     config = alembic_config(service_dir, url)
@@ -118,6 +127,8 @@ def service_metadata(package: str) -> MetaData:
     metadata = MetaData()
     for mapper in SQLModel._sa_registry.mappers:
         table = mapper.local_table
-        if mapper.class_.__module__.startswith((package + ".", "aftersales_shared.")) and isinstance(table, Table):
+        if mapper.class_.__module__.startswith((package + ".", "aftersales_shared.")) and isinstance(
+            table, Table
+        ):
             table.to_metadata(metadata)
     return metadata

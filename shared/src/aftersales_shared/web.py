@@ -17,7 +17,9 @@ from .auth import Principal, authenticate
 from .problems import install_problem_handlers
 
 REQUEST_LATENCY = Histogram(
-    "http_request_duration_seconds", "HTTP request latency", ["service", "method", "route", "status"],
+    "http_request_duration_seconds",
+    "HTTP request latency",
+    ["service", "method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 
@@ -31,13 +33,16 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-async def current_principal(session: SessionDep,
-                            authorization: Annotated[str | None, Header()] = None) -> Principal:
+async def current_principal(
+    session: SessionDep, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
     return await authenticate(session, authorization)
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", description="replays return the first answer")]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", description="replays return the first answer")
+]
 
 Check = Callable[[], Awaitable[Any]]
 
@@ -60,8 +65,10 @@ def ops_router(service: str, checks: dict[str, Check]) -> APIRouter:
             except Exception as exc:
                 results[name] = f"failing: {type(exc).__name__}"
         ready = all(v == "ok" for v in results.values())
-        return JSONResponse({"status": "ready" if ready else "not_ready", "checks": results},
-                            status_code=200 if ready else 503)
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "checks": results},
+            status_code=200 if ready else 503,
+        )
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -101,7 +108,8 @@ class RequestMetrics:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             REQUEST_LATENCY.labels(self.service, scope["method"], route, str(status)).observe(
-                time.perf_counter() - started)
+                time.perf_counter() - started
+            )
 
 
 def configure_app(app: FastAPI, service: str) -> None:

@@ -13,5 +13,13 @@ HANDLERS = {**logistics.HANDLERS, **payouts.HANDLERS}
 
 
 def consumers(app: FastAPI) -> list[ConsumerRunner]:
-    return [ConsumerRunner(bus=app.state.bus, sessions=app.state.sessions, clock=app.state.clock, group=GROUP,
-                           topics=[topics.ALERTS, topics.PARCELS, topics.PAYOUT_RESULTS], handlers=HANDLERS)]
+    return [
+        ConsumerRunner(
+            bus=app.state.bus,
+            sessions=app.state.sessions,
+            clock=app.state.clock,
+            group=GROUP,
+            topics=[topics.ALERTS, topics.PARCELS, topics.PAYOUT_RESULTS],
+            handlers=HANDLERS,
+        )
+    ]

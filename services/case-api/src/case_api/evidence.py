@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ def sniff(head: bytes) -> tuple[str, str] | None:
 
 async def store(upload: UploadFile, folder: Path, max_bytes: int, max_image_bytes: int) -> StoredFile:
     """Stream the upload to a temporary file, checking type and size, then keep it under its sha256."""
-    folder.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
     detected: tuple[str, str] | None = None
@@ -48,14 +49,22 @@ async def store(upload: UploadFile, folder: Path, max_bytes: int, max_image_byte
                 if size == 0:
                     detected = sniff(chunk[:16])
                     if detected is None:
-                        raise Problem(415, "unsupported_media_type", "Unsupported file type",
-                                      "evidence must be a JPEG, PNG or WebP image or an MP4 video")
+                        raise Problem(
+                            415,
+                            "unsupported_media_type",
+                            "Unsupported file type",
+                            "evidence must be a JPEG, PNG or WebP image or an MP4 video",
+                        )
                 size += len(chunk)
                 limit = max_image_bytes if detected and detected[1] == "image" else max_bytes
                 if size > limit:
-                    raise Problem(413, "file_too_large", "File too large",
-                                  f"{detected[1] if detected else 'file'}s are limited to {limit} bytes",
-                                  limit=limit)
+                    raise Problem(
+                        413,
+                        "file_too_large",
+                        "File too large",
+                        f"{detected[1] if detected else 'file'}s are limited to {limit} bytes",
+                        limit=limit,
+                    )
                 digest.update(chunk)
                 out.write(chunk)
         if detected is None:

@@ -45,16 +45,31 @@ from .schemas import ActionIn, CaseCreate, CashbackCreate, OrderIn
 
 SOURCE = "/case-api"
 S = CaseStatus
-CARRIER_REASONS = {"damaged", "lost", "missing_item", "wrong_item", "no_tracking_update", "false_delivery",
-                   "empty_parcel"}
+CARRIER_REASONS = {
+    "damaged",
+    "lost",
+    "missing_item",
+    "wrong_item",
+    "no_tracking_update",
+    "false_delivery",
+    "empty_parcel",
+}
 PAST = {
-    Action.record_retention: "retention_recorded", Action.approve: "approved", Action.reject: "rejected",
-    Action.withdraw: "withdrawn", Action.attach_evidence: "evidence_attached",
-    Action.submit_return_tracking: "return_tracking_submitted", Action.record_receipt: "return_received",
-    Action.record_inspection: "inspected", Action.refund: "refunded",
-    Action.request_intercept: "intercept_requested", Action.confirm_intercept: "intercepted",
-    Action.report_to_carrier: "reported_to_carrier", Action.record_carrier_verdict: "carrier_verdict_recorded",
-    Action.create_reship: "reshipped", Action.close: "closed",
+    Action.record_retention: "retention_recorded",
+    Action.approve: "approved",
+    Action.reject: "rejected",
+    Action.withdraw: "withdrawn",
+    Action.attach_evidence: "evidence_attached",
+    Action.submit_return_tracking: "return_tracking_submitted",
+    Action.record_receipt: "return_received",
+    Action.record_inspection: "inspected",
+    Action.refund: "refunded",
+    Action.request_intercept: "intercept_requested",
+    Action.confirm_intercept: "intercepted",
+    Action.report_to_carrier: "reported_to_carrier",
+    Action.record_carrier_verdict: "carrier_verdict_recorded",
+    Action.create_reship: "reshipped",
+    Action.close: "closed",
 }
 RETURN_NOTICE = {  # R-RETURN-NOTICE
     "condition_zh": "请保持商品吊牌完好、未穿着、未洗涤,不影响二次销售。",
@@ -75,6 +90,7 @@ class Context:
 
 
 # ---------------------------------------------------------------- orders
+
 
 async def upsert_order(ctx: Context, order_id: str, body: OrderIn) -> tuple[Order, bool]:
     ctx.principal.require(Role.storefront)
@@ -108,13 +124,16 @@ async def _replace_lines(ctx: Context, order_id: str, body: OrderIn) -> None:
     used |= {task.line_id for task in await repo.order_cashback_tasks(ctx.session, order_id)}
     dropped = set(existing) - {line.line_id for line in body.lines}
     if dropped & used:
-        raise conflict("line_in_use", f"lines {sorted(dropped & used)} have after-sales cases or "
-                       "cashback tasks and must stay")
+        raise conflict(
+            "line_in_use",
+            f"lines {sorted(dropped & used)} have after-sales cases or cashback tasks and must stay",
+        )
     for line_id in dropped:
         await ctx.session.delete(existing[line_id])
     for position, line in enumerate(body.lines):
-        row = existing.get(line.line_id) or OrderLine(order_id=order_id, line_id=line.line_id, position=position,
-                                                      **line.model_dump(exclude={"line_id"}))
+        row = existing.get(line.line_id) or OrderLine(
+            order_id=order_id, line_id=line.line_id, position=position, **line.model_dump(exclude={"line_id"})
+        )
         for key, value in line.model_dump(exclude={"line_id"}).items():
             setattr(row, key, value)
         row.position = position
@@ -127,21 +146,38 @@ def domain_order(order: Order, lines: list[OrderLine]) -> dm.Order:
     if shipment and shipped_at is None:
         shipped_at = order.paid_at  # a tracking number without a time still means shipped
     return dm.Order(
-        order_id=order.order_id, shop_id=order.shop_id, buyer_id=order.buyer_id, paid_at=as_utc(order.paid_at),
-        lines=tuple(dm.OrderLine(line_id=li.line_id, sku=li.sku, quantity=li.quantity, unit_price=li.unit_price,
-                                 paid_amount=li.paid_amount, no_reason_return=li.no_reason_return,
-                                 category=li.category) for li in lines),
-        shipping_fee=order.shipping_fee, shipping_insurance=order.shipping_insurance,
-        shipped_at=as_utc(datetime.fromisoformat(shipped_at)) if isinstance(shipped_at, str)
+        order_id=order.order_id,
+        shop_id=order.shop_id,
+        buyer_id=order.buyer_id,
+        paid_at=as_utc(order.paid_at),
+        lines=tuple(
+            dm.OrderLine(
+                line_id=li.line_id,
+                sku=li.sku,
+                quantity=li.quantity,
+                unit_price=li.unit_price,
+                paid_amount=li.paid_amount,
+                no_reason_return=li.no_reason_return,
+                category=li.category,
+            )
+            for li in lines
+        ),
+        shipping_fee=order.shipping_fee,
+        shipping_insurance=order.shipping_insurance,
+        shipped_at=as_utc(datetime.fromisoformat(shipped_at))
+        if isinstance(shipped_at, str)
         else (as_utc(shipped_at) if shipped_at else None),
         signed_at=as_utc(order.signed_at) if order.signed_at else None,
     )
 
 
-async def line_history(session: AsyncSession, order_id: str, *, exclude_case: str | None = None
-                       ) -> dict[str, dm.LineHistory]:
+async def line_history(
+    session: AsyncSession, order_id: str, *, exclude_case: str | None = None
+) -> dict[str, dm.LineHistory]:
     cases = await repo.order_cases(session, order_id)
-    compensated, shipping = await repo.compensation_totals(session, order_id, cases, exclude_case=exclude_case)
+    compensated, shipping = await repo.compensation_totals(
+        session, order_id, cases, exclude_case=exclude_case
+    )
     exchanged: set[str] = set()
     replacement_signed: dict[str, datetime] = {}
     for case in cases:
@@ -152,10 +188,16 @@ async def line_history(session: AsyncSession, order_id: str, *, exclude_case: st
             if signed := case.details.get("replacement_signed_at"):
                 replacement_signed[line["line_id"]] = as_utc(datetime.fromisoformat(signed))
     zero = Decimal("0.00")
-    return {line_id: dm.LineHistory(line_id=line_id, compensated=compensated.get(line_id, zero),
-                                    shipping_reimbursed=shipping.get(line_id, zero), exchanged=line_id in exchanged,
-                                    replacement_signed_at=replacement_signed.get(line_id))
-            for line_id in set(compensated) | set(shipping) | exchanged}
+    return {
+        line_id: dm.LineHistory(
+            line_id=line_id,
+            compensated=compensated.get(line_id, zero),
+            shipping_reimbursed=shipping.get(line_id, zero),
+            exchanged=line_id in exchanged,
+            replacement_signed_at=replacement_signed.get(line_id),
+        )
+        for line_id in set(compensated) | set(shipping) | exchanged
+    }
 
 
 async def load_domain_order(session: AsyncSession, order: Order) -> dm.Order:
@@ -163,11 +205,20 @@ async def load_domain_order(session: AsyncSession, order: Order) -> dm.Order:
 
 
 def refusal(exc: dm.PolicyRefusal) -> Problem:
-    return Problem(422, "policy_refused", "Refused by the after-sales policy", exc.message_en, rule=exc.rule,
-                   message_zh=exc.message_zh, message_en=exc.message_en, facts=exc.facts)
+    return Problem(
+        422,
+        "policy_refused",
+        "Refused by the after-sales policy",
+        exc.message_en,
+        rule=exc.rule,
+        message_zh=exc.message_zh,
+        message_en=exc.message_en,
+        facts=exc.facts,
+    )
 
 
 # ---------------------------------------------------------------- cases
+
 
 async def open_case(ctx: Context, body: CaseCreate) -> Case:
     ctx.principal.require(Role.storefront, Role.support)
@@ -178,27 +229,50 @@ async def open_case(ctx: Context, body: CaseCreate) -> Case:
         new_row = await repo.visible_order(ctx.session, ctx.principal, body.new_order_id)
         new_order = await load_domain_order(ctx.session, new_row)
     request = dm.CaseRequest(
-        remedy=dm.Remedy(body.remedy), reason=dm.Reason(body.reason),
+        remedy=dm.Remedy(body.remedy),
+        reason=dm.Reason(body.reason),
         lines=tuple(dm.CaseLine(line_id=li.line_id, quantity=li.quantity) for li in body.lines),
-        amount=body.amount, images=_distinct(evidence, "image"), videos=_distinct(evidence, "video"),
-        new_order=new_order, new_unit_price=body.new_unit_price,
+        amount=body.amount,
+        images=_distinct(evidence, "image"),
+        videos=_distinct(evidence, "video"),
+        new_order=new_order,
+        new_unit_price=body.new_unit_price,
     )
     try:
-        decision = policy.evaluate(await load_domain_order(ctx.session, order), request,
-                                   await line_history(ctx.session, order.order_id), ctx.now)
+        decision = policy.evaluate(
+            await load_domain_order(ctx.session, order),
+            request,
+            await line_history(ctx.session, order.order_id),
+            ctx.now,
+        )
     except dm.PolicyRefusal as exc:
         raise refusal(exc) from None
     except dm.InvalidRequest as exc:
-        raise Problem(422, "validation_failed", "Invalid request", exc.message,
-                      errors=[{"field": exc.field, "message": exc.message}]) from None
+        raise Problem(
+            422,
+            "validation_failed",
+            "Invalid request",
+            exc.message,
+            errors=[{"field": exc.field, "message": exc.message}],
+        ) from None
     status = after_intake(decision.evidence_missing, decision.needs_retention)
     case = Case(
-        id=new_id("case"), order_id=order.order_id, shop_id=order.shop_id, remedy=body.remedy, reason=body.reason,
-        status=status, stage=decision.stage, description=body.description,
-        lines=[li.model_dump() for li in body.lines], amount=decision.amount,
+        id=new_id("case"),
+        order_id=order.order_id,
+        shop_id=order.shop_id,
+        remedy=body.remedy,
+        reason=body.reason,
+        status=status,
+        stage=decision.stage,
+        description=body.description,
+        lines=[li.model_dump() for li in body.lines],
+        amount=decision.amount,
         line_amounts={k: fmt(v) for k, v in decision.line_amounts.items()},
-        details=_intake_details(body, decision), needs_retention=decision.needs_retention,
-        evidence_missing=decision.evidence_missing, created_by=ctx.principal.name, created_at=ctx.now,
+        details=_intake_details(body, decision),
+        needs_retention=decision.needs_retention,
+        evidence_missing=decision.evidence_missing,
+        created_by=ctx.principal.name,
+        created_at=ctx.now,
         updated_at=ctx.now,
     )
     ctx.session.add(case)
@@ -226,8 +300,9 @@ def _intake_details(body: CaseCreate, decision: dm.Decision) -> dict[str, Any]:
     return details
 
 
-async def _attach(ctx: Context, case: Case, evidence: list[Evidence], *, new_case: bool = False
-                  ) -> list[dict[str, Any]]:
+async def _attach(
+    ctx: Context, case: Case, evidence: list[Evidence], *, new_case: bool = False
+) -> list[dict[str, Any]]:
     """Link files to the case; a file already backing another order's case is flagged."""
     if not evidence:
         return []
@@ -238,11 +313,21 @@ async def _attach(ctx: Context, case: Case, evidence: list[Evidence], *, new_cas
             continue
         # Only the uploader or support may attach a file, and only to a case of a shop the uploader serves.
         uploader_serves = item.shops is None or case.shop_id in item.shops
-        if not uploader_serves or (item.key_id != ctx.principal.key_id and not ctx.principal.has_any([Role.support])):
+        if not uploader_serves or (
+            item.key_id != ctx.principal.key_id and not ctx.principal.has_any([Role.support])
+        ):
             raise Problem(404, "not_found", "evidence not found", f"no evidence {item.id!r} here")
         reused = await repo.other_order_using(ctx.session, item.sha256, case.order_id)
-        ctx.session.add(CaseEvidence(case_id=case.id, evidence_id=item.id, order_id=case.order_id,
-                                     sha256=item.sha256, reused_from_order_id=reused, attached_at=ctx.now))
+        ctx.session.add(
+            CaseEvidence(
+                case_id=case.id,
+                evidence_id=item.id,
+                order_id=case.order_id,
+                sha256=item.sha256,
+                reused_from_order_id=reused,
+                attached_at=ctx.now,
+            )
+        )
         known.add(item.id)
         attached.append({"evidence_id": item.id, "kind": item.kind, "reused_from_order_id": reused})
     await ctx.session.flush()
@@ -251,23 +336,58 @@ async def _attach(ctx: Context, case: Case, evidence: list[Evidence], *, new_cas
 
 def _register_carrier_problem(ctx: Context, case: Case, order: Order, evidence_ids: list[str]) -> None:
     shipment = order.shipment or {}
-    ctx.session.add(LogisticsFollowUp(
-        id=new_id("lfu"), case_id=case.id, order_id=order.order_id, shop_id=order.shop_id,
-        carrier=shipment.get("carrier"), tracking_no=shipment.get("tracking_no"), problem=case.reason,
-        evidence_ids=evidence_ids, created_at=ctx.now, updated_at=ctx.now,
-    ))
+    ctx.session.add(
+        LogisticsFollowUp(
+            id=new_id("lfu"),
+            case_id=case.id,
+            order_id=order.order_id,
+            shop_id=order.shop_id,
+            carrier=shipment.get("carrier"),
+            tracking_no=shipment.get("tracking_no"),
+            problem=case.reason,
+            evidence_ids=evidence_ids,
+            created_at=ctx.now,
+            updated_at=ctx.now,
+        )
+    )
 
 
 def _record(ctx: Context, case: Case, action: str, from_status: str | None, data: dict[str, Any]) -> None:
     """The timeline entry and the outbox event of one change, in the same transaction."""
-    ctx.session.add(CaseEvent(id=new_id("cev"), case_id=case.id, action=action, actor=ctx.principal.name,
-                              from_status=from_status, to_status=case.status, data=data, at=ctx.now))
+    ctx.session.add(
+        CaseEvent(
+            id=new_id("cev"),
+            case_id=case.id,
+            action=action,
+            actor=ctx.principal.name,
+            from_status=from_status,
+            to_status=case.status,
+            data=data,
+            at=ctx.now,
+        )
+    )
     past = "opened" if action == "open" else PAST[Action(action)]
-    add_event(ctx.session, topic=topics.CASES, key=case.order_id, source=SOURCE,
-              type=f"aftersales.case.{past}.v1", subject=case.id, at=ctx.now,
-              data=CaseEventData(case_id=case.id, order_id=case.order_id, shop_id=case.shop_id,
-                                 remedy=case.remedy, reason=case.reason, status=case.status, action=action,
-                                 amount=case.amount, version=case.version, data=data))
+    add_event(
+        ctx.session,
+        topic=topics.CASES,
+        key=case.order_id,
+        source=SOURCE,
+        type=f"aftersales.case.{past}.v1",
+        subject=case.id,
+        at=ctx.now,
+        data=CaseEventData(
+            case_id=case.id,
+            order_id=case.order_id,
+            shop_id=case.shop_id,
+            remedy=case.remedy,
+            reason=case.reason,
+            status=case.status,
+            action=action,
+            amount=case.amount,
+            version=case.version,
+            data=data,
+        ),
+    )
 
 
 async def act(ctx: Context, case_id: str, action: Action, body: ActionIn, if_match: int | None) -> Case:
@@ -276,11 +396,18 @@ async def act(ctx: Context, case_id: str, action: Action, body: ActionIn, if_mat
     case = await repo.get_case(ctx.session, ctx.principal, case_id, for_update=True)
     expected = body.expected_version if body.expected_version is not None else if_match
     if expected is not None and expected != case.version:
-        raise conflict("stale_version", f"the case is at version {case.version}, not {expected}",
-                       current_version=case.version)
+        raise conflict(
+            "stale_version",
+            f"the case is at version {case.version}, not {expected}",
+            current_version=case.version,
+        )
     if case.status not in move.sources:
-        raise conflict("invalid_transition", f"cannot {action} a case that is {case.status}: {move.hint}",
-                       case_status=case.status, allowed_from=sorted(move.sources))
+        raise conflict(
+            "invalid_transition",
+            f"cannot {action} a case that is {case.status}: {move.hint}",
+            case_status=case.status,
+            allowed_from=sorted(move.sources),
+        )
     from_status = case.status
     data = await STEPS[action](ctx, case, body)
     case.version += 1
@@ -293,18 +420,34 @@ async def act(ctx: Context, case_id: str, action: Action, body: ActionIn, if_mat
 
 def _need(value: Any, field: str, action: Action) -> Any:
     if value is None:
-        raise Problem(422, "validation_failed", "Invalid request", f"{action} needs {field}",
-                      errors=[{"field": field, "message": "required for this action"}])
+        raise Problem(
+            422,
+            "validation_failed",
+            "Invalid request",
+            f"{action} needs {field}",
+            errors=[{"field": field, "message": "required for this action"}],
+        )
     return value
 
 
 async def _record_retention(ctx: Context, case: Case, body: ActionIn) -> dict[str, Any]:
     offer = _need(body.offer, "offer", Action.record_retention)
     outcome = _need(body.outcome, "outcome", Action.record_retention)
-    ctx.session.add(RetentionEntry(id=new_id("ret"), case_id=case.id, order_id=case.order_id,
-                                   shop_id=case.shop_id, remedy=case.remedy, reason=case.reason,
-                                   real_reason=body.real_reason, offer=offer, outcome=outcome,
-                                   recorded_by=ctx.principal.name, recorded_at=ctx.now))
+    ctx.session.add(
+        RetentionEntry(
+            id=new_id("ret"),
+            case_id=case.id,
+            order_id=case.order_id,
+            shop_id=case.shop_id,
+            remedy=case.remedy,
+            reason=case.reason,
+            real_reason=body.real_reason,
+            offer=offer,
+            outcome=outcome,
+            recorded_by=ctx.principal.name,
+            recorded_at=ctx.now,
+        )
+    )
     case.status = S.retained if outcome == "accepted" else S.open  # R-RETENTION
     return {"offer": offer, "outcome": outcome, "real_reason": body.real_reason}
 
@@ -332,15 +475,28 @@ async def _cashback_for_case(ctx: Context, case: Case) -> CashbackTask:
     order = await repo.get_order(ctx.session, case.order_id)
     account = order.buyer.get("alipay_account")
     if not account:
-        raise Problem(422, "payee_missing", "No Alipay account",
-                      "the order's buyer has no alipay_account; update the order snapshot first")
+        raise Problem(
+            422,
+            "payee_missing",
+            "No Alipay account",
+            "the order's buyer has no alipay_account; update the order snapshot first",
+        )
     line_id = case.lines[0]["line_id"]
     task = CashbackTask(
-        id=new_id("cb"), order_id=case.order_id, shop_id=case.shop_id, line_id=line_id, case_id=case.id,
+        id=new_id("cb"),
+        order_id=case.order_id,
+        shop_id=case.shop_id,
+        line_id=line_id,
+        case_id=case.id,
         reason="price_difference" if case.remedy == "price_protection" else "other",
-        amount=case.amount or Decimal("0.00"), payee={"alipay_account": account, "name": order.buyer["name"]},
-        status="approved", created_by=ctx.principal.name, verified_by=ctx.principal.name, verified_at=ctx.now,
-        created_at=ctx.now, updated_at=ctx.now,
+        amount=case.amount or Decimal("0.00"),
+        payee={"alipay_account": account, "name": order.buyer["name"]},
+        status="approved",
+        created_by=ctx.principal.name,
+        verified_by=ctx.principal.name,
+        verified_at=ctx.now,
+        created_at=ctx.now,
+        updated_at=ctx.now,
     )
     ctx.session.add(task)
     kind = "price_protection" if case.remedy == "price_protection" else "cashback"
@@ -349,8 +505,9 @@ async def _cashback_for_case(ctx: Context, case: Case) -> CashbackTask:
     return task
 
 
-def _grant(ctx: Context, case: Case, kind: str, *, total: Decimal | None = None,
-           cashback_task_id: str | None = None) -> None:
+def _grant(
+    ctx: Context, case: Case, kind: str, *, total: Decimal | None = None, cashback_task_id: str | None = None
+) -> None:
     """Book what the case granted per line (R-COMP-CAP; shipping reimbursements apart), scaled when
     less than the case amount."""
     shipping = {k: Decimal(v) for k, v in case.details.get("shipping_amounts", {}).items()}
@@ -364,9 +521,18 @@ def _grant(ctx: Context, case: Case, kind: str, *, total: Decimal | None = None,
         scaled[last] += total - sum(scaled.values(), Decimal("0.00"))
         amounts = scaled
     for line_id, amount in amounts.items():
-        ctx.session.add(Compensation(id=new_id("cmp"), order_id=case.order_id, line_id=line_id, kind=kind,
-                                     amount=amount, case_id=case.id, cashback_task_id=cashback_task_id,
-                                     created_at=ctx.now))
+        ctx.session.add(
+            Compensation(
+                id=new_id("cmp"),
+                order_id=case.order_id,
+                line_id=line_id,
+                kind=kind,
+                amount=amount,
+                case_id=case.id,
+                cashback_task_id=cashback_task_id,
+                created_at=ctx.now,
+            )
+        )
 
 
 async def _reject(ctx: Context, case: Case, body: ActionIn) -> dict[str, Any]:
@@ -391,9 +557,11 @@ async def _attach_evidence(ctx: Context, case: Case, body: ActionIn) -> dict[str
 
 
 async def _submit_return_tracking(ctx: Context, case: Case, body: ActionIn) -> dict[str, Any]:
-    parcel = {"carrier": _need(body.carrier, "carrier", Action.submit_return_tracking),
-              "tracking_no": _need(body.tracking_no, "tracking_no", Action.submit_return_tracking),
-              "submitted_at": ctx.now.isoformat()}
+    parcel = {
+        "carrier": _need(body.carrier, "carrier", Action.submit_return_tracking),
+        "tracking_no": _need(body.tracking_no, "tracking_no", Action.submit_return_tracking),
+        "submitted_at": ctx.now.isoformat(),
+    }
     case.details = {**case.details, "return_parcel": parcel}
     return parcel
 
@@ -422,17 +590,23 @@ async def _refund(ctx: Context, case: Case, body: ActionIn) -> dict[str, Any]:
         raise conflict("inspection_pending", "the returned goods must pass inspection before the refund")
     if case.status == S.approved and case.stage == "shipped" and not case.details.get("intercepted_at"):
         # R-RO-SHIPPED: refund when the intercept succeeds, not before
-        raise conflict("intercept_pending", "refund once the carrier confirms the intercept",
-                       rule="R-RO-SHIPPED")
+        raise conflict(
+            "intercept_pending", "refund once the carrier confirms the intercept", rule="R-RO-SHIPPED"
+        )
     if case.remedy not in ("refund_only", "return_refund"):
         raise conflict("not_a_refund", f"a {case.remedy} case is not settled by a refund")
     amount = body.amount if body.amount is not None else case.amount
     if amount <= 0 or amount > case.amount:  # R-REFUND-VERIFY, R-COMP-CAP
-        raise Problem(422, "policy_refused", "Refund over the approved amount",
-                      f"the refund must be between 0.01 and {fmt(case.amount)}", rule="R-COMP-CAP",
-                      message_zh=f"退款金额需在 0.01 至 {fmt(case.amount)} 元之间。",
-                      message_en=f"The refund must be between 0.01 and {fmt(case.amount)} CNY.",
-                      facts={"remaining_allowance": fmt(case.amount), "requested": fmt(amount)})
+        raise Problem(
+            422,
+            "policy_refused",
+            "Refund over the approved amount",
+            f"the refund must be between 0.01 and {fmt(case.amount)}",
+            rule="R-COMP-CAP",
+            message_zh=f"退款金额需在 0.01 至 {fmt(case.amount)} 元之间。",
+            message_en=f"The refund must be between 0.01 and {fmt(case.amount)} CNY.",
+            facts={"remaining_allowance": fmt(case.amount), "requested": fmt(amount)},
+        )
     _grant(ctx, case, "refund", total=amount)
     case.status = S.refunded
     case.details = {**case.details, "refunded_amount": fmt(amount), "refunded_at": ctx.now.isoformat()}
@@ -453,13 +627,16 @@ async def _confirm_intercept(ctx: Context, case: Case, body: ActionIn) -> dict[s
 
 
 async def _follow_up(ctx: Context, case: Case) -> LogisticsFollowUp:
-    entry = (await ctx.session.exec(select(LogisticsFollowUp).where(LogisticsFollowUp.case_id == case.id))).first()
+    entry = (
+        await ctx.session.exec(select(LogisticsFollowUp).where(LogisticsFollowUp.case_id == case.id))
+    ).first()
     if entry is None:
         order = await repo.get_order(ctx.session, case.order_id)
         _register_carrier_problem(ctx, case, order, [])
         await ctx.session.flush()
-        entry = (await ctx.session.exec(select(LogisticsFollowUp)
-                                        .where(LogisticsFollowUp.case_id == case.id))).one()
+        entry = (
+            await ctx.session.exec(select(LogisticsFollowUp).where(LogisticsFollowUp.case_id == case.id))
+        ).one()
     return entry
 
 
@@ -496,13 +673,28 @@ async def _create_reship(ctx: Context, case: Case, body: ActionIn) -> dict[str, 
     case_qty = {li["line_id"]: li["quantity"] for li in case.lines}
     for li in wanted:
         if li["line_id"] not in case_qty or li["quantity"] > case_qty[li["line_id"]]:
-            raise Problem(422, "validation_failed", "Invalid reship lines",
-                          "reship lines must be lines of the case, at most their quantity",
-                          errors=[{"field": "reship_lines", "message": "not a case line, or too many"}])
+            raise Problem(
+                422,
+                "validation_failed",
+                "Invalid reship lines",
+                "reship lines must be lines of the case, at most their quantity",
+                errors=[{"field": "reship_lines", "message": "not a case line, or too many"}],
+            )
     reship = ReshipOrder(
-        id=new_id("rs"), case_id=case.id, order_id=case.order_id, shop_id=case.shop_id,
-        lines=[{**li, "sku": lines[li["line_id"]].sku, "name": lines[li["line_id"]].name,
-                "size": lines[li["line_id"]].size, "color": lines[li["line_id"]].color} for li in wanted],
+        id=new_id("rs"),
+        case_id=case.id,
+        order_id=case.order_id,
+        shop_id=case.shop_id,
+        lines=[
+            {
+                **li,
+                "sku": lines[li["line_id"]].sku,
+                "name": lines[li["line_id"]].name,
+                "size": lines[li["line_id"]].size,
+                "color": lines[li["line_id"]].color,
+            }
+            for li in wanted
+        ],
         # a reship case has no amount: its value is the goods' value the case books per line (R-COMP-CAP)
         value=sum((Decimal(v) for v in case.line_amounts.values()), Decimal("0.00")),
         note=body.notes or f"reship for {case.reason} ({case.id})",
@@ -513,7 +705,11 @@ async def _create_reship(ctx: Context, case: Case, body: ActionIn) -> dict[str, 
     case.status = S.reshipped
     case.details = {**case.details, "reship_order_id": reship.id}
     shipment = order.shipment or {}
-    return {"reship_order_id": reship.id, "lines": reship.lines, "original_tracking_no": shipment.get("tracking_no")}
+    return {
+        "reship_order_id": reship.id,
+        "lines": reship.lines,
+        "original_tracking_no": shipment.get("tracking_no"),
+    }
 
 
 async def _close(ctx: Context, case: Case, body: ActionIn) -> dict[str, Any]:
@@ -522,47 +718,82 @@ async def _close(ctx: Context, case: Case, body: ActionIn) -> dict[str, Any]:
 
 
 STEPS = {
-    Action.record_retention: _record_retention, Action.approve: _approve, Action.reject: _reject,
-    Action.withdraw: _withdraw, Action.attach_evidence: _attach_evidence,
-    Action.submit_return_tracking: _submit_return_tracking, Action.record_receipt: _record_receipt,
-    Action.record_inspection: _record_inspection, Action.refund: _refund,
-    Action.request_intercept: _request_intercept, Action.confirm_intercept: _confirm_intercept,
-    Action.report_to_carrier: _report_to_carrier, Action.record_carrier_verdict: _record_carrier_verdict,
-    Action.create_reship: _create_reship, Action.close: _close,
+    Action.record_retention: _record_retention,
+    Action.approve: _approve,
+    Action.reject: _reject,
+    Action.withdraw: _withdraw,
+    Action.attach_evidence: _attach_evidence,
+    Action.submit_return_tracking: _submit_return_tracking,
+    Action.record_receipt: _record_receipt,
+    Action.record_inspection: _record_inspection,
+    Action.refund: _refund,
+    Action.request_intercept: _request_intercept,
+    Action.confirm_intercept: _confirm_intercept,
+    Action.report_to_carrier: _report_to_carrier,
+    Action.record_carrier_verdict: _record_carrier_verdict,
+    Action.create_reship: _create_reship,
+    Action.close: _close,
 }
 
 
 # ---------------------------------------------------------------- cashback
+
 
 async def create_cashback(ctx: Context, body: CashbackCreate) -> CashbackTask:
     ctx.principal.require(Role.support, Role.storefront)
     order = await repo.visible_order(ctx.session, ctx.principal, body.order_id)
     domain = await load_domain_order(ctx.session, order)
     if body.line_id not in {li.line_id for li in domain.lines}:
-        raise Problem(422, "validation_failed", "Unknown line", f"order {order.order_id} has no line {body.line_id}",
-                      errors=[{"field": "line_id", "message": "not a line of the order"}])
+        raise Problem(
+            422,
+            "validation_failed",
+            "Unknown line",
+            f"order {order.order_id} has no line {body.line_id}",
+            errors=[{"field": "line_id", "message": "not a line of the order"}],
+        )
     if body.case_id is not None:
         case = await repo.get_case(ctx.session, ctx.principal, body.case_id)
         if case.order_id != order.order_id:
-            raise Problem(422, "validation_failed", "Case of another order",
-                          "the case belongs to another order",
-                          errors=[{"field": "case_id", "message": "a case of another order"}])
+            raise Problem(
+                422,
+                "validation_failed",
+                "Case of another order",
+                "the case belongs to another order",
+                errors=[{"field": "case_id", "message": "a case of another order"}],
+            )
     if body.reason != "shipping_fee":  # shipping reimbursements are outside R-COMP-CAP
-        remaining = policy.remaining_allowance(domain, body.line_id,
-                                               await line_history(ctx.session, order.order_id))
+        remaining = policy.remaining_allowance(
+            domain, body.line_id, await line_history(ctx.session, order.order_id)
+        )
         if body.amount > remaining:
-            raise Problem(422, "policy_refused", "Over the compensation cap",
-                          f"at most {fmt(remaining)} can still be granted on line {body.line_id}",
-                          rule="R-COMP-CAP",
-                          message_zh=f"该商品可补偿的剩余额度为 {fmt(remaining)} 元,本次申请超出额度,敬请谅解。",
-                          message_en=f"The remaining allowance for this item is {fmt(remaining)} CNY; "
-                                     "the amount asked is above it.",
-                          facts={"line_id": body.line_id, "remaining_allowance": fmt(remaining),
-                                 "requested": fmt(body.amount)})
+            raise Problem(
+                422,
+                "policy_refused",
+                "Over the compensation cap",
+                f"at most {fmt(remaining)} can still be granted on line {body.line_id}",
+                rule="R-COMP-CAP",
+                message_zh=f"该商品可补偿的剩余额度为 {fmt(remaining)} 元,本次申请超出额度,敬请谅解。",
+                message_en=f"The remaining allowance for this item is {fmt(remaining)} CNY; "
+                "the amount asked is above it.",
+                facts={
+                    "line_id": body.line_id,
+                    "remaining_allowance": fmt(remaining),
+                    "requested": fmt(body.amount),
+                },
+            )
     task = CashbackTask(
-        id=new_id("cb"), order_id=order.order_id, shop_id=order.shop_id, line_id=body.line_id,
-        case_id=body.case_id, reason=body.reason, amount=body.amount, payee=body.payee.model_dump(),
-        status="pending_verification", note=body.note, created_by=ctx.principal.name, created_at=ctx.now,
+        id=new_id("cb"),
+        order_id=order.order_id,
+        shop_id=order.shop_id,
+        line_id=body.line_id,
+        case_id=body.case_id,
+        reason=body.reason,
+        amount=body.amount,
+        payee=body.payee.model_dump(),
+        status="pending_verification",
+        note=body.note,
+        created_by=ctx.principal.name,
+        created_at=ctx.now,
         updated_at=ctx.now,
     )
     ctx.session.add(task)
@@ -570,17 +801,22 @@ async def create_cashback(ctx: Context, body: CashbackCreate) -> CashbackTask:
     return task
 
 
-async def decide_cashback(ctx: Context, task_id: str, approve: bool, expected_version: int | None,
-                          reason: str | None) -> CashbackTask:
+async def decide_cashback(
+    ctx: Context, task_id: str, approve: bool, expected_version: int | None, reason: str | None
+) -> CashbackTask:
     ctx.principal.require(Role.support)  # R-CASHBACK: the support group verifies
-    task = (await ctx.session.exec(select(CashbackTask).where(CashbackTask.id == task_id)
-                                   .with_for_update())).first()
+    task = (
+        await ctx.session.exec(select(CashbackTask).where(CashbackTask.id == task_id).with_for_update())
+    ).first()
     if task is None:
         raise Problem(404, "not_found", "cashback task not found")
     ctx.principal.require_shop(task.shop_id, hide=True, what="cashback task")
     if expected_version is not None and expected_version != task.version:
-        raise conflict("stale_version", f"the task is at version {task.version}, not {expected_version}",
-                       current_version=task.version)
+        raise conflict(
+            "stale_version",
+            f"the task is at version {task.version}, not {expected_version}",
+            current_version=task.version,
+        )
     if task.status != "pending_verification":
         raise conflict("invalid_transition", f"the task is already {task.status}", task_status=task.status)
     task.verified_by = ctx.principal.name
@@ -590,9 +826,18 @@ async def decide_cashback(ctx: Context, task_id: str, approve: bool, expected_ve
     if approve:
         task.status = "approved"
         kind = "shipping_fee" if task.reason == "shipping_fee" else "cashback"
-        ctx.session.add(Compensation(id=new_id("cmp"), order_id=task.order_id, line_id=task.line_id, kind=kind,
-                                     amount=task.amount, case_id=None, cashback_task_id=task.id,
-                                     created_at=ctx.now))
+        ctx.session.add(
+            Compensation(
+                id=new_id("cmp"),
+                order_id=task.order_id,
+                line_id=task.line_id,
+                kind=kind,
+                amount=task.amount,
+                case_id=None,
+                cashback_task_id=task.id,
+                created_at=ctx.now,
+            )
+        )
         _emit_cashback_approved(ctx, task)
     else:
         task.status = "rejected"
@@ -603,8 +848,22 @@ async def decide_cashback(ctx: Context, task_id: str, approve: bool, expected_ve
 
 
 def _emit_cashback_approved(ctx: Context, task: CashbackTask) -> None:
-    add_event(ctx.session, topic=topics.CASHBACK, key=task.id, source=SOURCE,
-              type="aftersales.cashback.approved.v1", subject=task.id, at=ctx.now,
-              data=CashbackApproved(cashback_task_id=task.id, order_id=task.order_id, shop_id=task.shop_id,
-                                    case_id=task.case_id, reason=task.reason, amount=task.amount,
-                                    payee=Payee(**task.payee), approved_at=ctx.now))
+    add_event(
+        ctx.session,
+        topic=topics.CASHBACK,
+        key=task.id,
+        source=SOURCE,
+        type="aftersales.cashback.approved.v1",
+        subject=task.id,
+        at=ctx.now,
+        data=CashbackApproved(
+            cashback_task_id=task.id,
+            order_id=task.order_id,
+            shop_id=task.shop_id,
+            case_id=task.case_id,
+            reason=task.reason,
+            amount=task.amount,
+            payee=Payee(**task.payee),
+            approved_at=ctx.now,
+        ),
+    )

@@ -21,10 +21,22 @@ by the after-sales policy is a 422 with `code: policy_refused`, the `rule`, and 
 """
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock | None = None, bus: Bus | None = None,
-               background: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    bus: Bus | None = None,
+    background: bool = True,
+) -> FastAPI:
     settings = settings or Settings()
-    return build_app(settings, title="case-api", description=DESCRIPTION, clock=clock, bus=bus,
-                     background=background, consumers=consumers,
-                     routers=[orders.router, cases.router, evidence.router, cashback.router, registers.router],
-                     state={"calendar": BusinessCalendar(settings.extra_holidays)})
+    return build_app(
+        settings,
+        title="case-api",
+        description=DESCRIPTION,
+        clock=clock,
+        bus=bus,
+        background=background,
+        consumers=consumers,
+        routers=[orders.router, cases.router, evidence.router, cashback.router, registers.router],
+        state={"calendar": BusinessCalendar(settings.extra_holidays)},
+    )

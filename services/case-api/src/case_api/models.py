@@ -16,8 +16,10 @@ SHARED_TABLES = (ApiKey, IdempotencyRecord, OutboxMessage, InboxEntry)
 
 
 def money_column(nullable: bool = False) -> Any:
-    return Field(default=None if nullable else Decimal("0.00"),
-                 sa_column=Column(Numeric(12, 2, asdecimal=True), nullable=nullable))
+    return Field(
+        default=None if nullable else Decimal("0.00"),
+        sa_column=Column(Numeric(12, 2, asdecimal=True), nullable=nullable),
+    )
 
 
 def json_column(nullable: bool = False) -> Any:

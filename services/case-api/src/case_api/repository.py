@@ -36,12 +36,15 @@ async def visible_order(session: AsyncSession, principal: Principal, order_id: s
 
 
 async def order_lines(session: AsyncSession, order_id: str) -> list[OrderLine]:
-    rows = await session.exec(select(OrderLine).where(OrderLine.order_id == order_id)
-                              .order_by(col(OrderLine.position)))
+    rows = await session.exec(
+        select(OrderLine).where(OrderLine.order_id == order_id).order_by(col(OrderLine.position))
+    )
     return list(rows.all())
 
 
-async def get_case(session: AsyncSession, principal: Principal, case_id: str, *, for_update: bool = False) -> Case:
+async def get_case(
+    session: AsyncSession, principal: Principal, case_id: str, *, for_update: bool = False
+) -> Case:
     query = select(Case).where(Case.id == case_id)
     if for_update:
         query = query.with_for_update()
@@ -56,8 +59,9 @@ async def order_cases(session: AsyncSession, order_id: str) -> list[Case]:
     return list((await session.exec(select(Case).where(Case.order_id == order_id))).all())
 
 
-async def compensation_totals(session: AsyncSession, order_id: str, cases: Sequence[Case], *,
-                              exclude_case: str | None = None) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+async def compensation_totals(
+    session: AsyncSession, order_id: str, cases: Sequence[Case], *, exclude_case: str | None = None
+) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
     """Per line, what was taken against R-COMP-CAP and what was reimbursed for shipping: granted
     compensations, plus what active cases and unpaid cashback tasks still may grant (reserved until
     they settle or are released)."""
@@ -68,7 +72,9 @@ async def compensation_totals(session: AsyncSession, order_id: str, cases: Seque
         (shipping if is_shipping else capped)[line_id] += amount
 
     granted = (await session.exec(select(Compensation).where(Compensation.order_id == order_id))).all()
-    settled = {c.case_id for c in granted if c.case_id} | {c.cashback_task_id for c in granted if c.cashback_task_id}
+    settled = {c.case_id for c in granted if c.case_id} | {
+        c.cashback_task_id for c in granted if c.cashback_task_id
+    }
     for comp in granted:
         book(comp.line_id, comp.amount, comp.kind == "shipping_fee")
     for case in cases:
@@ -78,9 +84,15 @@ async def compensation_totals(session: AsyncSession, order_id: str, cases: Seque
             book(line_id, Decimal(amount), False)
         for line_id, amount in case.details.get("shipping_amounts", {}).items():
             book(line_id, Decimal(amount), True)
-    tasks = (await session.exec(select(CashbackTask).where(
-        CashbackTask.order_id == order_id, col(CashbackTask.case_id).is_(None),
-        col(CashbackTask.status).in_(["pending_verification", "approved"])))).all()
+    tasks = (
+        await session.exec(
+            select(CashbackTask).where(
+                CashbackTask.order_id == order_id,
+                col(CashbackTask.case_id).is_(None),
+                col(CashbackTask.status).in_(["pending_verification", "approved"]),
+            )
+        )
+    ).all()
     for task in tasks:
         if task.id not in settled:
             book(task.line_id, task.amount, task.reason == "shipping_fee")
@@ -93,10 +105,12 @@ async def order_cashback_tasks(session: AsyncSession, order_id: str) -> list[Cas
 
 async def case_evidence(session: AsyncSession, case_id: str) -> list[tuple[CaseEvidence, Evidence]]:
     rows = await session.exec(
-        select(CaseEvidence, Evidence).where(CaseEvidence.case_id == case_id)
-        .where(CaseEvidence.evidence_id == Evidence.id).order_by(col(CaseEvidence.attached_at))
+        select(CaseEvidence, Evidence)
+        .where(CaseEvidence.case_id == case_id)
+        .where(CaseEvidence.evidence_id == Evidence.id)
+        .order_by(col(CaseEvidence.attached_at))
     )
-    return list(rows.all())  # type: ignore[arg-type]
+    return list(rows.all())
 
 
 async def evidence_by_ids(session: AsyncSession, ids: Sequence[str]) -> list[Evidence]:
@@ -105,26 +119,45 @@ async def evidence_by_ids(session: AsyncSession, ids: Sequence[str]) -> list[Evi
     found = {e.id: e for e in (await session.exec(select(Evidence).where(col(Evidence.id).in_(ids)))).all()}
     missing = [i for i in ids if i not in found]
     if missing:
-        raise Problem(422, "unknown_evidence", "Unknown evidence", f"no evidence {', '.join(missing)}",
-                      errors=[{"field": "evidence_ids", "message": f"unknown id {i}"} for i in missing])
+        raise Problem(
+            422,
+            "unknown_evidence",
+            "Unknown evidence",
+            f"no evidence {', '.join(missing)}",
+            errors=[{"field": "evidence_ids", "message": f"unknown id {i}"} for i in missing],
+        )
     return [found[i] for i in ids]
 
 
 async def other_order_using(session: AsyncSession, sha256: str, order_id: str) -> str | None:
     """The order of another case already backed by the same file (a reused photo)."""
-    row = (await session.exec(select(CaseEvidence.order_id).where(CaseEvidence.sha256 == sha256,
-                                                                   CaseEvidence.order_id != order_id))).first()
+    row = (
+        await session.exec(
+            select(CaseEvidence.order_id).where(
+                CaseEvidence.sha256 == sha256, CaseEvidence.order_id != order_id
+            )
+        )
+    ).first()
     return row
 
 
 async def timeline(session: AsyncSession, case_id: str) -> list[CaseEvent]:
-    rows = await session.exec(select(CaseEvent).where(CaseEvent.case_id == case_id)
-                              .order_by(col(CaseEvent.at), col(CaseEvent.id)))
+    rows = await session.exec(
+        select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(col(CaseEvent.at), col(CaseEvent.id))
+    )
     return list(rows.all())
 
 
-async def page(session: AsyncSession, model: type[M], id_column: Any, principal: Principal, shop_column: Any,
-               filters: Sequence[ColumnElement[bool]], cursor: str | None, limit: int) -> list[M]:
+async def page(
+    session: AsyncSession,
+    model: type[M],
+    id_column: Any,
+    principal: Principal,
+    shop_column: Any,
+    filters: Sequence[ColumnElement[bool]],
+    cursor: str | None,
+    limit: int,
+) -> list[M]:
     """One page, newest first, limited to the key's shops; fetches limit + 1 to know if more exist."""
     query = select(model).where(*filters)
     if principal.shops is not None:
@@ -133,6 +166,11 @@ async def page(session: AsyncSession, model: type[M], id_column: Any, principal:
         query = query.where(col(id_column) < after)
     rows = await session.exec(query.order_by(col(id_column).desc()).limit(limit + 1))
     return list(rows.all())
+
+
+def equal_to(*pairs: tuple[Any, Any]) -> list[ColumnElement[bool]]:
+    """`column == value` for each pair whose value was given (the list filters of an endpoint)."""
+    return [col(column) == value for column, value in pairs if value is not None]
 
 
 def created_after(column: Any, value: datetime | None) -> list[ColumnElement[bool]]:

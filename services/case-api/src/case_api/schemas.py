@@ -61,18 +61,47 @@ class Shipment(Strict):
 
 
 class OrderIn(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "shop_id": "shop-1", "platform": "tmall",
-        "buyer": {"id": "b-1", "name": "张三", "phone": "13812345678", "address": "浙江省杭州市西湖区文三路 1 号",
-                  "alipay_account": "zhangsan@example.com"},
-        "paid_at": "2026-11-01T10:00:00+08:00",
-        "lines": [{"line_id": "L1", "sku": "TEE-001-M-BLK", "name": "纯棉T恤", "size": "M", "color": "black",
-                   "category": "tops", "quantity": 2, "unit_price": "129.00", "paid_amount": "238.00"}],
-        "shipping_fee": "10.00", "shipping_insurance": False,
-        "shipment": {"carrier": "SF", "tracking_no": "SF1234567890", "warehouse_id": "WH-HZ",
-                     "shipped_at": "2026-11-02T09:00:00+08:00"},
-        "signed_at": "2026-11-03T15:20:00+08:00",
-    }]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "shop_id": "shop-1",
+                    "platform": "tmall",
+                    "buyer": {
+                        "id": "b-1",
+                        "name": "张三",
+                        "phone": "13812345678",
+                        "address": "浙江省杭州市西湖区文三路 1 号",
+                        "alipay_account": "zhangsan@example.com",
+                    },
+                    "paid_at": "2026-11-01T10:00:00+08:00",
+                    "lines": [
+                        {
+                            "line_id": "L1",
+                            "sku": "TEE-001-M-BLK",
+                            "name": "纯棉T恤",
+                            "size": "M",
+                            "color": "black",
+                            "category": "tops",
+                            "quantity": 2,
+                            "unit_price": "129.00",
+                            "paid_amount": "238.00",
+                        }
+                    ],
+                    "shipping_fee": "10.00",
+                    "shipping_insurance": False,
+                    "shipment": {
+                        "carrier": "SF",
+                        "tracking_no": "SF1234567890",
+                        "warehouse_id": "WH-HZ",
+                        "shipped_at": "2026-11-02T09:00:00+08:00",
+                    },
+                    "signed_at": "2026-11-03T15:20:00+08:00",
+                }
+            ]
+        },
+    )
 
     shop_id: str = Id
     platform: Literal["tmall", "taobao", "jd", "douyin", "other"]
@@ -136,8 +165,22 @@ class OptionsPublic(BaseModel):
 
 
 Remedy = Literal["refund_only", "return_refund", "exchange", "reship", "price_protection", "cashback"]
-Reason = Literal["no_reason", "size", "workmanship", "usage", "damaged", "lost", "missing_item", "wrong_item",
-                 "no_tracking_update", "false_delivery", "empty_parcel", "price_drop", "shipping_fee", "other"]
+Reason = Literal[
+    "no_reason",
+    "size",
+    "workmanship",
+    "usage",
+    "damaged",
+    "lost",
+    "missing_item",
+    "wrong_item",
+    "no_tracking_update",
+    "false_delivery",
+    "empty_parcel",
+    "price_drop",
+    "shipping_fee",
+    "other",
+]
 
 
 class CaseLineIn(Strict):
@@ -146,10 +189,21 @@ class CaseLineIn(Strict):
 
 
 class CaseCreate(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "order_id": "TB20261101001", "lines": [{"line_id": "L1", "quantity": 1}], "remedy": "return_refund",
-        "reason": "no_reason", "description": "颜色和图片不一样,不想要了", "evidence_ids": [],
-    }]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "order_id": "TB20261101001",
+                    "lines": [{"line_id": "L1", "quantity": 1}],
+                    "remedy": "return_refund",
+                    "reason": "no_reason",
+                    "description": "颜色和图片不一样,不想要了",
+                    "evidence_ids": [],
+                }
+            ]
+        },
+    )
 
     order_id: str = Id
     lines: list[CaseLineIn] = Field(min_length=1, max_length=200)
@@ -158,7 +212,9 @@ class CaseCreate(Strict):
     description: str | None = Field(None, max_length=2000)
     amount: Money | None = None
     evidence_ids: list[str] = Field(default_factory=list, max_length=20)
-    new_order_id: str | None = Field(None, max_length=64, description="price protection: the new, cheaper order")
+    new_order_id: str | None = Field(
+        None, max_length=64, description="price protection: the new, cheaper order"
+    )
     new_unit_price: Money | None = None
 
     _amount = field_validator("amount")(positive)
@@ -206,12 +262,17 @@ class TimelineEntry(BaseModel):
 class ActionIn(Strict):
     """Any action's body: `expected_version` (or an If-Match header) plus the action's own fields."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"expected_version": 1, "offer": "coupon", "outcome": "declined", "real_reason": "color"},
-        {"expected_version": 3, "carrier": "YTO", "tracking_no": "YT9876543210"},
-        {"expected_version": 5, "passed": True, "notes": "tags on, unworn"},
-        {"expected_version": 6, "amount": "119.00"},
-    ]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"expected_version": 1, "offer": "coupon", "outcome": "declined", "real_reason": "color"},
+                {"expected_version": 3, "carrier": "YTO", "tracking_no": "YT9876543210"},
+                {"expected_version": 5, "passed": True, "notes": "tags on, unworn"},
+                {"expected_version": 6, "amount": "119.00"},
+            ]
+        },
+    )
 
     expected_version: int | None = Field(None, ge=1)
     # record_retention
@@ -248,10 +309,21 @@ class EvidencePublic(BaseModel):
 
 
 class CashbackCreate(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "order_id": "TB20261101001", "line_id": "L1", "case_id": None, "reason": "shipping_fee", "amount": "12.00",
-        "payee": {"alipay_account": "zhangsan@example.com", "name": "张三"},
-    }]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "order_id": "TB20261101001",
+                    "line_id": "L1",
+                    "case_id": None,
+                    "reason": "shipping_fee",
+                    "amount": "12.00",
+                    "payee": {"alipay_account": "zhangsan@example.com", "name": "张三"},
+                }
+            ]
+        },
+    )
 
     order_id: str = Id
     line_id: str = Id

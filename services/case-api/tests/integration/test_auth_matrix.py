@@ -475,17 +475,32 @@ class TestEvidenceStaysWithItsShop:
     async def test_another_shops_support_cannot_attach_a_file_uploaded_for_shop_a(self, api: Api) -> None:
         await api.put_order()
         await api.put_order("o-b", who="storefront_b", shop_id="shop-b")
-        file_a = (await api.call("POST", "/v1/evidence", "storefront",
-                                 files={"file": ("a.jpg", image(7), "image/jpeg")})).json()["id"]
-        refused = await api.call("POST", "/v1/cases", "support_b", json={
-            "order_id": "o-b", "lines": [{"line_id": "L1", "quantity": 1}], "remedy": "return_refund",
-            "reason": "no_reason", "evidence_ids": [file_a]})
+        file_a = (
+            await api.call(
+                "POST", "/v1/evidence", "storefront", files={"file": ("a.jpg", image(7), "image/jpeg")}
+            )
+        ).json()["id"]
+        refused = await api.call(
+            "POST",
+            "/v1/cases",
+            "support_b",
+            json={
+                "order_id": "o-b",
+                "lines": [{"line_id": "L1", "quantity": 1}],
+                "remedy": "return_refund",
+                "reason": "no_reason",
+                "evidence_ids": [file_a],
+            },
+        )
         assert refused.status_code == 404
         assert (await api.call("GET", "/v1/cases", "admin")).json()["items"] == []
 
     async def test_support_attaches_a_file_the_shops_storefront_uploaded(self, api: Api) -> None:
         await api.put_order()
-        file_a = (await api.call("POST", "/v1/evidence", "storefront",
-                                 files={"file": ("a.jpg", image(8), "image/jpeg")})).json()["id"]
+        file_a = (
+            await api.call(
+                "POST", "/v1/evidence", "storefront", files={"file": ("a.jpg", image(8), "image/jpeg")}
+            )
+        ).json()["id"]
         opened = await api.open_case("support", evidence_ids=[file_a])
         assert opened.status_code == 201, opened.text

@@ -26,7 +26,9 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 async def kafka_api(tmp_path: Path) -> AsyncIterator[Api]:
     servers = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
     if not servers:
-        infra_missing("Apache Kafka", "run `make kafka-up` and export TEST_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092")
+        infra_missing(
+            "Apache Kafka", "run `make kafka-up` and export TEST_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092"
+        )
     async with fresh_postgres_database("case_api_k") as url:
         settings = Settings(data_dir=tmp_path, database_url=url, database_name=url.rsplit("/", 1)[1])
         async for api in running_api(settings, tmp_path, KafkaBus(servers or "", client_id="case-api-test")):
@@ -47,10 +49,22 @@ class TestCaseEventsOnKafka:
             if event.subject == case["id"]:
                 seen.append(event)
 
-        handlers = {t: record for t in ("aftersales.case.opened.v1", "aftersales.case.retention_recorded.v1",
-                                        "aftersales.case.approved.v1")}
-        runner = ConsumerRunner(bus=api.bus, sessions=api.app.state.sessions, clock=SystemClock(),
-                                group=f"test-{uuid.uuid4().hex[:8]}", topics=[topics.CASES], handlers=handlers)
+        handlers = {
+            t: record
+            for t in (
+                "aftersales.case.opened.v1",
+                "aftersales.case.retention_recorded.v1",
+                "aftersales.case.approved.v1",
+            )
+        }
+        runner = ConsumerRunner(
+            bus=api.bus,
+            sessions=api.app.state.sessions,
+            clock=SystemClock(),
+            group=f"test-{uuid.uuid4().hex[:8]}",
+            topics=[topics.CASES],
+            handlers=handlers,
+        )
         runner.start()
         try:
             for _ in range(300):
@@ -60,7 +74,10 @@ class TestCaseEventsOnKafka:
             await asyncio.sleep(0.5)
         finally:
             await runner.stop()
-        assert [e.type for e in seen] == ["aftersales.case.opened.v1", "aftersales.case.retention_recorded.v1",
-                                          "aftersales.case.approved.v1"]
+        assert [e.type for e in seen] == [
+            "aftersales.case.opened.v1",
+            "aftersales.case.retention_recorded.v1",
+            "aftersales.case.approved.v1",
+        ]
         assert all(e.data["order_id"] == "o-1" for e in seen)
         assert await api.app.state.relay.backlog() == 0

@@ -20,39 +20,70 @@ from .deps import ContextDep, IfMatchDep
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 READERS = (Role.storefront, Role.support, Role.ops)
 POLICY_REFUSAL = {"description": "refused by a policy rule (problem+json with rule, message_zh, message_en)"}
-CONFLICT = {"description": "stale version, a move the case's status does not allow, or a reused Idempotency-Key"}
+CONFLICT = {
+    "description": "stale version, a move the case's status does not allow, or a reused Idempotency-Key"
+}
 
 
 async def public(ctx: handlers.Context, case: Case) -> dict[str, Any]:
-    evidence = [{"evidence_id": link.evidence_id, "kind": item.kind, "sha256": item.sha256,
-                 "reused_from_order_id": link.reused_from_order_id}
-                for link, item in await repo.case_evidence(ctx.session, case.id)]
+    evidence = [
+        {
+            "evidence_id": link.evidence_id,
+            "kind": item.kind,
+            "sha256": item.sha256,
+            "reused_from_order_id": link.reused_from_order_id,
+        }
+        for link, item in await repo.case_evidence(ctx.session, case.id)
+    ]
     return CasePublic(**case.model_dump(), evidence=evidence).model_dump(mode="json")
 
 
-@router.post("", status_code=201, response_model=CasePublic, summary="Open an after-sales case",
-             responses={422: POLICY_REFUSAL, 409: CONFLICT})
-async def open_case(body: CaseCreate, ctx: ContextDep, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+@router.post(
+    "",
+    status_code=201,
+    response_model=CasePublic,
+    summary="Open an after-sales case",
+    responses={422: POLICY_REFUSAL, 409: CONFLICT},
+)
+async def open_case(
+    body: CaseCreate, ctx: ContextDep, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
     """Evaluates the policy; a refusal is a 422 `policy_refused` and creates nothing."""
 
     async def produce() -> tuple[int, Any]:
         case = await handlers.open_case(ctx, body)
         return 201, await public(ctx, case)
 
-    return await idempotent(ctx.session, ctx.principal, idempotency_key,
-                            request_hash("POST", "/v1/cases", body.model_dump(mode="json")), ctx.now, produce)
+    return await idempotent(
+        ctx.session,
+        ctx.principal,
+        idempotency_key,
+        request_hash("POST", "/v1/cases", body.model_dump(mode="json")),
+        ctx.now,
+        produce,
+    )
 
 
 @router.get("", response_model=Page[CasePublic], summary="List cases, newest first")
 async def list_cases(
     ctx: ContextDep,
-    status: CaseStatus | None = None, remedy: Remedy | None = None, reason: Reason | None = None,
-    order_id: str | None = None, shop_id: str | None = None, created_after: AwareDatetime | None = None,
-    cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    status: CaseStatus | None = None,
+    remedy: Remedy | None = None,
+    reason: Reason | None = None,
+    order_id: str | None = None,
+    shop_id: str | None = None,
+    created_after: AwareDatetime | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     ctx.principal.require(*READERS)
-    filters = [col == value for col, value in ((Case.status, status), (Case.remedy, remedy),
-               (Case.reason, reason), (Case.order_id, order_id), (Case.shop_id, shop_id)) if value is not None]
+    filters = repo.equal_to(
+        (Case.status, status),
+        (Case.remedy, remedy),
+        (Case.reason, reason),
+        (Case.order_id, order_id),
+        (Case.shop_id, shop_id),
+    )
     filters += repo.created_after(Case.created_at, created_after)
     rows = await repo.page(ctx.session, Case, Case.id, ctx.principal, Case.shop_id, filters, cursor, limit)
     return {"items": [await public(ctx, c) for c in rows[:limit]], "next_cursor": next_cursor(rows, limit)}
@@ -64,17 +95,24 @@ async def get_case(case_id: str, ctx: ContextDep) -> dict[str, Any]:
     return await public(ctx, await repo.get_case(ctx.session, ctx.principal, case_id))
 
 
-@router.get("/{case_id}/timeline", response_model=list[TimelineEntry], summary="Every change, with actor and data")
+@router.get(
+    "/{case_id}/timeline", response_model=list[TimelineEntry], summary="Every change, with actor and data"
+)
 async def get_timeline(case_id: str, ctx: ContextDep) -> list[TimelineEntry]:
     ctx.principal.require(*READERS)
     await repo.get_case(ctx.session, ctx.principal, case_id)
     return [TimelineEntry(**e.model_dump()) for e in await repo.timeline(ctx.session, case_id)]
 
 
-@router.post("/{case_id}/actions/{action}", response_model=CasePublic, summary="Move a case through its workflow",
-             responses={422: POLICY_REFUSAL, 409: CONFLICT})
-async def run_action(case_id: str, action: Action, ctx: ContextDep, if_match: IfMatchDep,
-                     body: ActionIn | None = None) -> dict[str, Any]:
+@router.post(
+    "/{case_id}/actions/{action}",
+    response_model=CasePublic,
+    summary="Move a case through its workflow",
+    responses={422: POLICY_REFUSAL, 409: CONFLICT},
+)
+async def run_action(
+    case_id: str, action: Action, ctx: ContextDep, if_match: IfMatchDep, body: ActionIn | None = None
+) -> dict[str, Any]:
     """Send `expected_version` (or `If-Match`) to be safe against concurrent edits; stale → 409.
 
     Roles: `storefront` attaches evidence, submits return tracking, withdraws; `warehouse` records receipt,

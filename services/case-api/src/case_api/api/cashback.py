@@ -20,29 +20,59 @@ router = APIRouter(prefix="/v1/cashback-tasks", tags=["cashback"])
 Status = Literal["pending_verification", "approved", "rejected", "paid", "failed"]
 
 
-@router.post("", status_code=201, response_model=CashbackPublic, summary="Create a cashback task 返现任务单",
-             responses={422: {"description": "invalid, or over the compensation cap (R-COMP-CAP)"}})
-async def create(body: CashbackCreate, ctx: ContextDep, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+@router.post(
+    "",
+    status_code=201,
+    response_model=CashbackPublic,
+    summary="Create a cashback task 返现任务单",
+    responses={422: {"description": "invalid, or over the compensation cap (R-COMP-CAP)"}},
+)
+async def create(
+    body: CashbackCreate, ctx: ContextDep, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
     async def produce() -> tuple[int, Any]:
         task = await handlers.create_cashback(ctx, body)
         return 201, CashbackPublic(**task.model_dump()).model_dump(mode="json")
 
-    return await idempotent(ctx.session, ctx.principal, idempotency_key,
-                            request_hash("POST", "/v1/cashback-tasks", body.model_dump(mode="json")), ctx.now,
-                            produce)
+    return await idempotent(
+        ctx.session,
+        ctx.principal,
+        idempotency_key,
+        request_hash("POST", "/v1/cashback-tasks", body.model_dump(mode="json")),
+        ctx.now,
+        produce,
+    )
 
 
 @router.get("", response_model=Page[CashbackPublic], summary="List cashback tasks, newest first")
-async def list_tasks(ctx: ContextDep, status: Status | None = None, order_id: str | None = None,
-                     case_id: str | None = None, cursor: str | None = None,
-                     limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
+async def list_tasks(
+    ctx: ContextDep,
+    status: Status | None = None,
+    order_id: str | None = None,
+    case_id: str | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
     ctx.principal.require(Role.support, Role.ops, Role.storefront)
-    filters = [c == v for c, v in ((CashbackTask.status, status), (CashbackTask.order_id, order_id),
-                                   (CashbackTask.case_id, case_id)) if v is not None]
-    rows = await repo.page(ctx.session, CashbackTask, CashbackTask.id, ctx.principal, CashbackTask.shop_id,
-                           filters, cursor, limit)
-    return {"items": [CashbackPublic(**t.model_dump()) for t in rows[:limit]],
-            "next_cursor": next_cursor(rows, limit)}
+    filters = repo.equal_to(
+        (CashbackTask.status, status),
+        (CashbackTask.order_id, order_id),
+        (CashbackTask.case_id, case_id),
+    )
+    rows = await repo.page(
+        ctx.session,
+        CashbackTask,
+        CashbackTask.id,
+        ctx.principal,
+        CashbackTask.shop_id,
+        filters,
+        cursor,
+        limit,
+    )
+    return {
+        "items": [CashbackPublic(**t.model_dump()) for t in rows[:limit]],
+        "next_cursor": next_cursor(rows, limit),
+    }
 
 
 @router.get("/{task_id}", response_model=CashbackPublic, summary="Read a cashback task")
@@ -60,8 +90,9 @@ def _expected(body: CashbackDecision, if_match: int | None) -> int | None:
 
 
 @router.post("/{task_id}/approve", response_model=CashbackPublic, summary="Verify and approve (support)")
-async def approve(task_id: str, ctx: ContextDep, if_match: IfMatchDep,
-                  body: CashbackDecision | None = None) -> CashbackPublic:
+async def approve(
+    task_id: str, ctx: ContextDep, if_match: IfMatchDep, body: CashbackDecision | None = None
+) -> CashbackPublic:
     """Approval emits `aftersales.cashback.approved.v1`; the payout worker pays it before the day's cut-off.
     Send `expected_version` (or `If-Match`); stale → 409."""
     body = body or CashbackDecision()
@@ -72,8 +103,9 @@ async def approve(task_id: str, ctx: ContextDep, if_match: IfMatchDep,
 
 
 @router.post("/{task_id}/reject", response_model=CashbackPublic, summary="Reject (support)")
-async def reject(task_id: str, ctx: ContextDep, if_match: IfMatchDep,
-                 body: CashbackDecision | None = None) -> CashbackPublic:
+async def reject(
+    task_id: str, ctx: ContextDep, if_match: IfMatchDep, body: CashbackDecision | None = None
+) -> CashbackPublic:
     body = body or CashbackDecision()
     task = await handlers.decide_cashback(ctx, task_id, False, _expected(body, if_match), body.reason)
     result = CashbackPublic(**task.model_dump())

@@ -12,8 +12,13 @@ from ..handlers import Context
 
 def get_context(request: Request, session: SessionDep, principal: PrincipalDep) -> Context:
     state = request.app.state
-    return Context(session=session, principal=principal, now=state.clock.now(), calendar=state.calendar,
-                   sla_working_days=state.settings.carrier_sla_working_days)
+    return Context(
+        session=session,
+        principal=principal,
+        now=state.clock.now(),
+        calendar=state.calendar,
+        sla_working_days=state.settings.carrier_sla_working_days,
+    )
 
 
 ContextDep = Annotated[Context, Depends(get_context)]

@@ -14,20 +14,36 @@ from .deps import ContextDep
 router = APIRouter(prefix="/v1/evidence", tags=["evidence"])
 
 
-@router.post("", status_code=201, response_model=EvidencePublic, summary="Upload a photo or video",
-             responses={413: {"description": "too large"}, 415: {"description": "not JPEG, PNG, WebP or MP4"}})
-async def upload(request: Request, ctx: ContextDep,
-                 file: Annotated[UploadFile, File(description="JPEG, PNG, WebP or MP4")]) -> EvidencePublic:
+@router.post(
+    "",
+    status_code=201,
+    response_model=EvidencePublic,
+    summary="Upload a photo or video",
+    responses={413: {"description": "too large"}, 415: {"description": "not JPEG, PNG, WebP or MP4"}},
+)
+async def upload(
+    request: Request, ctx: ContextDep, file: Annotated[UploadFile, File(description="JPEG, PNG, WebP or MP4")]
+) -> EvidencePublic:
     """The type is read from the content; the sha256 is kept so a photo reused on another order is flagged."""
     ctx.principal.require(Role.storefront, Role.support)
     settings = request.app.state.settings
-    stored = await files.store(file, settings.data_dir / "evidence", settings.evidence_max_bytes,
-                               settings.evidence_max_image_bytes)
+    stored = await files.store(
+        file, settings.data_dir / "evidence", settings.evidence_max_bytes, settings.evidence_max_image_bytes
+    )
     shops = None if ctx.principal.shops is None else sorted(ctx.principal.shops)
-    item = Evidence(id=new_id("evd"), key_id=ctx.principal.key_id, shops=shops,
-                    sha256=stored.sha256, content_type=stored.content_type, kind=stored.kind, size=stored.size,
-                    path=str(stored.path), filename=file.filename, uploaded_by=ctx.principal.name,
-                    created_at=ctx.now)
+    item = Evidence(
+        id=new_id("evd"),
+        key_id=ctx.principal.key_id,
+        shops=shops,
+        sha256=stored.sha256,
+        content_type=stored.content_type,
+        kind=stored.kind,
+        size=stored.size,
+        path=str(stored.path),
+        filename=file.filename,
+        uploaded_by=ctx.principal.name,
+        created_at=ctx.now,
+    )
     ctx.session.add(item)
     await ctx.session.commit()
     return EvidencePublic(**item.model_dump())

@@ -65,29 +65,53 @@ class Move:
 
 
 MOVES: dict[Action, Move] = {
-    Action.attach_evidence: Move(frozenset({Role.storefront, Role.support}), ACTIVE,
-                                 "evidence can be attached while the case is active"),
-    Action.record_retention: Move(SUPPORT, frozenset({S.retention, S.open}),
-                                  "retention is recorded before approval"),
-    Action.approve: Move(SUPPORT, frozenset({S.open}),
-                         "approve a case that is open (evidence complete, retention recorded)"),
-    Action.reject: Move(SUPPORT, ACTIVE - {S.refunded, S.exchanged, S.reshipped}, "the case is already settled"),
-    Action.withdraw: Move(frozenset({Role.storefront, Role.support}),
-                          ACTIVE - {S.refunded, S.exchanged, S.reshipped}, "the case is already settled"),
-    Action.submit_return_tracking: Move(frozenset({Role.storefront, Role.support}), frozenset({S.awaiting_return}),
-                                        "return tracking is accepted once a return is approved"),
-    Action.record_receipt: Move(WAREHOUSE, frozenset({S.awaiting_return}), "only an awaited return can arrive"),
+    Action.attach_evidence: Move(
+        frozenset({Role.storefront, Role.support}),
+        ACTIVE,
+        "evidence can be attached while the case is active",
+    ),
+    Action.record_retention: Move(
+        SUPPORT, frozenset({S.retention, S.open}), "retention is recorded before approval"
+    ),
+    Action.approve: Move(
+        SUPPORT, frozenset({S.open}), "approve a case that is open (evidence complete, retention recorded)"
+    ),
+    Action.reject: Move(
+        SUPPORT, ACTIVE - {S.refunded, S.exchanged, S.reshipped}, "the case is already settled"
+    ),
+    Action.withdraw: Move(
+        frozenset({Role.storefront, Role.support}),
+        ACTIVE - {S.refunded, S.exchanged, S.reshipped},
+        "the case is already settled",
+    ),
+    Action.submit_return_tracking: Move(
+        frozenset({Role.storefront, Role.support}),
+        frozenset({S.awaiting_return}),
+        "return tracking is accepted once a return is approved",
+    ),
+    Action.record_receipt: Move(
+        WAREHOUSE, frozenset({S.awaiting_return}), "only an awaited return can arrive"
+    ),
     Action.record_inspection: Move(WAREHOUSE, frozenset({S.return_received}), "inspect a received return"),
-    Action.refund: Move(SUPPORT, frozenset({S.approved, S.return_received}),
-                        "refund an approved case, or a received and inspected return"),
+    Action.refund: Move(
+        SUPPORT,
+        frozenset({S.approved, S.return_received}),
+        "refund an approved case, or a received and inspected return",
+    ),
     Action.request_intercept: Move(SUPPORT, frozenset({S.approved}), "approve the case first"),
     Action.confirm_intercept: Move(WAREHOUSE, frozenset({S.intercepting}), "request an intercept first"),
-    Action.report_to_carrier: Move(SUPPORT, frozenset({S.open, S.approved, S.awaiting_evidence}),
-                                   "report an open case to the carrier"),
-    Action.record_carrier_verdict: Move(SUPPORT, frozenset({S.awaiting_carrier}), "report to the carrier first"),
+    Action.report_to_carrier: Move(
+        SUPPORT, frozenset({S.open, S.approved, S.awaiting_evidence}), "report an open case to the carrier"
+    ),
+    Action.record_carrier_verdict: Move(
+        SUPPORT, frozenset({S.awaiting_carrier}), "report to the carrier first"
+    ),
     Action.create_reship: Move(SUPPORT, frozenset({S.approved}), "approve the reship first"),
-    Action.close: Move(SUPPORT, frozenset({S.approved, S.refunded, S.exchanged, S.reshipped, S.awaiting_carrier}),
-                       "close a settled case"),
+    Action.close: Move(
+        SUPPORT,
+        frozenset({S.approved, S.refunded, S.exchanged, S.reshipped, S.awaiting_carrier}),
+        "close a settled case",
+    ),
 }
 
 
