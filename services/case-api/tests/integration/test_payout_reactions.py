@@ -40,7 +40,7 @@ def result(task: dict[str, Any], status: str, **fields: Any) -> CloudEvent:
         order_id=task["order_id"],
         amount=Decimal(task["amount"]),
         status=status,
-        out_biz_no="po_1",  # type: ignore[arg-type]
+        out_biz_no="po_1",
         **fields,
     )
     return envelope(

@@ -2,16 +2,82 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from typing import Any
+
 from aftersales_shared.app import build_app
 from aftersales_shared.bus import Bus
-from aftersales_shared.clock import Clock
+from aftersales_shared.calendar import BusinessCalendar
+from aftersales_shared.clock import Clock, SystemClock
+from aftersales_shared.consumer import ConsumerRunner
+from aftersales_shared.ids import new_id
 from fastapi import FastAPI
 
 from . import models  # noqa: F401  (registers the tables)
+from .api import payouts, registers
 from .config import Settings
+from .consumers import LedgerConsumer
+from .engine import PayoutEngine
+from .handlers import make_handlers
+from .providers import PaymentProvider, make_provider
+
+DESCRIPTION = """Approved cashback 返现 becomes one payout per cashback task, batched (at most 1,000
+transfers) and paid through the payment provider before the working day's cut-off (17:30 Asia/Shanghai
+by default), exactly once (R-CASHBACK, R-CASHBACK-ONCE). Results go out on `payouts.results.v1`.
+
+Payout states: `pending → batched → submitted → paid | failed | unknown` (`unknown`: an ambiguous answer,
+queried and retried with the identical request), or `cancelled` before submission.
+Authenticate with `Authorization: Bearer <api key>` (roles ops, support). Money is a decimal string.
+"""
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock | None = None, bus: Bus | None = None,
-               background: bool = True) -> FastAPI:
-    return build_app(settings or Settings(), title="payout-worker", description="Cashback payouts, batched and paid exactly once before the workday cut-off.", clock=clock, bus=bus,
-                     background=background, routers=[])
+def new_payout_id() -> str:
+    return new_id("po")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    bus: Bus | None = None,
+    background: bool = True,
+    provider: PaymentProvider | None = None,
+) -> FastAPI:
+    settings = settings or Settings()
+    clock = clock or SystemClock()
+    calendar = BusinessCalendar(settings.extra_holidays)
+    handlers = make_handlers(clock, calendar, settings.cutoff, new_payout_id)
+
+    def consumers(app: FastAPI) -> list[ConsumerRunner]:
+        # The engine needs the app's sessions, which exist from here on (with or without background jobs).
+        app.state.engine = PayoutEngine(
+            app.state.sessions, provider or make_provider(settings, clock), clock, calendar, settings
+        )
+        return [
+            LedgerConsumer(
+                bus=app.state.bus,
+                sessions=app.state.sessions,
+                clock=clock,
+                group=settings.consumer_group,
+                handlers=handlers,
+                calendar=calendar,
+                cutoff=settings.cutoff,
+                new_id=new_payout_id,
+            )
+        ]
+
+    def jobs(app: FastAPI) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        return [app.state.engine.run]
+
+    return build_app(
+        settings,
+        title="payout-worker",
+        description=DESCRIPTION,
+        clock=clock,
+        bus=bus,
+        background=background,
+        consumers=consumers,
+        jobs=jobs,
+        routers=[payouts.router, registers.router],
+        state={"calendar": calendar},
+    )

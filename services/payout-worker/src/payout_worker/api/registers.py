@@ -1,0 +1,62 @@
+"""The cashback register 返现表: what was paid on a day (Asia/Shanghai), as JSON or CSV."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from typing import Annotated
+
+from aftersales_shared.auth import Role
+from aftersales_shared.clock import SHANGHAI
+from aftersales_shared.export import Format, register_response
+from aftersales_shared.money import fmt
+from aftersales_shared.web import PrincipalDep, SessionDep
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from .. import repository as repo
+
+router = APIRouter(prefix="/v1/registers", tags=["registers"])
+COLUMNS = (
+    "paid_at",
+    "payout_id",
+    "out_biz_no",
+    "cashback_task_id",
+    "order_id",
+    "case_id",
+    "shop_id",
+    "reason",
+    "amount",
+    "payee_name",
+    "payee_account",
+    "provider_order_id",
+    "batch_id",
+    "approved_at",
+)
+
+
+@router.get(
+    "/cashback",
+    summary="返现表: the transfers paid on a day (Asia/Shanghai)",
+    responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with ?format=csv"}},
+)
+async def cashback_register(
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    day: Annotated[date | None, Query(alias="date", description="YYYY-MM-DD; today")] = None,
+    format: Annotated[Format, Query(alias="format")] = "json",
+) -> Response:
+    principal.require(Role.ops, Role.support)
+    day = day or request.app.state.clock.now().astimezone(SHANGHAI).date()
+    start = datetime.combine(day, time(0), SHANGHAI)
+    payouts = await repo.paid_between(session, principal, start, start + timedelta(days=1))
+    rows = [
+        {
+            **p.model_dump(mode="json", include=set(COLUMNS)),
+            "payout_id": p.id,
+            "amount": fmt(p.amount),
+            "paid_at": p.paid_at.astimezone(SHANGHAI).isoformat() if p.paid_at else None,
+        }
+        for p in payouts
+    ]
+    return register_response(rows, COLUMNS, format, f"cashback-{day.isoformat()}")

@@ -1,0 +1,293 @@
+"""Test support for payout-worker: a worker app driven by hand, approvals on the bus, a recording
+fake provider, and the provider simulator as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aftersales_shared import topics
+from aftersales_shared.bus import Bus
+from aftersales_shared.bus.embedded import EmbeddedBus
+from aftersales_shared.clock import Clock, FrozenClock
+from aftersales_shared.events import CashbackApproved, CashbackCancelled, CloudEvent, Payee, envelope
+from aftersales_shared.ids import new_id
+from aftersales_shared.migrations import upgrade
+from aftersales_shared.testing import Keys, make_keys, serve
+from fastapi import FastAPI
+from payout_worker.config import Settings
+from payout_worker.consumers import LedgerConsumer
+from payout_worker.engine import PayoutEngine
+from payout_worker.main import create_app
+from payout_worker.models import Payout
+from payout_worker.providers import Outcome, PaymentProvider, Transfer, TransferResult
+from sqlmodel import col, select
+
+SERVICE_DIR = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# Thursday 2026-11-05, a working day, 10:00 in Shanghai.
+NOW = datetime.fromisoformat("2026-11-05T10:00:00+08:00")
+
+
+def at(text: str) -> datetime:
+    """A Shanghai wall-clock time: at("2026-10-09 18:00")."""
+    return datetime.fromisoformat(text.replace(" ", "T") + "+08:00")
+
+
+def approved(
+    task_id: str | None = None,
+    *,
+    amount: str = "12.00",
+    when: datetime = NOW,
+    shop_id: str = "shop-a",
+    account: str = "zhangsan@example.com",
+    case_id: str | None = None,
+) -> CloudEvent:
+    data = CashbackApproved(
+        cashback_task_id=task_id or new_id("cb"),
+        order_id=f"o-{task_id or 'x'}",
+        shop_id=shop_id,
+        case_id=case_id,
+        reason="shipping_fee",
+        amount=Decimal(amount),
+        payee=Payee(alipay_account=account, name="张三"),
+        approved_at=when,
+    )
+    return envelope(
+        source="/case-api",
+        type="aftersales.cashback.approved.v1",
+        subject=data.cashback_task_id,
+        data=data,
+        at=when,
+    )
+
+
+def cancelled(task_id: str) -> CloudEvent:
+    data = CashbackCancelled(
+        cashback_task_id=task_id, order_id=f"o-{task_id}", shop_id="shop-a", reason="withdrawn by support"
+    )
+    return envelope(
+        source="/case-api", type="aftersales.cashback.cancelled.v1", subject=task_id, data=data, at=NOW
+    )
+
+
+async def publish(bus: Bus, events: Sequence[CloudEvent]) -> None:
+    from aftersales_shared.bus import OutRecord
+
+    await bus.publish_batch([OutRecord(topics.CASHBACK, e.subject, e.to_bytes()) for e in events])
+
+
+class FakeProvider:
+    """Pays everything (or what `refuse` names) at once, records every call; `paid_at` from the clock."""
+
+    name = "fake"
+    max_batch = 1000
+    fan_out = False
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.calls: list[list[Transfer]] = []
+        self.queries: list[list[str]] = []
+        self.executed: dict[str, Transfer] = {}
+        self.refuse: dict[str, str] = {}  # payee account → failure code
+        self.delay = 0.0
+
+    async def transfer(self, transfers: Sequence[Transfer]) -> list[TransferResult]:
+        self.calls.append(list(transfers))
+        await asyncio.sleep(self.delay)
+        out = []
+        for t in transfers:
+            if code := self.refuse.get(t.payee_account):
+                out.append(TransferResult(t.out_biz_no, Outcome.failed, code=code))
+                continue
+            self.executed.setdefault(t.out_biz_no, t)
+            out.append(
+                TransferResult(t.out_biz_no, Outcome.paid, f"fake-{t.out_biz_no}", paid_at=self.clock.now())
+            )
+        return out
+
+    async def query(self, out_biz_nos: Sequence[str]) -> list[TransferResult]:
+        self.queries.append(list(out_biz_nos))
+        return [
+            TransferResult(n, Outcome.paid, f"fake-{n}", paid_at=self.clock.now())
+            if n in self.executed
+            else TransferResult(n, Outcome.not_found)
+            for n in out_biz_nos
+        ]
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class Worker:
+    """A payout-worker app with its lifespan running, background jobs off: tests drive it."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    keys: Keys
+    clock: FrozenClock
+    bus: Bus
+    provider: PaymentProvider
+    runner: LedgerConsumer
+    _consumer: Any = field(default=None)
+
+    @property
+    def engine(self) -> PayoutEngine:
+        return self.app.state.engine
+
+    async def call(self, method: str, path: str, who: str = "admin", **kwargs: Any) -> httpx.Response:
+        headers = {**self.keys.auth(who), **kwargs.pop("headers", {})}
+        return await self.client.request(method, path, headers=headers, **kwargs)
+
+    async def deliver(self, *events: CloudEvent) -> None:
+        """Publish on aftersales.cashback.v1 and consume everything waiting, as the consumer would."""
+        await publish(self.bus, events)
+        await self.consume()
+
+    async def consume(self) -> None:
+        if self._consumer is None:
+            self._consumer = await self.bus.consumer(self.runner.group, [topics.CASHBACK])
+        while records := await self._consumer.fetch(max_records=1000, timeout_ms=50):
+            await self.runner.handle_chunk(records)
+            await self._consumer.commit({(r.topic, r.partition): r.offset + 1 for r in records})
+
+    async def tick(self, when: datetime | None = None) -> None:
+        if when is not None:
+            self.clock.set(when)
+        await self.engine.tick()
+
+    async def payouts(self) -> list[Payout]:
+        async with self.app.state.sessions() as session:
+            return list((await session.exec(select(Payout).order_by(col(Payout.id)))).all())
+
+    async def statuses(self) -> dict[str, str]:
+        return {p.cashback_task_id: p.status for p in await self.payouts()}
+
+    async def results(self) -> list[CloudEvent]:
+        """Events queued on payouts.results.v1 (the outbox)."""
+        from aftersales_shared.outbox import OutboxMessage
+
+        async with self.app.state.sessions() as session:
+            rows = (
+                await session.exec(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.topic == topics.PAYOUT_RESULTS)
+                    .order_by(col(OutboxMessage.id))
+                )
+            ).all()
+        return [CloudEvent.from_bytes(r.payload) for r in rows]
+
+
+async def running_worker(
+    tmp_path: Path,
+    adapter: PaymentProvider | None = None,
+    *,
+    clock: FrozenClock | None = None,
+    **overrides: Any,
+) -> AsyncIterator[Worker]:
+    settings = Settings(data_dir=tmp_path, **overrides)
+    await upgrade(SERVICE_DIR, settings.sqlalchemy_url)
+    clock = clock or FrozenClock(NOW)
+    if adapter is None and "provider" not in overrides:  # the settings' provider: make_provider builds it
+        adapter = FakeProvider(clock)
+    bus = EmbeddedBus(tmp_path / "events.db")
+    app = create_app(settings, clock=clock, bus=bus, background=False, provider=adapter)
+    async with serve(app) as client:
+        worker = Worker(
+            app,
+            client,
+            await make_keys(app, clock.now()),
+            clock,
+            bus,
+            app.state.engine.provider,
+            app.state.consumers[0],
+        )
+        yield worker
+    await worker.provider.aclose()
+
+
+# ---------------------------------------------------------------- the simulator as a process
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Simulator:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10)
+
+    def behave(self, **behaviour: Any) -> None:
+        with self.admin() as client:
+            client.put("/admin/behaviour", json=behaviour).raise_for_status()
+
+    def reset(self) -> None:
+        with self.admin() as client:
+            client.post("/admin/reset").raise_for_status()
+
+    def transfers(self) -> list[dict[str, Any]]:
+        with self.admin() as client:
+            return list(client.get("/admin/transfers").json()["transfers"])
+
+    def stats(self) -> dict[str, int]:
+        with self.admin() as client:
+            return dict(client.get("/admin/stats").json())
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer")
+
+
+def start_simulator(db: Path, port: int | None = None) -> Iterator[Simulator]:
+    port = port or free_port()
+    process = subprocess.Popen(
+        [str(BIN / "payout-simulator"), "--port", str(port), "--db", str(db)], env={**os.environ}
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        yield Simulator(f"http://127.0.0.1:{port}", process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:  # a request told to hang keeps a graceful shutdown waiting
+            process.kill()
+            process.wait(5)
+
+
+def assert_paid_once(simulator: Simulator, payouts: Sequence[Payout]) -> None:
+    """The simulator's record and the ledger agree: each task executed once, under its payout's key."""
+    executed = [t for t in simulator.transfers() if t["status"] == "SUCCESS"]
+    by_task: dict[str, list[str]] = {}
+    for t in executed:
+        by_task.setdefault(t["remark"], []).append(t["out_biz_no"])
+    assert all(len(keys) == 1 for keys in by_task.values()), "a cashback task was paid under two keys"
+    assert simulator.stats()["conflicts"] == 0, "a retry was not the identical request"
+    paid = {p.cashback_task_id: p.out_biz_no for p in payouts if p.status == "paid"}
+    assert {task: keys[0] for task, keys in by_task.items()} == paid

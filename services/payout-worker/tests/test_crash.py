@@ -1,0 +1,217 @@
+"""Crash tests: the worker runs as a process, is killed with SIGKILL between submitting a batch and
+recording the answer, and is started again. The simulator's record must show each out_biz_no executed
+exactly once, and the ledger must agree (R-CASHBACK-ONCE) — on the embedded log and SQLite, and on
+Apache Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from aftersales_shared import topics
+from aftersales_shared.bus import Bus
+from aftersales_shared.bus.embedded import EmbeddedBus
+from aftersales_shared.clock import SystemClock
+from aftersales_shared.testing import fresh_postgres_database, infra_missing
+from payout_testing import (
+    BIN,
+    Simulator,
+    approved,
+    assert_paid_once,
+    free_port,
+    publish,
+    start_simulator,
+    wait_http,
+)
+
+N = 20
+KEY = "dev_crash_test_key"
+
+
+@dataclass
+class WorkerProcess:
+    env: dict[str, str]
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [str(BIN / "payout-worker"), "serve"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_http(f"http://127.0.0.1:{self.port}/healthz", timeout=60)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()  # SIGKILL: no shutdown, no cleanup
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(
+            method,
+            f"http://127.0.0.1:{self.port}{path}",
+            timeout=10,
+            headers={"Authorization": f"Bearer {KEY}"},
+            **kwargs,
+        )
+
+    def payouts(self) -> list[SimpleNamespace]:
+        items = self.call("GET", "/v1/payouts", params={"limit": 200}).json()["items"]
+        return [SimpleNamespace(**item) for item in items]
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[Simulator]:
+    """A simulator of the test's own: a killed worker leaves requests hanging in it."""
+    yield from start_simulator(tmp_path / "simulator.db")
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def worker_env(tmp_path: Path, simulator: Simulator, **extra: str) -> dict[str, str]:
+    port = free_port()
+    return {
+        **os.environ,
+        "DATA_DIR": str(tmp_path),
+        "DEV_API_KEY": KEY,
+        "PAYOUT_WORKER_PORT": str(port),
+        "PAYOUT_WORKER_SIMULATOR_URL": simulator.url,
+        "PAYOUT_WORKER_PROVIDER_TIMEOUT_SECONDS": "8",
+        "PAYOUT_WORKER_RECOVER_AFTER_SECONDS": "9",
+        "PAYOUT_WORKER_RETRY_BASE_SECONDS": "0.5",
+        "PAYOUT_WORKER_TICK_SECONDS": "0.2",
+        "LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+async def crash_and_recover(
+    tmp_path: Path, simulator: Simulator, bus: Bus, env: dict[str, str], moment: str
+) -> None:
+    worker = WorkerProcess(env, int(env["PAYOUT_WORKER_PORT"]))
+    tasks = [f"cb-{uuid.uuid4().hex[:10]}" for _ in range(N)]
+    if moment == "in_flight":  # killed while the provider is still working on the batch
+        simulator.behave(latency_ms=3000)
+    else:  # the provider executed the batch; its answer never reaches the worker
+        simulator.behave(fault="timeout", fault_executes=True, hang_seconds=30)
+    try:
+        worker.start()
+        await publish(bus, [approved(t, when=SystemClock().now()) for t in tasks])
+        wait_for(lambda: len(worker.payouts()) == N, "the approvals to be consumed")
+        assert worker.call("POST", "/v1/batches/flush").status_code == 202
+        if moment == "in_flight":
+            wait_for(lambda: simulator.stats()["in_flight"] == 1, "the batch to reach the simulator")
+        else:
+            wait_for(lambda: simulator.stats()["executed"] == N, "the simulator to execute the batch")
+        # The state was committed before the call: the ledger says submitted while the call is out.
+        assert {p.status for p in worker.payouts()} == {"submitted"}
+        worker.kill()
+        simulator.behave()
+        worker.start()
+        wait_for(lambda: {p.status for p in worker.payouts()} == {"paid"}, "recovery", timeout=90)
+        payouts = worker.payouts()
+        assert {p.cashback_task_id for p in payouts} == set(tasks)
+        assert_paid_once(simulator, payouts)
+        executed = [t for t in simulator.transfers() if t["status"] == "SUCCESS"]
+        assert sorted(t["out_biz_no"] for t in executed) == sorted(p.out_biz_no for p in payouts)
+        if moment == "executed":
+            assert simulator.stats()["transfer_items"] == N  # found by the query: never sent again
+        (batch,) = worker.call("GET", "/v1/batches").json()["items"]
+        assert (batch["status"], batch["counts"]) == ("completed", {"paid": N})
+    finally:
+        worker.stop()
+
+
+class TestCrashEmbedded:
+    @pytest.mark.parametrize("moment", ["in_flight", "executed"])
+    async def test_kill_between_submit_and_record(
+        self, tmp_path: Path, simulator: Simulator, moment: str
+    ) -> None:
+        bus = EmbeddedBus(tmp_path / "events.db")
+        await bus.start()
+        try:
+            await crash_and_recover(tmp_path, simulator, bus, worker_env(tmp_path, simulator), moment)
+        finally:
+            await bus.stop()
+
+
+async def group_at_end(servers: str, group: str) -> None:
+    """A new consumer group that starts after what the topic already holds (other runs' approvals)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topics.CASHBACK,
+        bootstrap_servers=servers,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="latest",
+    )
+    try:
+        await consumer.start()
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=200)
+        await consumer.seek_to_end()
+        await consumer.commit({tp: await consumer.position(tp) for tp in consumer.assignment()})
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture
+async def kafka_servers() -> AsyncIterator[str]:
+    servers = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
+    if not servers:
+        infra_missing(
+            "Apache Kafka", "run `make kafka-up` and export TEST_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092"
+        )
+    yield servers or ""
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+class TestCrashKafkaPostgres:
+    @pytest.mark.parametrize("moment", ["in_flight", "executed"])
+    async def test_kill_between_submit_and_record(
+        self, tmp_path: Path, simulator: Simulator, kafka_servers: str, moment: str
+    ) -> None:
+        from aftersales_shared.bus.kafka import KafkaBus
+
+        bus = KafkaBus(kafka_servers, client_id="payout-crash-test")
+        await bus.start()
+        group = f"payout-worker-crash-{uuid.uuid4().hex[:8]}"
+        await group_at_end(kafka_servers, group)
+        try:
+            async with fresh_postgres_database("payout_worker_crash") as url:
+                env = worker_env(
+                    tmp_path,
+                    simulator,
+                    DATABASE_URL=url,
+                    PAYOUT_WORKER_DATABASE_NAME=url.rsplit("/", 1)[1],
+                    KAFKA_BOOTSTRAP_SERVERS=kafka_servers,
+                    PAYOUT_WORKER_CONSUMER_GROUP=group,
+                )
+                await crash_and_recover(tmp_path, simulator, bus, env, moment)
+        finally:
+            await bus.stop()
