@@ -3,7 +3,7 @@
     python fault_consumer.py DATABASE_URL BOOTSTRAP_SERVERS TOPIC GROUP
 
 Each event's effect is one row in `fault_effects` (event id + this process id), written in the same
-transaction as the runner's inbox row. Prints "ready" once the consumer has joined its group.
+transaction as the runner's inbox row. Runs until it is killed.
 """
 
 from __future__ import annotations
@@ -13,13 +13,16 @@ import logging
 import os
 import sys
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert
+from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, func, insert
 
 EVENT_TYPE = "test.fault.v1"
 effects_metadata = MetaData()
 # No unique constraint on event_id on purpose: a double effect must show up as a second row.
-effects = Table("fault_effects", effects_metadata, Column("id", BigInteger, primary_key=True, autoincrement=True),
-                Column("event_id", String, nullable=False), Column("pid", Integer, nullable=False))
+effects = Table("fault_effects", effects_metadata,
+                Column("id", BigInteger, primary_key=True, autoincrement=True),
+                Column("event_id", String, nullable=False), Column("pid", Integer, nullable=False),
+                Column("applied_at", DateTime(timezone=True), nullable=False,
+                       server_default=func.clock_timestamp()))
 
 
 async def main(url: str, servers: str, topic: str, group: str) -> None:
@@ -35,12 +38,11 @@ async def main(url: str, servers: str, topic: str, group: str) -> None:
     bus = KafkaBus(servers, client_id=f"fault-consumer-{pid}", topics=[topic])
 
     async def apply(session: AsyncSession, event: CloudEvent) -> None:
-        await session.exec(insert(effects).values(event_id=event.id, pid=pid))  # type: ignore[call-overload]
+        await session.exec(insert(effects).values(event_id=event.id, pid=pid))
 
     runner = ConsumerRunner(bus=bus, sessions=session_factory(engine), clock=SystemClock(), group=group,
                             topics=[topic], handlers={EVENT_TYPE: apply}, backoff=0.05)
     runner.start()
-    print("ready", flush=True)
     try:
         assert runner._task is not None
         await runner._task  # runs until killed; returning or raising is a failure the test sees

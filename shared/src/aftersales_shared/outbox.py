@@ -9,6 +9,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 from sqlalchemy import BigInteger, Column, Integer, LargeBinary, event, func, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -55,11 +56,21 @@ def add_event(session: AsyncSession, *, topic: str, key: str, source: str, type:
 
 
 async def already_processed(session: AsyncSession, group: str, event_id: str, at: datetime) -> bool:
-    """Record `event_id` for `group` in this transaction; True if it was recorded before."""
-    if await session.get(InboxEntry, (group, event_id)) is not None:
-        return True
-    session.add(InboxEntry(consumer_group=group, event_id=event_id, processed_at=at))
-    return False
+    """Record `event_id` for `group` in this transaction; True if it was recorded before.
+
+    One round trip (insert, nothing on conflict): a concurrent delivery of the same event waits for the
+    first one's transaction, then finds it recorded."""
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        if await session.get(InboxEntry, (group, event_id)) is not None:
+            return True
+        session.add(InboxEntry(consumer_group=group, event_id=event_id, processed_at=at))
+        return False
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    recorded = await session.exec(insert(InboxEntry)
+                                  .values(consumer_group=group, event_id=event_id, processed_at=at)
+                                  .on_conflict_do_nothing().returning(col(InboxEntry.event_id)))
+    return recorded.first() is None
 
 
 class OutboxRelay:
@@ -99,32 +110,43 @@ class OutboxRelay:
 
     async def drain_once(self) -> int:
         """Publish one batch; return how many rows it sent."""
+        return (await self._drain(after=None))[0]
+
+    async def _drain(self, after: int | None) -> tuple[int, int | None]:
+        """Publish the oldest unsent rows (with an id above `after`, if given); (rows sent, last id)."""
         async with self._sessions() as session:
             if self._postgres:
                 # One relay at a time across replicas, so batches leave in id order.
                 locked = await session.exec(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_ID)))
                 if not locked.one():
-                    return 0
-            rows = (await session.exec(
-                select(OutboxMessage).where(col(OutboxMessage.sent_at).is_(None))
-                .order_by(col(OutboxMessage.id)).limit(self._batch_size)
-            )).all()
+                    return 0, None
+            # Plain columns, not ORM objects; and within one drain, keyset from the last batch, so that a
+            # backlog is not rescanned from the first row (already sent rows are never deleted).
+            query = select(OutboxMessage.id, OutboxMessage.topic, OutboxMessage.key, OutboxMessage.payload) \
+                .where(col(OutboxMessage.sent_at).is_(None))
+            if after is not None:
+                query = query.where(col(OutboxMessage.id) > after)
+            rows = (await session.exec(query.order_by(col(OutboxMessage.id)).limit(self._batch_size))).all()
             if not rows:
-                return 0
-            await self._bus.publish_batch([OutRecord(r.topic, r.key, r.payload) for r in rows])
+                return 0, None
+            await self._bus.publish_batch([OutRecord(topic, key, payload) for _, topic, key, payload in rows])
             await session.exec(update(OutboxMessage)
-                               .where(col(OutboxMessage.id).in_([r.id for r in rows]))
+                               .where(col(OutboxMessage.id).in_([r[0] for r in rows]))
                                .values(sent_at=self._clock.now()))
             await session.commit()
             self.published += len(rows)
-            return len(rows)
+            return len(rows), rows[-1][0]
 
     async def run(self) -> None:
         backoff = self._poll_interval
         while True:
             try:
-                while await self.drain_once() == self._batch_size:
-                    pass
+                # A full batch: more is waiting, continue after it. A short one ends this drain; the
+                # next starts from the first unsent row again, so a row committed late with a lower id
+                # (a transaction that took its id before ours and committed after) is not missed.
+                sent, after = await self._drain(after=None)
+                while sent == self._batch_size:
+                    sent, after = await self._drain(after)
                 backoff = self._poll_interval
             except asyncio.CancelledError:
                 raise

@@ -2,7 +2,11 @@
 start-up, consumer groups with explicit offset commits.
 
 If the broker is unreachable at start-up the service still starts: publishing raises until the
-broker answers, so the outbox relay backs off and rows wait in the outbox.
+broker answers, so the outbox relay backs off and rows wait in the outbox. If it goes away later, the
+idempotent producer retries its pending records forever (it never expires them), so publish_batch gives
+up after `publish_timeout` and raises: the relay's transaction stays short and the relay backs off.
+Records still pending may land later and the relay publishes them again: duplicates, which the
+consumers' inbox makes no-ops.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 
 from .. import topics as topic_names
 from .base import Headers, OutRecord, Record
@@ -23,12 +27,13 @@ log = logging.getLogger(__name__)
 
 class KafkaBus:
     def __init__(self, bootstrap_servers: str, *, client_id: str, partitions: int = 6, replication_factor: int = 1,
-                 topics: Sequence[str] = topic_names.ALL) -> None:
+                 topics: Sequence[str] = topic_names.ALL, publish_timeout: float = 30.0) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
         self.partitions = partitions
         self.replication_factor = replication_factor
         self.topics = [*topics, *(topic_names.dlq(t) for t in topics)]
+        self.publish_timeout = publish_timeout
         self._producer: AIOKafkaProducer | None = None
         self._connecting = asyncio.Lock()
 
@@ -83,9 +88,21 @@ class KafkaBus:
 
     async def publish_batch(self, records: Sequence[OutRecord]) -> None:
         producer = await self._connect()
-        futures = [await producer.send(r.topic, r.value, key=r.key.encode() if r.key is not None else None,
-                                       headers=list(r.headers)) for r in records]
-        await asyncio.gather(*futures)
+        futures: list[asyncio.Future[object]] = []
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                for r in records:
+                    futures.append(await producer.send(r.topic, r.value, headers=list(r.headers),
+                                                       key=r.key.encode() if r.key is not None else None))
+                if futures:
+                    await asyncio.wait(futures)  # cancels none of them on the timeout
+        except TimeoutError:
+            for future in futures:  # they may still land (or fail) later; nobody waits for them any more
+                future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            raise KafkaTimeoutError(f"{len(records)} records not stored within {self.publish_timeout:g}s") \
+                from None
+        for future in futures:
+            future.result()
 
     async def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
         consumer = AIOKafkaConsumer(*topics, bootstrap_servers=self.bootstrap_servers, group_id=group,
