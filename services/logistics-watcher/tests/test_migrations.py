@@ -13,7 +13,12 @@ SERVICE_DIR = Path(__file__).resolve().parents[1]
 
 class TestMigrations:
     async def test_sqlite(self, tmp_path: Path) -> None:
-        assert await check_migrations(SERVICE_DIR, service_metadata("logistics_watcher"), f"sqlite+aiosqlite:///{tmp_path}/m.db") == []
+        assert (
+            await check_migrations(
+                SERVICE_DIR, service_metadata("logistics_watcher"), f"sqlite+aiosqlite:///{tmp_path}/m.db"
+            )
+            == []
+        )
 
     @pytest.mark.postgres
     async def test_postgres(self) -> None:

@@ -1,12 +1,17 @@
 """The consumer runner every service uses: parse the envelope, dedupe by event id, call the handler,
-commit the handler's transaction, then the offset. Failing records are retried with backoff and
-then parked on `<topic>.dlq` with the error in headers, so the partition moves on."""
+commit the handler's transaction, then the offset.
+
+A fetched chunk is applied in one transaction (inbox rows and effects together); a run of events of a
+type with a batch handler goes to it at once. If anything in the chunk fails, the chunk is rolled back
+and handled again one event at a time: failing records are retried with backoff and then parked on
+`<topic>.dlq` with the error in headers, so the partition moves on."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from itertools import groupby
 
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
@@ -17,7 +22,7 @@ from .bus import Bus, Consumer, OutRecord, Record
 from .clock import Clock
 from .db import unit_of_work
 from .events import CloudEvent
-from .outbox import already_processed
+from .outbox import already_processed, unseen
 from .topics import dlq
 
 log = logging.getLogger(__name__)
@@ -25,18 +30,22 @@ CONSUMER_LAG = Gauge("consumer_lag", "records not yet consumed", ["group", "topi
 EVENTS_HANDLED = Counter("consumer_events_total", "events handled", ["group", "outcome"])
 
 Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
+BatchHandler = Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]]
 
 
 class ConsumerRunner:
     def __init__(self, *, bus: Bus, sessions: async_sessionmaker[AsyncSession], clock: Clock, group: str,
-                 topics: Sequence[str], handlers: Mapping[str, Handler], max_attempts: int = 5,
-                 backoff: float = 0.2) -> None:
+                 topics: Sequence[str], handlers: Mapping[str, Handler],
+                 batch_handlers: Mapping[str, BatchHandler] | None = None, max_attempts: int = 5,
+                 backoff: float = 0.2, fetch_max: int = 500) -> None:
         self._bus = bus
         self._sessions = sessions
         self._clock = clock
         self.group = group
         self._topics = list(topics)
         self._handlers = handlers
+        self._batch_handlers = batch_handlers or {}
+        self._fetch_max = fetch_max
         self._max_attempts = max_attempts
         self._backoff = backoff
         self._task: asyncio.Task[None] | None = None
@@ -48,15 +57,11 @@ class ConsumerRunner:
         self._consumer = consumer = await self._bus.consumer(self.group, self._topics)
         try:
             while True:
-                records = await consumer.fetch(max_records=500, timeout_ms=200)
+                records = await consumer.fetch(max_records=self._fetch_max, timeout_ms=200)
                 await self._report_lag(consumer)
-                if not records:
-                    continue
-                positions: dict[tuple[str, int], int] = {}
-                for record in records:
-                    await self.handle(record)
-                    positions[(record.topic, record.partition)] = record.offset + 1
-                await consumer.commit(positions)
+                if records:
+                    await self.handle_chunk(records)
+                    await consumer.commit({(r.topic, r.partition): r.offset + 1 for r in records})
         finally:
             await consumer.close()
 
@@ -64,20 +69,45 @@ class ConsumerRunner:
         for (topic, partition), behind in (await consumer.lag()).items():
             CONSUMER_LAG.labels(self.group, topic, str(partition)).set(behind)
 
+    def _wants(self, event: CloudEvent) -> bool:
+        return event.type in self._handlers or event.type in self._batch_handlers
+
+    async def _apply(self, session: AsyncSession, events: list[CloudEvent]) -> None:
+        """Each run of same-type events to its batch handler, or one by one to its handler, in order."""
+        for event_type, run in groupby(events, key=lambda e: e.type):
+            if (batch := self._batch_handlers.get(event_type)) is not None:
+                await batch(session, list(run))
+            else:
+                for event in run:
+                    await self._handlers[event_type](session, event)
+
+    async def handle_chunk(self, records: Sequence[Record]) -> None:
+        """A fetch in one transaction; on any failure, again one record at a time."""
+        try:
+            events = [e for e in (CloudEvent.from_bytes(r.value) for r in records) if self._wants(e)]
+            async with unit_of_work(self._sessions) as session:
+                await self._apply(session, await unseen(session, self.group, events, self._clock.now()))
+        except Exception:
+            log.warning("a chunk of %d records failed; handling them one by one", len(records), exc_info=True)
+            for record in records:
+                await self.handle(record)
+            return
+        self.processed += len(events)
+        EVENTS_HANDLED.labels(self.group, "handled").inc(len(events))
+
     async def handle(self, record: Record) -> None:
         try:
             event = CloudEvent.from_bytes(record.value)
         except ValidationError as exc:
             await self._dead_letter(record, f"not a CloudEvent: {exc.errors()[:1]}")
             return
-        handler = self._handlers.get(event.type)
-        if handler is None:
+        if not self._wants(event):
             return
         for attempt in range(1, self._max_attempts + 1):
             try:
                 async with unit_of_work(self._sessions) as session:
                     if not await already_processed(session, self.group, event.id, self._clock.now()):
-                        await handler(session, event)
+                        await self._apply(session, [event])
                 self.processed += 1
                 EVENTS_HANDLED.labels(self.group, "handled").inc()
                 return

@@ -106,13 +106,18 @@ class TrackingEvent(BaseModel):
     description: str | None = None
     signed_by: SignedBy | None = None
     warehouse_id: str | None = None
+    shop_id: str | None = Field(None, description="the shop the parcel belongs to, when the sender knows it")
+    carrier_format: Literal["kuaidi100"] | None = Field(None, description="the taxonomy of `carrier_status`")
+    carrier_status: str | None = Field(
+        None, description="the carrier's own state code, e.g. Kuaidi100 `304` (投柜或驿站签收), kept in the "
+                          "parcel's history; the watcher can derive `status` (and `signed_by`) from it")
 
 
 AlertKind = Literal["no_first_scan", "stalled", "suspected_lost", "suspected_false_delivery"]
 
 
 class LogisticsAlert(BaseModel):
-    """`logistics.alert.opened.v1` / `logistics.alert.resolved.v1` on logistics.alerts.v1."""
+    """`logistics.alert.<opened|resolved|confirmed>.v1` on logistics.alerts.v1, keyed by tracking number."""
 
     alert_id: str
     tracking_no: str
@@ -123,10 +128,17 @@ class LogisticsAlert(BaseModel):
     opened_at: datetime
     resolved_at: datetime | None = None
     score: float | None = None
+    shop_id: str | None = None
+    direction: Direction | None = None
+    last_event_at: datetime | None = Field(None, description="the parcel's latest scan when the alert opened")
+    confirmed_at: datetime | None = Field(
+        None, description="suspected_false_delivery: when the customer reported non-receipt "
+                          "(`logistics.alert.confirmed.v1`)")
 
 
 class ParcelMilestone(BaseModel):
-    """`logistics.parcel.<delivered|intercepted|returned>.v1` on logistics.parcels.v1."""
+    """`logistics.parcel.<delivered|intercepted|returned>.v1` on logistics.parcels.v1, keyed by tracking
+    number."""
 
     tracking_no: str
     order_id: str | None
@@ -135,6 +147,7 @@ class ParcelMilestone(BaseModel):
     milestone: Literal["delivered", "intercepted", "returned"]
     occurred_at: datetime
     signed_by: SignedBy | None = None
+    shop_id: str | None = None
 
 
 class PayoutResult(BaseModel):
@@ -151,9 +164,23 @@ class PayoutResult(BaseModel):
     paid_at: datetime | None = None
 
 
+class CustomerNotification(BaseModel):
+    """`aftersales.notification.requested.v1` on aftersales.cases.v1, keyed by order id: a message for
+    the customer (e.g. `cashback_paid`, R-CASHBACK), for the messaging channel to deliver."""
+
+    notification_id: str
+    template: str = Field(examples=["cashback_paid"])
+    order_id: str
+    shop_id: str
+    case_id: str | None = None
+    cashback_task_id: str | None = None
+    message_zh: str
+    message_en: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
 # topic -> the payload models that may travel on it (for the exported JSON Schemas)
 SCHEMAS: dict[str, tuple[type[BaseModel], ...]] = {
-    topics.CASES: (CaseEvent,),
+    topics.CASES: (CaseEvent, CustomerNotification),
     topics.CASHBACK: (CashbackApproved, CashbackCancelled),
     topics.TRACKING: (TrackingEvent,),
     topics.ALERTS: (LogisticsAlert,),

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 
 from pydantic import BaseModel
-from sqlalchemy import BigInteger, Column, Integer, LargeBinary, event, func, update
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, event, func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Field, SQLModel, col, select
@@ -16,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .bus import Bus, OutRecord
 from .clock import Clock
-from .events import envelope
+from .events import CloudEvent, envelope
 
 log = logging.getLogger(__name__)
 RELAY_LOCK_ID = 0x0A5_0B0C  # the PostgreSQL advisory lock that elects the publishing relay
@@ -71,6 +72,21 @@ async def already_processed(session: AsyncSession, group: str, event_id: str, at
                                   .values(consumer_group=group, event_id=event_id, processed_at=at)
                                   .on_conflict_do_nothing().returning(col(InboxEntry.event_id)))
     return recorded.first() is None
+
+
+async def unseen(session: AsyncSession, group: str, events: Sequence[CloudEvent], at: datetime) -> list[CloudEvent]:
+    """Record a chunk of events for `group` in this transaction; return those not recorded before, in order,
+    each once. A concurrent delivery of one of them makes the commit fail (the caller then goes one by one)."""
+    distinct = list({e.id: e for e in events}.values())
+    if not distinct:
+        return []
+    known = set((await session.exec(select(InboxEntry.event_id).where(
+        InboxEntry.consumer_group == group, col(InboxEntry.event_id).in_([e.id for e in distinct])))).all())
+    fresh = [e for e in distinct if e.id not in known]
+    if fresh:
+        await session.exec(insert(InboxEntry), params=[
+            {"consumer_group": group, "event_id": e.id, "processed_at": at} for e in fresh])
+    return fresh
 
 
 class OutboxRelay:

@@ -1,7 +1,297 @@
-"""Reactions to logistics-watcher's alerts and parcel milestones (logistics.alerts.v1, logistics.parcels.v1)."""
+"""Reactions to logistics-watcher's alerts and parcel milestones (logistics.alerts.v1, logistics.parcels.v1),
+keyed by tracking number.
+
+- An alert that tracking stopped (`no_first_scan`, `stalled`: R-NO-UPDATE; `suspected_lost`: R-LOST) opens a
+  logistics case for the order (reason `no_tracking_update` or `lost`, remedy `reship`) unless one is open,
+  reports it to the carrier at once and so enters it in the logistics follow-up register with the SLA for
+  the carrier's answer (the configured working days); `escalate_overdue` escalates the answers overdue.
+- `delivered` (outbound) sets the order's `signed_at` if unset: the 7-day clock starts (R-7D-WINDOW). A
+  reship already made for the order is flagged for review: its original parcel did arrive (R-RESHIP).
+- `intercepted` confirms the intercept of the order's cases in `intercepting`, so that the refund of
+  R-RO-SHIPPED can proceed.
+
+The time of each change is the event's time; timeline entries name the watcher as the actor.
+"""
 
 from __future__ import annotations
 
-from aftersales_shared.consumer import Handler
+import logging
+from datetime import datetime
+from functools import cache
+from typing import Any
 
-HANDLERS: dict[str, Handler] = {}
+from aftersales_shared import topics
+from aftersales_shared.auth import Principal, Role
+from aftersales_shared.calendar import BusinessCalendar
+from aftersales_shared.clock import as_utc
+from aftersales_shared.consumer import Handler
+from aftersales_shared.events import CaseEvent as CaseEventData
+from aftersales_shared.events import CloudEvent, LogisticsAlert, ParcelMilestone
+from aftersales_shared.ids import new_id
+from aftersales_shared.money import fmt
+from aftersales_shared.outbox import add_event
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from .. import handlers
+from .. import repository as repo
+from ..config import Settings
+from ..domain import model as dm
+from ..domain import policy
+from ..domain.workflow import ACTIVE, Action, CaseStatus, after_intake
+from ..models import Case, CaseEvent, LogisticsFollowUp, Order, ReshipOrder
+from ..schemas import ActionIn
+
+log = logging.getLogger(__name__)
+WATCHER = Principal(
+    key_id="service:logistics-watcher", name="logistics-watcher", roles=frozenset(Role), shops=None
+)
+SLA_MONITOR = Principal(
+    key_id="service:case-api", name="carrier-sla-monitor", roles=frozenset({Role.support}), shops=None
+)
+CASE_REASON = {
+    "no_first_scan": "no_tracking_update",
+    "stalled": "no_tracking_update",
+    "suspected_lost": "lost",
+}
+SETTLED = frozenset({CaseStatus.refunded, CaseStatus.exchanged, CaseStatus.reshipped})
+
+
+@cache
+def _settings() -> Settings:
+    return Settings()
+
+
+@cache
+def _calendar() -> BusinessCalendar:
+    return BusinessCalendar(_settings().extra_holidays)
+
+
+def _context(session: AsyncSession, at: datetime, principal: Principal = WATCHER) -> handlers.Context:
+    return handlers.Context(
+        session=session,
+        principal=principal,
+        now=as_utc(at),
+        calendar=_calendar(),
+        sla_working_days=_settings().carrier_sla_working_days,
+    )
+
+
+async def alert_opened(session: AsyncSession, event: CloudEvent) -> None:
+    alert = LogisticsAlert.model_validate(event.data)
+    reason = CASE_REASON.get(alert.kind)
+    if reason is None or alert.direction == "return" or alert.order_id is None:
+        return
+    order = await session.get(Order, alert.order_id)
+    if order is None:
+        log.warning(
+            "logistics alert for an order we do not know",
+            extra={"order_id": alert.order_id, "tracking_no": alert.tracking_no},
+        )
+        return
+    if any(
+        c.reason in CASE_REASON.values() and c.status in ACTIVE - SETTLED
+        for c in await repo.order_cases(session, order.order_id)
+    ):
+        return  # one logistics case per order at a time
+    ctx = _context(session, event.time)
+    case = await _open_case(ctx, order, reason, alert)
+    if case is None:
+        return
+    # R-NO-UPDATE / R-LOST: the carrier is asked at once and answers within the SLA (the register entry).
+    await handlers.act(
+        ctx,
+        case.id,
+        Action.report_to_carrier,
+        ActionIn(notes=f"{alert.kind} alert on {alert.carrier} {alert.tracking_no}"),
+        None,
+    )
+    entry = (await session.exec(select(LogisticsFollowUp).where(LogisticsFollowUp.case_id == case.id))).one()
+    entry.carrier, entry.tracking_no = entry.carrier or alert.carrier, entry.tracking_no or alert.tracking_no
+    session.add(entry)
+    await session.flush()
+
+
+async def _open_case(ctx: handlers.Context, order: Order, reason: str, alert: LogisticsAlert) -> Case | None:
+    """A reship case for the whole order. The policy is asked as for a lost parcel: that is the reship
+    R-LOST allows once the carrier confirms (R-NO-UPDATE is a parcel that may be lost, and the policy
+    admits no customer request to reship for it)."""
+    lines = await repo.order_lines(ctx.session, order.order_id)
+    request = dm.CaseRequest(
+        remedy=dm.Remedy.RESHIP,
+        reason=dm.Reason.LOST,
+        lines=tuple(dm.CaseLine(line_id=li.line_id, quantity=li.quantity) for li in lines),
+    )
+    try:
+        decision = policy.evaluate(
+            await handlers.load_domain_order(ctx.session, order),
+            request,
+            await handlers.line_history(ctx.session, order.order_id),
+            ctx.now,
+        )
+    except (dm.PolicyRefusal, dm.InvalidRequest) as exc:
+        log.warning(
+            "no logistics case for a %s alert: %s",
+            alert.kind,
+            exc,
+            extra={"order_id": order.order_id, "tracking_no": alert.tracking_no},
+        )
+        return None
+    case = Case(
+        id=new_id("case"),
+        order_id=order.order_id,
+        shop_id=order.shop_id,
+        remedy="reship",
+        reason=reason,
+        status=after_intake(decision.evidence_missing, decision.needs_retention),
+        stage=decision.stage,
+        description=f"logistics-watcher: {alert.kind} ({alert.carrier} {alert.tracking_no})",
+        lines=[{"line_id": li.line_id, "quantity": li.quantity} for li in lines],
+        amount=decision.amount,
+        line_amounts={k: fmt(v) for k, v in decision.line_amounts.items()},
+        details={"rules": list(decision.rules), "alert": alert.model_dump(mode="json")},
+        needs_retention=decision.needs_retention,
+        evidence_missing=decision.evidence_missing,
+        created_by=ctx.principal.name,
+        created_at=ctx.now,
+        updated_at=ctx.now,
+    )
+    ctx.session.add(case)
+    await ctx.session.flush()
+    handlers._record(ctx, case, "open", None, {"rules": list(decision.rules), "alert_id": alert.alert_id})
+    return case
+
+
+async def parcel_delivered(session: AsyncSession, event: CloudEvent) -> None:
+    milestone = ParcelMilestone.model_validate(event.data)
+    if milestone.direction != "outbound" or milestone.order_id is None:
+        return
+    order = (
+        await session.exec(select(Order).where(Order.order_id == milestone.order_id).with_for_update())
+    ).first()
+    if order is None:
+        return
+    ctx = _context(session, event.time)
+    if order.signed_at is None:  # R-7D-WINDOW starts from the sign-off
+        order.signed_at, order.updated_at, order.version = milestone.occurred_at, ctx.now, order.version + 1
+        session.add(order)
+    original = (order.shipment or {}).get("tracking_no")
+    if original not in (None, milestone.tracking_no):
+        return  # the reship's own parcel
+    reships = await session.exec(
+        select(ReshipOrder).where(
+            ReshipOrder.order_id == order.order_id, col(ReshipOrder.flagged_for_review).is_(False)
+        )
+    )
+    for reship in reships:  # R-RESHIP (ours): the original parcel arrived after all
+        reship.flagged_for_review = True
+        session.add(reship)
+        case = await session.get(Case, reship.case_id)
+        if case is not None:
+            _note(
+                ctx,
+                case,
+                "reship_flagged",
+                {
+                    "reship_order_id": reship.id,
+                    "tracking_no": milestone.tracking_no,
+                    "delivered_at": milestone.occurred_at.isoformat(),
+                },
+            )
+    await session.flush()
+
+
+async def parcel_intercepted(session: AsyncSession, event: CloudEvent) -> None:
+    milestone = ParcelMilestone.model_validate(event.data)
+    if milestone.order_id is None:
+        return
+    ctx = _context(session, event.time)
+    for case in await repo.order_cases(session, milestone.order_id):
+        if case.status == CaseStatus.intercepting:  # R-RO-SHIPPED: the parcel is on its way back
+            await handlers.act(
+                ctx,
+                case.id,
+                Action.confirm_intercept,
+                ActionIn(
+                    notes=f"carrier: {milestone.tracking_no} turned back "
+                    f"at {milestone.occurred_at.isoformat()}"
+                ),
+                None,
+            )
+
+
+async def escalate_overdue(session: AsyncSession, now: datetime) -> int:
+    """R-LOST: escalate the carrier answers overdue (run it periodically); how many were escalated."""
+    overdue = await session.exec(
+        select(LogisticsFollowUp, Case)
+        .where(
+            LogisticsFollowUp.case_id == Case.id,
+            col(LogisticsFollowUp.sla_due_at) <= now,
+            col(LogisticsFollowUp.escalated_at).is_(None),
+            col(LogisticsFollowUp.verdict).is_(None),
+            Case.status == CaseStatus.awaiting_carrier,
+        )
+        .with_for_update()
+    )
+    ctx = _context(session, now, SLA_MONITOR)
+    escalated = 0
+    for entry, case in overdue.all():
+        entry.escalated_at = entry.updated_at = ctx.now
+        session.add(entry)
+        _note(
+            ctx,
+            case,
+            "carrier_sla_escalated",
+            {
+                "sla_due_at": as_utc(entry.sla_due_at).isoformat(),
+                "carrier": entry.carrier,
+                "tracking_no": entry.tracking_no,
+            },
+        )
+        escalated += 1
+    await session.flush()
+    return escalated
+
+
+def _note(ctx: handlers.Context, case: Case, action: str, data: dict[str, Any]) -> None:
+    """A timeline entry and its event for a change around the case that does not move it."""
+    ctx.session.add(
+        CaseEvent(
+            id=new_id("cev"),
+            case_id=case.id,
+            action=action,
+            actor=ctx.principal.name,
+            from_status=case.status,
+            to_status=case.status,
+            data=data,
+            at=ctx.now,
+        )
+    )
+    add_event(
+        ctx.session,
+        topic=topics.CASES,
+        key=case.order_id,
+        source=handlers.SOURCE,
+        type=f"aftersales.case.{action}.v1",
+        subject=case.id,
+        at=ctx.now,
+        data=CaseEventData(
+            case_id=case.id,
+            order_id=case.order_id,
+            shop_id=case.shop_id,
+            remedy=case.remedy,
+            reason=case.reason,
+            status=case.status,
+            action=action,
+            amount=case.amount,
+            version=case.version,
+            data=data,
+        ),
+    )
+
+
+HANDLERS: dict[str, Handler] = {
+    "logistics.alert.opened.v1": alert_opened,
+    "logistics.parcel.delivered.v1": parcel_delivered,
+    "logistics.parcel.intercepted.v1": parcel_intercepted,
+}

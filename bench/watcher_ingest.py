@@ -1,0 +1,215 @@
+"""Watcher ingest benchmark (ARCHITECTURE.md "Performance targets", P3): tracking events from Kafka into the
+watcher's PostgreSQL database, beside a bare aiokafka `getmany` loop over the same topic, in one run.
+
+Produces `--events` tracking events (default 200,000: 40,000 parcels x created, picked_up, in_transit,
+out_for_delivery, delivered, interleaved as warehouses send them) as CloudEvents keyed by tracking number
+to a fresh topic (6 partitions). Then, each reading the whole topic with a consumer group of its own:
+  bare        AIOKafkaConsumer.getmany(max_records=2000) counting messages, offsets committed per batch
+  watcher     the watcher's consumer (consumers.BatchConsumerRunner with the service's handlers) on
+              KafkaBus, into a freshly migrated PostgreSQL database: a fetch of up to 4,000 records
+              (LOGISTICS_WATCHER_INGEST_BATCH_SIZE) is split by partition into 2 lanes
+              (LOGISTICS_WATCHER_INGEST_LANES), each applied in one transaction (history rows, parcel
+              states, milestones to the outbox), the lanes concurrently
+  per-record  the shared ConsumerRunner (one transaction and one inbox row per event) with the same
+              handlers, on the first `--per-record-events` events only (default 10,000): the path the
+              watcher would have without batching
+Rates are events per second between the first and the last event handled. Prints them and the ratio
+watcher/bare beside the P3 targets (>= 20k events/s per process; >= 0.3x bare). Never asserted.
+
+    .venv/bin/python bench/watcher_ingest.py [--events 200000] [--bootstrap-servers 127.0.0.1:19092]
+        [--database-url postgresql+asyncpg://aftersales:aftersales@127.0.0.1:15432/]
+Needs `infra/kafka/kafka.sh up` and `infra/postgres/pg.sh up`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+from aftersales_shared.bus.kafka import KafkaBus
+from aftersales_shared.clock import FrozenClock
+from aftersales_shared.consumer import ConsumerRunner
+from aftersales_shared.db import make_engine, session_factory
+from aftersales_shared.events import CloudEvent
+from aftersales_shared.migrations import upgrade
+from logistics_watcher.config import Settings
+from logistics_watcher.consumers import SCAN, BatchConsumerRunner, event_handlers, scan_batch_handler
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from stall_scan import DEFAULT_SERVER_URL, SERVICE_DIR
+
+STEPS = ("created", "picked_up", "in_transit", "out_for_delivery", "delivered")
+PARTITIONS = 6
+START = datetime(2026, 11, 3, tzinfo=UTC)
+
+
+def events(total: int) -> list[tuple[str, bytes]]:
+    parcels = total // len(STEPS)
+    out = []
+    for step, status in enumerate(STEPS):
+        for i in range(parcels):
+            tracking_no = f"BN{i:08d}"
+            data = {
+                "event_id": f"{tracking_no}-{step}",
+                "tracking_no": tracking_no,
+                "carrier": "SF",
+                "order_id": f"o-{i}",
+                "shop_id": "shop-a",
+                "status": status,
+                "occurred_at": (START + timedelta(hours=6 * step, seconds=i % 3600)).isoformat(),
+                "location": "杭州转运中心",
+                "signed_by": "recipient" if status == "delivered" else None,
+            }
+            event = CloudEvent(
+                id=f"evt-{tracking_no}-{step}",
+                source="/warehouse-bench",
+                type=SCAN,
+                subject=tracking_no,
+                time=START,
+                data=data,
+            )
+            out.append((tracking_no, event.to_bytes()))
+    return out
+
+
+async def produce(servers: str, topic: str, total: int) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    bus = KafkaBus(servers, client_id="bench-admin", partitions=PARTITIONS, topics=[topic])
+    await bus.ensure_topics()
+    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5, max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        futures = [await producer.send(topic, value, key=key.encode()) for key, value in events(total)]
+        await asyncio.gather(*futures)
+        print(f"produced {total:,} events to {topic} in {time.perf_counter() - started:.1f} s", flush=True)
+    finally:
+        await producer.stop()
+
+
+async def bare(servers: str, topic: str, total: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=servers,
+        group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    seen, first = 0, 0.0
+    try:
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+            if not batches:
+                continue
+            first = first or time.perf_counter()
+            seen += sum(len(messages) for messages in batches.values())
+            await consumer.commit({tp: messages[-1].offset + 1 for tp, messages in batches.items()})
+    finally:
+        await consumer.stop()
+    return total / (time.perf_counter() - first)
+
+
+@asynccontextmanager
+async def fresh_database(server: str) -> AsyncIterator[str]:
+    name = f"bench_ingest_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(make_url(server).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        url = make_url(server).set(database=name).render_as_string(hide_password=False)
+        await upgrade(SERVICE_DIR, url)
+        yield url
+    finally:
+        async with admin.connect() as conn:
+            await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.dispose()
+
+
+async def through_watcher(
+    servers: str, topic: str, server_url: str, total: int, batched: bool, seconds: float
+) -> tuple[float, int]:
+    """Events/s through the watcher's consumer (batched or one per transaction), and how many it handled."""
+    async with fresh_database(server_url) as url:
+        engine = make_engine(url)
+        settings, clock = Settings(), FrozenClock(START + timedelta(days=2))
+        bus = KafkaBus(servers, client_id="bench-watcher", partitions=PARTITIONS, topics=[topic])
+        common = {
+            "bus": bus,
+            "sessions": session_factory(engine),
+            "clock": clock,
+            "topics": [topic],
+            "group": f"bench-watcher-{uuid.uuid4().hex[:8]}",
+            "handlers": event_handlers(settings, clock),
+        }
+        runner: ConsumerRunner = (
+            BatchConsumerRunner(
+                **common,
+                batch_types=frozenset({SCAN}),
+                batch_handler=scan_batch_handler(settings, clock),
+                max_records=settings.ingest_batch_size,
+                lanes=settings.ingest_lanes,
+            )
+            if batched
+            else ConsumerRunner(**common)
+        )
+        runner.start()
+        try:
+            first, cpu, deadline = 0.0, 0.0, time.perf_counter() + seconds
+            while runner.processed < total and time.perf_counter() < deadline:
+                await asyncio.sleep(0.01)
+                if not first and runner.processed:
+                    first, cpu = time.perf_counter(), time.process_time()
+            done, handled = time.perf_counter(), runner.processed
+            print(
+                f"  ({'batched' if batched else 'per-record'}: this process was on CPU "
+                f"{(time.process_time() - cpu) / (done - first):.0%} of the time)",
+                flush=True,
+            )
+        finally:
+            await runner.stop()
+            await bus.stop()
+            await engine.dispose()
+    return handled / (done - first), handled
+
+
+async def main(args: argparse.Namespace) -> int:
+    topic = f"bench.tracking.{uuid.uuid4().hex[:8]}"
+    await produce(args.bootstrap_servers, topic, args.events)
+    bare_rate = await bare(args.bootstrap_servers, topic, args.events)
+    print(f"bare getmany   {bare_rate:10,.0f} events/s", flush=True)
+    rate, handled = await through_watcher(
+        args.bootstrap_servers, topic, args.database_url, args.events, True, 150
+    )
+    settings = Settings()
+    print(f"watcher        {rate:10,.0f} events/s  ({handled:,} events, fetches of up to "
+          f"{settings.ingest_batch_size:,} in {settings.ingest_lanes} lanes)", flush=True)
+    one_rate, one_handled = await through_watcher(
+        args.bootstrap_servers, topic, args.database_url, args.per_record_events, False, 60
+    )
+    print(
+        f"per-record     {one_rate:10,.0f} events/s  ({one_handled:,} events, ConsumerRunner as is)",
+        flush=True,
+    )
+    ratio: Callable[[float], str] = lambda r: f"{r / bare_rate:.2f}x bare"  # noqa: E731
+    print("\nP3 targets: >= 20,000 events/s per process; >= 0.3x a bare aiokafka getmany loop")
+    print(f"  watcher    {rate:10,.0f} events/s  {ratio(rate)}")
+    print(f"  per-record {one_rate:10,.0f} events/s  {ratio(one_rate)}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--per-record-events", type=int, default=10_000)
+    parser.add_argument("--bootstrap-servers", default="127.0.0.1:19092")
+    parser.add_argument("--database-url", default=DEFAULT_SERVER_URL, help="a PostgreSQL server")
+    raise SystemExit(asyncio.run(main(parser.parse_args())))

@@ -1,0 +1,120 @@
+"""The detectors: set-based SQL over the parcels' index, run on a schedule and on demand.
+
+Each rule is a predicate on a parcel's status, the time of its latest scan and its carrier's threshold
+(or its false-delivery score), plus "no alert of this kind open" (a bit in `open_alerts`). All of it
+is in one index, so a run reads index ranges, never every parcel. The parcels a rule matches get an
+alert and an event on logistics.alerts.v1. Alerts resolve on ingest, when the parcel moves again
+(handlers.ingest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from aftersales_shared.db import unit_of_work
+from aftersales_shared.ids import new_id
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from .config import Settings
+from .domain import BIT, CARRIER_TROUBLE, KINDS, MOVING, NOT_PICKED_UP
+from .models import alerts, parcels
+from .outgoing import alert_payload, queue_alerts
+from .sql import execute
+from .store import insert_rows
+
+P = parcels.c
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str
+    predicate: ColumnElement[bool]
+
+
+def overdue(settings: Settings, now: datetime, threshold: str) -> ColumnElement[bool]:
+    """The latest scan is more than the carrier's threshold old (23 h 59 m is not more than 24 h)."""
+    default = now - getattr(settings.thresholds, threshold)
+    special = {carrier: now - getattr(settings.thresholds_for(carrier), threshold)
+               for carrier in settings.carrier_thresholds}
+    if not special:
+        return P.last_event_at < default
+    others = and_(P.carrier.not_in(list(special)), P.last_event_at < default)
+    by_carrier = [and_(P.carrier == carrier, P.last_event_at < cutoff) for carrier, cutoff in special.items()]
+    # The bound on the index's second column keeps the OR from reading the whole status range.
+    return and_(P.last_event_at < max(default, *special.values()), or_(others, *by_carrier))
+
+
+def rules(settings: Settings, now: datetime) -> list[Rule]:
+    return [
+        # R-NO-UPDATE: shipped (a label, a warehouse scan) but the carrier never scanned it.
+        Rule("no_first_scan", and_(P.status.in_(NOT_PICKED_UP), overdue(settings, now, "no_first_scan"))),
+        # R-NO-UPDATE: on its way, and no scan for more than a day.
+        Rule("stalled", and_(P.status.in_(MOVING), overdue(settings, now, "stalled"))),
+        # R-LOST: no scan for much longer, or the carrier itself says lost / 疑难.
+        Rule("suspected_lost", and_(P.status.in_(MOVING), overdue(settings, now, "suspected_lost"))),
+        Rule("suspected_lost", P.status.in_(CARRIER_TROUBLE)),
+        # R-FALSE-DELIVERY: signed by someone else, or with no out-for-delivery scan (scored on ingest).
+        Rule("suspected_false_delivery", P.false_delivery_score.is_not(None)),
+    ]
+
+
+async def run(sessions: async_sessionmaker[AsyncSession], settings: Settings,
+              now: datetime) -> dict[str, int]:
+    """Open the alerts the parcels call for; per kind, how many. A backlog is worked off in passes of at
+    most `max_alerts_per_pass` alerts, each its own transaction, so that none holds many parcels locked
+    for long. Replicas may run at once: a parcel is flagged by one conditional update, and at most one
+    alert per parcel and kind is open."""
+    opened = dict.fromkeys(KINDS, 0)
+    limit = settings.max_alerts_per_pass
+    for rule in rules(settings, now):
+        async with sessions() as session:
+            left = await waiting(session, rule)
+        while left > 0:
+            async with unit_of_work(sessions) as session:
+                count = await open_alerts(session, rule, now, limit if left > limit else None)
+            opened[rule.kind] += count
+            left = left - count if count == limit else 0
+    return opened
+
+
+def _needs_alert(rule: Rule) -> ColumnElement[bool]:
+    return and_(rule.predicate, P.open_alerts.op("&")(BIT[rule.kind]) == 0)
+
+
+async def waiting(session: AsyncSession, rule: Rule) -> int:
+    """How many parcels the rule matches that have no alert of its kind open: usually none, and read
+    from the index alone."""
+    return int((await execute(session, select(func.count()).where(_needs_alert(rule)))).scalar_one())
+
+
+async def open_alerts(session: AsyncSession, rule: Rule, now: datetime, limit: int | None) -> int:
+    """Flag (up to `limit`) parcels the rule matches, open their alerts, queue the events."""
+    bit = BIT[rule.kind]
+    needs_alert = _needs_alert(rule)
+    if limit is not None:
+        first = select(P.tracking_no).where(needs_alert).limit(limit).with_for_update(skip_locked=True)
+        needs_alert = and_(needs_alert, P.tracking_no.in_(first))
+    # The update re-checks the predicate on locked rows, so a parcel that just moved is left alone.
+    flagged = (await execute(
+        session, update(parcels).where(needs_alert).values(open_alerts=P.open_alerts.op("|")(bit))
+        .returning(P.tracking_no, P.order_id, P.shop_id, P.carrier, P.direction, P.last_event_at,
+                   P.false_delivery_score)
+    )).all()
+    rows = [{"id": new_id("alr"), "tracking_no": p.tracking_no, "order_id": p.order_id, "shop_id": p.shop_id,
+             "carrier": p.carrier, "direction": p.direction, "kind": rule.kind, "status": "open",
+             "score": p.false_delivery_score if rule.kind == "suspected_false_delivery" else None,
+             "last_event_at": p.last_event_at, "opened_at": now, "resolved_at": None, "confirmed_at": None}
+            for p in flagged]
+    if rows:
+        await insert_rows(session, alerts, rows)
+        await queue_alerts(session, "opened", [alert_payload(row) for row in rows], now)
+    return len(rows)
+
+
+async def open_counts(session: AsyncSession) -> dict[str, int]:
+    rows = await execute(session, select(alerts.c.kind, func.count().label("open"))
+                         .where(alerts.c.status == "open").group_by(alerts.c.kind))
+    return {**dict.fromkeys(KINDS, 0), **{row.kind: row.open for row in rows}}

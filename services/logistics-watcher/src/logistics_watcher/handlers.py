@@ -1,0 +1,261 @@
+"""What the watcher does with each input: one place to read what happens to a scan (from HTTP or
+from logistics.tracking.v1), to an intercept request and to a report of non-receipt from case-api.
+The detectors that open alerts are in detectors.py.
+
+Handlers flush; the edge (the request, the consumer's unit of work) commits.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from aftersales_shared.events import ParcelMilestone
+from aftersales_shared.ids import new_id
+from pydantic import ValidationError
+from sqlalchemy import select, update
+from sqlmodel import col
+from sqlmodel import select as select_models
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from . import store
+from .config import Settings
+from .domain import BIT, TURNED_BACK, Scan, Track, false_delivery_score, fold, received_back_at, still_holds
+from .models import InterceptRequest, alerts, parcels, scans
+from .outgoing import alert_payload, queue_alerts, queue_milestones
+from .schemas import Duplicate, Rejection, TrackingEventIn, field_errors
+from .sql import execute
+
+P = parcels.c
+TRACK_FIELDS = tuple(f.name for f in fields(Track))
+WRITABLE = (*TRACK_FIELDS, "order_id", "shop_id", "warehouse_id", "false_delivery_score", "open_alerts",
+            "updated_at")
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: list[Duplicate] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def reject(self, index: int, field_name: str, message: str) -> None:
+        self.rejected.append(Rejection(index=index, errors=[{"field": field_name, "message": message,
+                                                             "type": "value_error"}]))
+
+
+class RejectedEvent(ValueError):
+    """A tracking event from the bus that can never be applied (it goes to the DLQ)."""
+
+
+async def ingest(session: AsyncSession, events: Sequence[Any], *, settings: Settings, now: datetime,
+                 shops: frozenset[str] | None = None) -> IngestResult:
+    """Apply a batch of tracking events. Each is validated on its own; duplicates (by event id) are
+    reported and ignored; `shops` limits the shops the sender may write for."""
+    result = IngestResult()
+    candidates = _validate(events, settings, now, result)
+    rows = await store.lock_parcels(session, {scan.tracking_no for _, scan in candidates})
+    new: set[str] = set()
+    admitted: list[tuple[int, Scan]] = []
+    for index, scan in candidates:
+        row = rows.get(scan.tracking_no)
+        if (problem := _conflict(row, scan, shops)) is not None:
+            result.reject(index, *problem)
+            continue
+        if row is None:
+            row = rows[scan.tracking_no] = _new_parcel(scan, now)
+            new.add(scan.tracking_no)
+        for name in ("order_id", "shop_id", "warehouse_id"):
+            row[name] = row[name] or getattr(scan, name)
+        admitted.append((index, scan))
+
+    fresh_ids = await store.add_scans(session, [
+        {"event_id": s.event_id, "tracking_no": s.tracking_no, "status": s.status,
+         "occurred_at": s.occurred_at, "signed_by": s.signed_by, "carrier_status": s.carrier_status,
+         "location": s.location, "description": s.description, "received_at": now} for _, s in admitted])
+    fresh: dict[str, list[Scan]] = defaultdict(list)
+    for index, scan in admitted:
+        if scan.event_id in fresh_ids:
+            fresh[scan.tracking_no].append(scan)
+            result.accepted += 1
+        else:
+            result.duplicates.append(Duplicate(index=index, event_id=scan.event_id))
+    if fresh:
+        await _apply(session, {tn: rows[tn] for tn in fresh}, fresh, new, now)
+    result.duplicates.sort(key=lambda d: d.index)
+    result.rejected.sort(key=lambda r: r.index)
+    return result
+
+
+def _validate(events: Sequence[Any], settings: Settings, now: datetime,
+              result: IngestResult) -> list[tuple[int, Scan]]:
+    valid: list[tuple[int, Scan]] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(events):
+        try:
+            scan = TrackingEventIn.model_validate(raw).to_scan()
+        except ValidationError as exc:
+            result.rejected.append(Rejection(index=index, errors=field_errors(exc)))
+            continue
+        if scan.occurred_at > now + settings.future_tolerance:
+            result.reject(index, "occurred_at", "is in the future")
+        elif scan.event_id in seen:
+            result.duplicates.append(Duplicate(index=index, event_id=scan.event_id))
+        else:
+            seen.add(scan.event_id)
+            valid.append((index, scan))
+    return valid
+
+
+def _conflict(row: dict[str, Any] | None, scan: Scan, shops: frozenset[str] | None) -> tuple[str, str] | None:
+    """Why this scan cannot belong to this parcel (or this sender), if it cannot."""
+    shop = scan.shop_id or (row or {}).get("shop_id")
+    if shops is not None and shop not in shops:
+        return "shop_id", "this key may only send events of its own shops' parcels"
+    if row is None:
+        return None
+    for name in ("carrier", "direction", "order_id", "shop_id"):
+        value = getattr(scan, name)
+        if value is not None and row[name] is not None and value != row[name]:
+            return name, f"the parcel's {name} is {row[name]!r}"
+    return None
+
+
+def _new_parcel(scan: Scan, now: datetime) -> dict[str, Any]:
+    return {"tracking_no": scan.tracking_no, "carrier": scan.carrier,
+            "direction": scan.direction or "outbound", "order_id": None, "shop_id": None,
+            "warehouse_id": None, "false_delivery_score": None, "open_alerts": 0, "created_at": now,
+            "updated_at": now, **asdict(Track())}
+
+
+async def _apply(session: AsyncSession, rows: dict[str, dict[str, Any]], fresh: dict[str, list[Scan]],
+                 new: set[str], now: datetime) -> None:
+    """Move each parcel on by its new scans, report milestones, resolve what no longer holds."""
+    befores = {tn: Track() if tn in new else _track(row) for tn, row in rows.items()}
+    behind = [tn for tn, batch in fresh.items() if any(befores[tn].is_behind(s) for s in batch)]
+    histories = await _histories(session, {tn: rows[tn] for tn in behind})
+    milestones: list[ParcelMilestone] = []
+    review: dict[str, bool] = {}  # parcels whose open alerts may have ended: did each move?
+    turned_back: list[dict[str, Any]] = []
+    for tn, row in rows.items():
+        before = befores[tn]
+        if tn in histories:  # an out-of-order scan: the whole history is placed by time again
+            track = fold(histories[tn], before)
+        else:
+            track = Track() if tn in new else _track(row)
+            for scan in sorted(fresh[tn], key=Scan.sort_key):
+                track.advance(scan)
+        score_before = row["false_delivery_score"]
+        row.update({f: getattr(track, f) for f in TRACK_FIELDS}, updated_at=now,
+                   false_delivery_score=false_delivery_score(row["direction"], track))
+        milestones += _milestones(row, before, track)
+        if row["direction"] == "outbound" and track.status in TURNED_BACK \
+                and before.status not in TURNED_BACK:
+            turned_back.append(row)
+        moved = track.last_event_at != before.last_event_at
+        if row["open_alerts"] and (moved or row["false_delivery_score"] != score_before):
+            review[tn] = moved
+    await _resolve(session, rows, review, now)
+    milestones += await _fulfil_intercepts(session, turned_back, now)
+    # New parcels are inserted, not upserted: one another transaction created meanwhile is a conflict,
+    # and the batch is retried against it rather than overwriting it.
+    await store.insert_rows(session, parcels, [row for tn, row in rows.items() if tn in new])
+    await store.update_parcels(session, [row for tn, row in rows.items() if tn not in new], WRITABLE)
+    await queue_milestones(session, milestones, now)
+
+
+def _track(row: dict[str, Any]) -> Track:
+    return Track(row["status"], row["status_at"], row["last_event_at"], row["signed_by"],
+                 row["out_for_delivery_seen"], row["delivered_at"], row["returned_at"])
+
+
+async def _histories(session: AsyncSession, rows: dict[str, dict[str, Any]]) -> dict[str, list[Scan]]:
+    if not rows:
+        return {}
+    history: dict[str, list[Scan]] = defaultdict(list)
+    columns = (scans.c.event_id, scans.c.tracking_no, scans.c.status, scans.c.occurred_at, scans.c.signed_by)
+    found = await execute(session, select(*columns).where(scans.c.tracking_no.in_(list(rows))))
+    for s in found:
+        history[s.tracking_no].append(Scan(event_id=s.event_id, tracking_no=s.tracking_no,
+                                           carrier=rows[s.tracking_no]["carrier"], status=s.status,
+                                           occurred_at=s.occurred_at, signed_by=s.signed_by))
+    return history
+
+
+def _milestones(row: dict[str, Any], before: Track, track: Track) -> list[ParcelMilestone]:
+    out = []
+    if row["direction"] == "outbound" and before.delivered_at is None and track.delivered_at is not None:
+        out.append(milestone(row, "delivered", track.delivered_at, signed_by=track.signed_by))
+    back = received_back_at(row["direction"], track)
+    if received_back_at(row["direction"], before) is None and back is not None:
+        out.append(milestone(row, "returned", back))
+    return out
+
+
+def milestone(row: dict[str, Any], kind: str, at: datetime, signed_by: str | None = None) -> ParcelMilestone:
+    return ParcelMilestone(tracking_no=row["tracking_no"], order_id=row["order_id"], shop_id=row["shop_id"],
+                           carrier=row["carrier"], direction=row["direction"], milestone=kind,
+                           occurred_at=at, signed_by=signed_by)
+
+
+async def _resolve(session: AsyncSession, rows: dict[str, dict[str, Any]], review: dict[str, bool],
+                   now: datetime) -> None:
+    """An alert resolves itself when the parcel moves again (or its sign-off no longer looks false);
+    alerts a customer confirmed stay open."""
+    if not review:
+        return
+    found = await execute(session, select(alerts).where(
+        alerts.c.tracking_no.in_(list(review)), alerts.c.status == "open", alerts.c.confirmed_at.is_(None)))
+    ended = [dict(a._mapping) for a in found
+             if not still_holds(a.kind, review[a.tracking_no], rows[a.tracking_no]["status"],
+                                rows[a.tracking_no]["false_delivery_score"])]
+    if not ended:
+        return
+    await execute(session, update(alerts).where(alerts.c.id.in_([a["id"] for a in ended]))
+                  .values(status="resolved", resolved_at=now))
+    for alert in ended:
+        alert.update(status="resolved", resolved_at=now)
+        rows[alert["tracking_no"]]["open_alerts"] &= ~BIT[alert["kind"]]
+    await queue_alerts(session, "resolved", [alert_payload(a) for a in ended], now)
+
+
+async def _fulfil_intercepts(session: AsyncSession, turned_back: Iterable[dict[str, Any]],
+                             now: datetime) -> list[ParcelMilestone]:
+    """R-RO-SHIPPED: an intercept asked for succeeded once the order's parcel turned back."""
+    by_order = {row["order_id"]: row for row in turned_back if row["order_id"]}
+    if not by_order:
+        return []
+    pending = (await session.exec(select_models(InterceptRequest).where(
+        col(InterceptRequest.order_id).in_(list(by_order)), col(InterceptRequest.intercepted_at).is_(None)
+    ))).all()
+    reported: dict[str, ParcelMilestone] = {}
+    for request in pending:
+        row = by_order[request.order_id]
+        request.intercepted_at, request.tracking_no = now, row["tracking_no"]
+        session.add(request)
+        reported.setdefault(row["tracking_no"], milestone(row, "intercepted", row["status_at"]))
+    return list(reported.values())
+
+
+async def request_intercept(session: AsyncSession, *, case_id: str, order_id: str, now: datetime) -> None:
+    """case-api asked the carrier to intercept the order's parcel: report it once it turns back
+    (at once if it already has)."""
+    session.add(InterceptRequest(id=new_id("icp"), case_id=case_id, order_id=order_id, requested_at=now))
+    await session.flush()
+    # Locked: an ingest turning the parcel back right now either sees this request or is seen by it.
+    turned = await execute(session, select(parcels).where(P.order_id == order_id, P.direction == "outbound",
+                                                          P.status.in_(TURNED_BACK)).with_for_update())
+    reported = await _fulfil_intercepts(session, [dict(r._mapping) for r in turned], now)
+    await queue_milestones(session, reported, now)
+
+
+async def report_non_receipt(session: AsyncSession, *, order_id: str, now: datetime) -> int:
+    """R-FALSE-DELIVERY: the customer says the signed-for parcel never reached them; the open
+    suspicion on the order's parcel is confirmed (and stays open for the carrier's verification)."""
+    confirmed = (await execute(session, update(alerts).where(
+        alerts.c.order_id == order_id, alerts.c.kind == "suspected_false_delivery", alerts.c.status == "open",
+        alerts.c.confirmed_at.is_(None)).values(confirmed_at=now).returning(*alerts.c))).all()
+    await queue_alerts(session, "confirmed", [alert_payload(dict(a._mapping)) for a in confirmed], now)
+    return len(confirmed)

@@ -1,0 +1,92 @@
+"""Bulk reads and writes, a batch at a time (ingest, and alerts and their events from the detectors).
+
+On PostgreSQL each is one statement that takes whole columns as arrays (`unnest`): a batch of thousands
+of rows costs SQLAlchemy and the driver no per-row work (P3). SQLite, the embedded default, gets the
+same writes row by row (executemany).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Table, bindparam, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from .models import parcels, scans
+from .sql import dialect_name, execute
+
+P = parcels.c
+PG = postgresql.dialect()
+
+
+def _on_postgres(session: AsyncSession) -> bool:
+    return dialect_name(session) == "postgresql"
+
+
+def _unnest(table: Table, rows: Sequence[dict[str, Any]],
+            columns: Sequence[str]) -> tuple[str, dict[str, list[Any]]]:
+    """`unnest(...) AS u(...)` with one array parameter per column, and the arrays. The parameters carry
+    no SQLAlchemy type (the casts type them), so the lists go to the driver as they are."""
+    arrays = ", ".join(f"CAST(:{c} AS {table.c[c].type.compile(dialect=PG)}[])" for c in columns)
+    return f"unnest({arrays}) AS u({', '.join(columns)})", {c: [row[c] for row in rows] for c in columns}
+
+
+async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows (all with the same keys); a row that exists already is an error."""
+    if not rows:
+        return
+    if _on_postgres(session):
+        columns = list(rows[0])
+        source, arrays = _unnest(table, rows, columns)
+        statement = text(f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM {source}")
+        await execute(session, statement, arrays)
+    else:
+        await execute(session, insert(table), rows)
+
+
+async def lock_parcels(session: AsyncSession, tracking_nos: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The parcels' rows, locked, in key order (so that concurrent batches lock in the same order)."""
+    keys = sorted(tracking_nos)
+    if not keys:
+        return {}
+    if _on_postgres(session):
+        query: Any = text("SELECT * FROM parcels WHERE tracking_no = ANY(CAST(:keys AS text[])) "
+                          "ORDER BY tracking_no FOR UPDATE")
+        found = await execute(session, query, {"keys": keys})
+    else:
+        found = await execute(session, select(parcels).where(P.tracking_no.in_(keys)).order_by(P.tracking_no))
+    names = list(found.keys())
+    locked = (dict(zip(names, row, strict=True)) for row in found)
+    return {row["tracking_no"]: row for row in locked}
+
+
+async def add_scans(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Add scans to the history once each; return the event ids that were new."""
+    if not rows:
+        return set()
+    if _on_postgres(session):
+        columns = list(rows[0])
+        source, arrays = _unnest(scans, rows, columns)
+        statement = text(f"INSERT INTO scans ({', '.join(columns)}) SELECT * FROM {source} "
+                         "ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+        return set((await execute(session, statement, arrays)).scalars())
+    added = sqlite.insert(scans).on_conflict_do_nothing(index_elements=["event_id"])
+    return set((await execute(session, added.returning(scans.c.event_id), rows)).scalars())
+
+
+async def update_parcels(session: AsyncSession, rows: Sequence[dict[str, Any]],
+                         columns: Sequence[str]) -> None:
+    """Write `columns` of parcels that exist (and are locked), by tracking number."""
+    if not rows:
+        return
+    if _on_postgres(session):
+        source, arrays = _unnest(parcels, rows, ["tracking_no", *columns])
+        statement = text(f"UPDATE parcels SET {', '.join(f'{c} = u.{c}' for c in columns)} "
+                         f"FROM {source} WHERE parcels.tracking_no = u.tracking_no")
+        await execute(session, statement, arrays)
+    else:
+        await execute(session, update(parcels).where(P.tracking_no == bindparam("key"))
+                      .values({c: bindparam(c) for c in columns}),
+                      [{"key": row["tracking_no"], **{c: row[c] for c in columns}} for row in rows])
