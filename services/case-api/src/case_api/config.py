@@ -16,4 +16,4 @@ class Settings(ServiceSettings):
     evidence_max_image_bytes: int = 10 * 1024 * 1024
     carrier_sla_working_days: int = 2  # R-LOST: the carrier answers within 1-2 working days
     extra_holidays: list[date] = []
-    relay_poll_seconds: float = 0.1
+    escalation_interval_seconds: float = 60.0

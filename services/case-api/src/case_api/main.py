@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from .api import cases, cashback, evidence, orders, registers
 from .config import Settings
 from .consumers import consumers
+from .jobs import jobs
 
 DESCRIPTION = """After-sales 售后 cases for storefronts, warehouses and the support team.
 
@@ -37,6 +38,7 @@ def create_app(
         bus=bus,
         background=background,
         consumers=consumers,
+        jobs=jobs,
         routers=[orders.router, cases.router, evidence.router, cashback.router, registers.router],
         state={"calendar": BusinessCalendar(settings.extra_holidays)},
     )

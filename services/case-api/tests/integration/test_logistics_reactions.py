@@ -18,7 +18,8 @@ from aftersales_shared.db import unit_of_work
 from aftersales_shared.events import CloudEvent, LogisticsAlert, ParcelMilestone, envelope
 from case_api.models import ReshipOrder
 from case_api.reactions.logistics import escalate_overdue
-from case_api_testing import NOW, Api
+from case_api.config import Settings
+from case_api_testing import NOW, Api, running_api
 from sqlmodel import select
 
 UNSIGNED = {"signed_at": None}
@@ -281,3 +282,18 @@ class TestFromTheWatcher:
 async def _signed(api: Api) -> dict[str, Any] | None:
     order = dict((await api.call("GET", "/v1/orders/o-1", "support")).json())
     return order if order["signed_at"] else None
+
+
+class TestEscalationJob:
+    async def test_the_running_app_escalates_overdue_answers_by_itself(self, tmp_path: Path) -> None:
+        settings = Settings(data_dir=tmp_path, escalation_interval_seconds=0.05)
+        async for api in running_api(settings, tmp_path):
+            await api.put_order(**UNSIGNED)
+            await deliver(api, alert("stalled"))
+            api.clock.set(datetime.fromisoformat("2026-11-09T10:00:00+08:00"))
+            for _ in range(100):
+                [entry] = await register(api)
+                if entry["escalated_at"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert entry["escalated_at"] is not None

@@ -639,12 +639,12 @@ class TestReship:
         assert decision.line_amounts == {"L1": D("90.00")}  # but the goods' value counts (R-COMP-CAP)
         assert decision.rules[0] == "R-RESHIP" and not decision.needs_retention
 
-    def test_lost_before_sign_off(self) -> None:
-        assert decide(SHIPPED_ORDER, ask(Remedy.RESHIP, Reason.LOST), DURING).line_amounts == {
-            "L1": D("90.00")
-        }
-        assert refusal(RECEIVED_ORDER, ask(Remedy.RESHIP, Reason.LOST), DURING).rule == "R-RESHIP"
-        assert refusal(UNSHIPPED_ORDER, ask(Remedy.RESHIP, Reason.LOST), DURING).rule == "R-RESHIP"
+    @pytest.mark.parametrize("reason", [Reason.LOST, Reason.NO_TRACKING_UPDATE])
+    def test_an_undelivered_parcel_before_sign_off(self, reason: Reason) -> None:
+        """R-LOST, R-NO-UPDATE: a parcel that stopped moving is reshipped, never one already signed for."""
+        assert decide(SHIPPED_ORDER, ask(Remedy.RESHIP, reason), DURING).line_amounts == {"L1": D("90.00")}
+        assert refusal(RECEIVED_ORDER, ask(Remedy.RESHIP, reason), DURING).rule == "R-RESHIP"
+        assert refusal(UNSHIPPED_ORDER, ask(Remedy.RESHIP, reason), DURING).rule == "R-RESHIP"
 
     def test_damaged_before_sign_off(self) -> None:
         assert refusal(SHIPPED_ORDER, ask(Remedy.RESHIP, Reason.DAMAGED), DURING).rule == "R-RESHIP"

@@ -62,8 +62,18 @@ NOTHING_DELIVERED = frozenset(
 # `false_delivery` once the carrier confirms nobody got it; `wrong_item` is an exchange (R-WRONG),
 # because the wrong goods must come back; `no_tracking_update` becomes `lost` when confirmed.
 RESHIP_REASONS = frozenset(
-    {Reason.DAMAGED, Reason.MISSING_ITEM, Reason.EMPTY_PARCEL, Reason.LOST, Reason.FALSE_DELIVERY}
+    {
+        Reason.DAMAGED,
+        Reason.MISSING_ITEM,
+        Reason.EMPTY_PARCEL,
+        Reason.LOST,
+        Reason.NO_TRACKING_UPDATE,
+        Reason.FALSE_DELIVERY,
+    }
 )
+# Problems of a parcel that never arrived: reshipped before sign-off (R-LOST; R-NO-UPDATE once the carrier
+# is asked), the rest after it.
+UNDELIVERED_REASONS = frozenset({Reason.LOST, Reason.NO_TRACKING_UPDATE})
 
 REMEDY_LABELS: Mapping[Remedy, tuple[str, str]] = {
     Remedy.REFUND_ONLY: ("仅退款", "a refund only"),
@@ -384,7 +394,8 @@ def _exchange(
 
 
 def _reship(order: Order, reason: Reason) -> _Eligibility:
-    """R-RESHIP: only for non-subjective parcel problems; `lost` before sign-off, the rest after."""
+    """R-RESHIP: only for non-subjective parcel problems; a lost or silent parcel before sign-off, the rest
+    after."""
     if reason not in RESHIP_REASONS:
         raise PolicyRefusal(
             Rule.RESHIP,
@@ -396,17 +407,17 @@ def _reship(order: Order, reason: Reason) -> _Eligibility:
             {"reason": reason},
         )
     current = stage(order)
-    wanted = Stage.SHIPPED if reason is Reason.LOST else Stage.RECEIVED
+    wanted = Stage.SHIPPED if reason in UNDELIVERED_REASONS else Stage.RECEIVED
     if current is not wanted:
         raise PolicyRefusal(
             Rule.RESHIP,
             "您好，根据目前的物流状态，暂无法按该原因办理补发。"
-            + ("包裹已显示签收，如您未收到，请选择“虚假签收”。" if reason is Reason.LOST else "")
+            + ("包裹已显示签收，如您未收到，请选择“虚假签收”。" if reason in UNDELIVERED_REASONS else "")
             + "如有疑问请联系客服，我们会帮您核实。",
             "We cannot arrange a reshipment for this reason at the parcel's current tracking status."
             + (
                 " The parcel shows as signed for; if you did not get it, please choose false delivery."
-                if reason is Reason.LOST
+                if reason in UNDELIVERED_REASONS
                 else ""
             )
             + " Please contact us and we will check it for you.",

@@ -28,19 +28,17 @@ from aftersales_shared.consumer import Handler
 from aftersales_shared.events import CaseEvent as CaseEventData
 from aftersales_shared.events import CloudEvent, LogisticsAlert, ParcelMilestone
 from aftersales_shared.ids import new_id
-from aftersales_shared.money import fmt
 from aftersales_shared.outbox import add_event
+from aftersales_shared.problems import Problem
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .. import handlers
 from .. import repository as repo
 from ..config import Settings
-from ..domain import model as dm
-from ..domain import policy
-from ..domain.workflow import ACTIVE, Action, CaseStatus, after_intake
+from ..domain.workflow import ACTIVE, Action, CaseStatus
 from ..models import Case, CaseEvent, LogisticsFollowUp, Order, ReshipOrder
-from ..schemas import ActionIn
+from ..schemas import ActionIn, CaseCreate, CaseLineIn
 
 log = logging.getLogger(__name__)
 WATCHER = Principal(
@@ -113,53 +111,25 @@ async def alert_opened(session: AsyncSession, event: CloudEvent) -> None:
 
 
 async def _open_case(ctx: handlers.Context, order: Order, reason: str, alert: LogisticsAlert) -> Case | None:
-    """A reship case for the whole order. The policy is asked as for a lost parcel: that is the reship
-    R-LOST allows once the carrier confirms (R-NO-UPDATE is a parcel that may be lost, and the policy
-    admits no customer request to reship for it)."""
+    """A reship case for the whole order, opened as support would (R-NO-UPDATE, R-LOST)."""
     lines = await repo.order_lines(ctx.session, order.order_id)
-    request = dm.CaseRequest(
-        remedy=dm.Remedy.RESHIP,
-        reason=dm.Reason.LOST,
-        lines=tuple(dm.CaseLine(line_id=li.line_id, quantity=li.quantity) for li in lines),
+    body = CaseCreate(
+        order_id=order.order_id,
+        lines=[CaseLineIn(line_id=li.line_id, quantity=li.quantity) for li in lines],
+        remedy="reship",
+        reason=reason,
+        description=f"logistics-watcher {alert.alert_id}: {alert.kind} ({alert.carrier} {alert.tracking_no})",
     )
     try:
-        decision = policy.evaluate(
-            await handlers.load_domain_order(ctx.session, order),
-            request,
-            await handlers.line_history(ctx.session, order.order_id),
-            ctx.now,
-        )
-    except (dm.PolicyRefusal, dm.InvalidRequest) as exc:
+        return await handlers.open_case(ctx, body)
+    except Problem as refused:
         log.warning(
             "no logistics case for a %s alert: %s",
             alert.kind,
-            exc,
+            refused.detail,
             extra={"order_id": order.order_id, "tracking_no": alert.tracking_no},
         )
         return None
-    case = Case(
-        id=new_id("case"),
-        order_id=order.order_id,
-        shop_id=order.shop_id,
-        remedy="reship",
-        reason=reason,
-        status=after_intake(decision.evidence_missing, decision.needs_retention),
-        stage=decision.stage,
-        description=f"logistics-watcher: {alert.kind} ({alert.carrier} {alert.tracking_no})",
-        lines=[{"line_id": li.line_id, "quantity": li.quantity} for li in lines],
-        amount=decision.amount,
-        line_amounts={k: fmt(v) for k, v in decision.line_amounts.items()},
-        details={"rules": list(decision.rules), "alert": alert.model_dump(mode="json")},
-        needs_retention=decision.needs_retention,
-        evidence_missing=decision.evidence_missing,
-        created_by=ctx.principal.name,
-        created_at=ctx.now,
-        updated_at=ctx.now,
-    )
-    ctx.session.add(case)
-    await ctx.session.flush()
-    handlers._record(ctx, case, "open", None, {"rules": list(decision.rules), "alert_id": alert.alert_id})
-    return case
 
 
 async def parcel_delivered(session: AsyncSession, event: CloudEvent) -> None:
