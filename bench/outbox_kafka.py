@@ -61,6 +61,7 @@ def percentile(values: list[float], q: float) -> float:
 
 # ---------------------------------------------------------------------------------------------- consumers
 
+
 async def consume(kind: str, servers: str, topic: str, group: str, database_url: str) -> None:
     """Subprocess: read `topic` as a member of `group`. Prints "ready" once it has partitions, then "seen N"
     as it goes, and when a line arrives on stdin (or it closes), "result {json}" and exits.
@@ -112,8 +113,13 @@ async def consume(kind: str, servers: str, topic: str, group: str, database_url:
             seen(event.data)  # consume time: when the handler gets the event
 
         runner = (chunked_runner() if kind == "chunked" else plain_runner())(
-            bus=bus, sessions=session_factory(engine), clock=SystemClock(), group=group, topics=[topic],
-            handlers={EVENT_TYPE: handle})
+            bus=bus,
+            sessions=session_factory(engine),
+            clock=SystemClock(),
+            group=group,
+            topics=[topic],
+            handlers={EVENT_TYPE: handle},
+        )
         task = asyncio.create_task(runner.run())
         while runner._consumer is None or not runner._consumer._consumer.assignment():
             if task.done():
@@ -123,8 +129,13 @@ async def consume(kind: str, servers: str, topic: str, group: str, database_url:
         await until_stopped(task)
         await engine.dispose()
     else:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=servers, group_id=group,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=servers,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
         await consumer.start()
 
         async def loop() -> None:
@@ -189,10 +200,19 @@ def chunked_runner() -> Any:
                 events = {e.id: e for e in (CloudEvent.from_bytes(r.value) for r in records)}
                 async with unit_of_work(self._sessions) as session:
                     now = self._clock.now()
-                    rows = [{"consumer_group": self.group, "event_id": event_id, "processed_at": now}
-                            for event_id in events]
-                    fresh = {row[0] for row in await session.exec(
-                        insert(InboxEntry).values(rows).on_conflict_do_nothing().returning(col(InboxEntry.event_id)))}
+                    rows = [
+                        {"consumer_group": self.group, "event_id": event_id, "processed_at": now}
+                        for event_id in events
+                    ]
+                    fresh = {
+                        row[0]
+                        for row in await session.exec(
+                            insert(InboxEntry)
+                            .values(rows)
+                            .on_conflict_do_nothing()
+                            .returning(col(InboxEntry.event_id))
+                        )
+                    }
                     for event in events.values():
                         handler = self._handlers.get(event.type)
                         if event.id in fresh and handler is not None:
@@ -214,15 +234,29 @@ class Consumers:
         self._readers = [asyncio.create_task(self._read(i)) for i in range(len(procs))]
 
     @classmethod
-    async def start(cls, kind: str, args: argparse.Namespace, topic: str, n: int = 1,
-                    database_url: str = "") -> Consumers:
+    async def start(
+        cls, kind: str, args: argparse.Namespace, topic: str, n: int = 1, database_url: str = ""
+    ) -> Consumers:
         group = f"bench-{kind}-{uuid.uuid4().hex[:8]}"
         procs = []
         for _ in range(n):
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, __file__, "--consume", kind, "--bootstrap-servers", args.bootstrap_servers,
-                "--topic", topic, "--group", group, "--database-url", database_url,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=64 * 1024 * 1024)
+                sys.executable,
+                __file__,
+                "--consume",
+                kind,
+                "--bootstrap-servers",
+                args.bootstrap_servers,
+                "--topic",
+                topic,
+                "--group",
+                group,
+                "--database-url",
+                database_url,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                limit=64 * 1024 * 1024,
+            )
             procs.append(proc)
         for proc in procs:  # each has partitions: the last join's rebalance is over
             assert proc.stdout is not None
@@ -279,8 +313,10 @@ class Consumers:
 
 # ---------------------------------------------------------------------------------------------- producers
 
-async def paced(rate: int, seconds: float, warmup: float,
-                send: Callable[[int, str], Coroutine[Any, Any, None]]) -> int:
+
+async def paced(
+    rate: int, seconds: float, warmup: float, send: Callable[[int, str], Coroutine[Any, Any, None]]
+) -> int:
     """Call `send(n, phase)` `rate` times a second (in bursts every TICK), warm-up first; measured count."""
     tasks: set[asyncio.Task[None]] = set()
     errors: list[BaseException] = []
@@ -314,11 +350,19 @@ def bare_producer(servers: str) -> Any:
     from aiokafka import AIOKafkaProducer
 
     # The settings of KafkaBus's producer.
-    return AIOKafkaProducer(bootstrap_servers=servers, client_id="bench-bare", enable_idempotence=True,
-                            acks="all", linger_ms=2, max_batch_size=256 * 1024, request_timeout_ms=10_000)
+    return AIOKafkaProducer(
+        bootstrap_servers=servers,
+        client_id="bench-bare",
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=2,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=10_000,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- database
+
 
 @asynccontextmanager
 async def fresh_database(server_url: str) -> AsyncIterator[str]:
@@ -353,6 +397,7 @@ async def delete_topics(servers: str, topics: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the runs
+
 
 @dataclass
 class Setup:
@@ -411,9 +456,16 @@ async def latency_outbox(s: Setup, kind: str = "runner") -> tuple[list[float], f
         pending.clear()
         async with unit_of_work(s.sessions) as session:
             for m, m_phase in batch:
-                add_event(session, topic=topic, key=f"order-{m % 97}", source="/bench",
-                          type=EVENT_TYPE, subject=str(m), data=Tick(n=m, t=time.time(), phase=m_phase),
-                          at=clock.now())
+                add_event(
+                    session,
+                    topic=topic,
+                    key=f"order-{m % 97}",
+                    source="/bench",
+                    type=EVENT_TYPE,
+                    subject=str(m),
+                    data=Tick(n=m, t=time.time(), phase=m_phase),
+                    at=clock.now(),
+                )
 
     try:
         await paced(s.args.rate, s.args.seconds, 1.0, commit)
@@ -430,8 +482,10 @@ async def drain_bare(s: Setup, sample: bytes) -> tuple[float, float]:
     await producer.start()
     try:
         started = time.time()
-        futures = [await producer.send(s.topics["bare-drain"], sample, key=f"order-{i % 97}".encode())
-                   for i in range(n)]
+        futures = [
+            await producer.send(s.topics["bare-drain"], sample, key=f"order-{i % 97}".encode())
+            for i in range(n)
+        ]
         await asyncio.gather(*futures)
         sent = time.time() - started
     finally:
@@ -454,10 +508,22 @@ async def drain_outbox(s: Setup) -> tuple[float, float, float]:
     for chunk in range(0, n, 5_000):
         rows = []
         for i in range(chunk, min(n, chunk + 5_000)):
-            event = envelope(source="/bench", type=EVENT_TYPE, subject=str(i), at=clock.now(),
-                             data=Tick(n=i, t=0.0, phase="drain"))
-            rows.append({"event_id": event.id, "topic": s.topics["outbox-drain"], "key": f"order-{i % 97}",
-                         "payload": event.to_bytes(), "created_at": event.time})
+            event = envelope(
+                source="/bench",
+                type=EVENT_TYPE,
+                subject=str(i),
+                at=clock.now(),
+                data=Tick(n=i, t=0.0, phase="drain"),
+            )
+            rows.append(
+                {
+                    "event_id": event.id,
+                    "topic": s.topics["outbox-drain"],
+                    "key": f"order-{i % 97}",
+                    "payload": event.to_bytes(),
+                    "created_at": event.time,
+                }
+            )
         async with s.engine.begin() as conn:
             await conn.execute(insert(OutboxMessage), rows)
     loading = time.monotonic() - loading
@@ -486,8 +552,11 @@ async def run(args: argparse.Namespace) -> None:
     run_id = uuid.uuid4().hex[:8]
     names = ("bare-latency", "outbox-latency-runner", "outbox-latency-chunked", "bare-drain", "outbox-drain")
     topics = {name: f"bench.{run_id}.{name}" for name in names}
-    print(f"outbox → Kafka → consumer, P2 (PostgreSQL {args.database_url.rsplit('@', 1)[-1]}, Kafka "
-          f"{args.bootstrap_servers}, {PARTITIONS} partitions, {os.cpu_count()} CPUs)", flush=True)
+    print(
+        f"outbox → Kafka → consumer, P2 (PostgreSQL {args.database_url.rsplit('@', 1)[-1]}, Kafka "
+        f"{args.bootstrap_servers}, {PARTITIONS} partitions, {os.cpu_count()} CPUs)",
+        flush=True,
+    )
     bare: tuple[list[float], float] = ([], 0.0)
     outbox: tuple[list[float], float] = ([], 0.0)
     chunked: tuple[list[float], float] = ([], 0.0)
@@ -497,8 +566,12 @@ async def run(args: argparse.Namespace) -> None:
         async with engine.begin() as conn:
             await conn.run_sync(lambda c: OutboxMessage.__table__.create(c))
             await conn.run_sync(lambda c: InboxEntry.__table__.create(c))
-        bus = KafkaBus(args.bootstrap_servers, client_id=f"bench-{run_id}", partitions=PARTITIONS,
-                       topics=list(topics.values()))
+        bus = KafkaBus(
+            args.bootstrap_servers,
+            client_id=f"bench-{run_id}",
+            partitions=PARTITIONS,
+            topics=list(topics.values()),
+        )
         await bus.start()  # creates the topics
         s = Setup(args, url, engine, session_factory(engine), bus, topics)
         try:
@@ -508,8 +581,13 @@ async def run(args: argparse.Namespace) -> None:
                 if not args.no_what_if:
                     chunked = await latency_outbox(s, "chunked")
             if args.only in (None, "drain"):
-                sample = envelope(source="/bench", type=EVENT_TYPE, subject="0", at=SystemClock().now(),
-                                  data=Tick(n=0, t=0.0, phase="drain")).to_bytes()
+                sample = envelope(
+                    source="/bench",
+                    type=EVENT_TYPE,
+                    subject="0",
+                    at=SystemClock().now(),
+                    data=Tick(n=0, t=0.0, phase="drain"),
+                ).to_bytes()
                 drains["bare"], drains["bare_send"] = await drain_bare(s, sample)
                 drains["outbox"], drains["relay"], drains["loading"] = await drain_outbox(s)
         finally:
@@ -522,30 +600,40 @@ async def run(args: argparse.Namespace) -> None:
         report_drain(args, drains)
 
 
-def report_latency(args: argparse.Namespace, bare_run: tuple[list[float], float],
-                   outbox_run: tuple[list[float], float], chunked_run: tuple[list[float], float]) -> None:
+def report_latency(
+    args: argparse.Namespace,
+    bare_run: tuple[list[float], float],
+    outbox_run: tuple[list[float], float],
+    chunked_run: tuple[list[float], float],
+) -> None:
     want = round(args.rate * args.seconds)
 
     def line(name: str, values: list[float], rate: float) -> str:
         if not values:
             return f"  {name:<8} no events seen"
         missing = f"  MISSING {want - len(values)} (timed out)" if len(values) < want else ""
-        return (f"  {name:<8} {len(values):>6} events  p50 {percentile(values, 50) * 1000:8.1f} ms  "
-                f"p99 {percentile(values, 99) * 1000:8.1f} ms  max {max(values) * 1000:8.1f} ms  "
-                f"(consumed at {rate:,.0f}/s){missing}")
+        return (
+            f"  {name:<8} {len(values):>6} events  p50 {percentile(values, 50) * 1000:8.1f} ms  "
+            f"p99 {percentile(values, 99) * 1000:8.1f} ms  max {max(values) * 1000:8.1f} ms  "
+            f"(consumed at {rate:,.0f}/s){missing}"
+        )
 
     (bare, bare_rate), (outbox, outbox_rate), (chunked, chunked_rate) = bare_run, outbox_run, chunked_run
-    print(f"\n(a) commit-to-consume latency at {args.rate:,} events/s for {args.seconds:g} s "
-          f"({args.consumers} consumer process(es); outbox: {args.txn_size} event(s) per transaction, "
-          f"ConsumerRunner with an inbox row per event)")
+    print(
+        f"\n(a) commit-to-consume latency at {args.rate:,} events/s for {args.seconds:g} s "
+        f"({args.consumers} consumer process(es); outbox: {args.txn_size} event(s) per transaction, "
+        f"ConsumerRunner with an inbox row per event)"
+    )
     print(line("bare", bare, bare_rate))
     print(line("outbox", outbox, outbox_rate))
     if outbox and bare:
         p99 = percentile(outbox, 99) * 1000
         ok = p99 <= 200 and len(outbox) == want
-        print(f"  ratio outbox/bare: p50 {percentile(outbox, 50) / percentile(bare, 50):.1f}x, "
-              f"p99 {percentile(outbox, 99) / percentile(bare, 99):.1f}x   "
-              f"P2 target p99 <= 200 ms: {p99:,.0f} ms {'OK' if ok else 'MISSED'}")
+        print(
+            f"  ratio outbox/bare: p50 {percentile(outbox, 50) / percentile(bare, 50):.1f}x, "
+            f"p99 {percentile(outbox, 99) / percentile(bare, 99):.1f}x   "
+            f"P2 target p99 <= 200 ms: {p99:,.0f} ms {'OK' if ok else 'MISSED'}"
+        )
     if chunked:
         print("  what-if, not the shared runner: one transaction per fetched chunk (as payout-worker does)")
         print(line("chunked", chunked, chunked_rate))
@@ -553,27 +641,40 @@ def report_latency(args: argparse.Namespace, bare_run: tuple[list[float], float]
 
 def report_drain(args: argparse.Namespace, d: dict[str, float]) -> None:
     print(f"\n(b) drain of a {args.backlog:,}-event backlog (consumer: a bare getmany counting loop)")
-    print(f"  bare     producer → consumer {d['bare']:9,.0f} events/s  "
-          f"(producer alone {d['bare_send']:,.0f}/s)")
-    print(f"  outbox   relay → consumer    {d['outbox']:9,.0f} events/s  (relay publish-and-mark "
-          f"{d['relay']:,.0f}/s; backlog inserted in {d['loading']:.1f} s)")
-    print(f"  ratio outbox/bare {d['outbox'] / d['bare']:.2f}x   P2 target >= 10,000 events/s: "
-          f"{d['outbox']:,.0f} {'OK' if d['outbox'] >= 10_000 else 'MISSED'}")
+    print(
+        f"  bare     producer → consumer {d['bare']:9,.0f} events/s  (producer alone {d['bare_send']:,.0f}/s)"
+    )
+    print(
+        f"  outbox   relay → consumer    {d['outbox']:9,.0f} events/s  (relay publish-and-mark "
+        f"{d['relay']:,.0f}/s; backlog inserted in {d['loading']:.1f} s)"
+    )
+    print(
+        f"  ratio outbox/bare {d['outbox'] / d['bare']:.2f}x   P2 target >= 10,000 events/s: "
+        f"{d['outbox']:,.0f} {'OK' if d['outbox'] >= 10_000 else 'MISSED'}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--database-url", default=os.environ.get("TEST_DATABASE_URL", DEFAULT_SERVER_URL))
-    parser.add_argument("--bootstrap-servers",
-                        default=os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS", DEFAULT_SERVERS))
+    parser.add_argument(
+        "--bootstrap-servers", default=os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS", DEFAULT_SERVERS)
+    )
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--txn-size", type=int, default=10, help="events per outbox transaction in (a)")
     parser.add_argument("--backlog", type=int, default=100_000)
-    parser.add_argument("--consumers", type=int, default=1,
-                        help="consumer processes (one group) in (a), for the outbox and the bare path alike")
-    parser.add_argument("--no-what-if", action="store_true",
-                        help="skip the what-if line of (a): a runner with one transaction per fetched chunk")
+    parser.add_argument(
+        "--consumers",
+        type=int,
+        default=1,
+        help="consumer processes (one group) in (a), for the outbox and the bare path alike",
+    )
+    parser.add_argument(
+        "--no-what-if",
+        action="store_true",
+        help="skip the what-if line of (a): a runner with one transaction per fetched chunk",
+    )
     parser.add_argument("--only", choices=["latency", "drain"], help="run only part (a) or (b)")
     parser.add_argument("--consume", choices=["runner", "chunked", "bare", "count"], help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)

@@ -199,7 +199,7 @@ async def bench(target: str, args: argparse.Namespace) -> dict[str, float]:
             async def count() -> int:
                 async with sessions() as session:
                     query = select(func.count()).select_from(detectors.parcels).where(stalled.predicate)
-                    return int((await session.exec(query)).one()[0])  # type: ignore[call-overload]
+                    return int((await session.exec(query)).one()[0])
 
             async def run() -> dict[str, int]:
                 return await detectors.run(sessions, settings, NOW)

@@ -5,7 +5,7 @@ Produces `--events` tracking events (default 200,000: 40,000 parcels x created, 
 out_for_delivery, delivered, interleaved as warehouses send them) as CloudEvents keyed by tracking number
 to a fresh topic (6 partitions). Then, each reading the whole topic with a consumer group of its own:
   bare        AIOKafkaConsumer.getmany(max_records=2000) counting messages, offsets committed per batch
-  watcher     the watcher's consumer (consumers.BatchConsumerRunner with the service's handlers) on
+  watcher     the watcher's consumer (the shared ConsumerRunner with the service's handlers) on
               KafkaBus, into a freshly migrated PostgreSQL database: a fetch of up to 4,000 records
               (LOGISTICS_WATCHER_INGEST_BATCH_SIZE) is split by partition into 2 lanes
               (LOGISTICS_WATCHER_INGEST_LANES), each applied in one transaction (history rows, parcel
@@ -38,7 +38,7 @@ from aftersales_shared.db import make_engine, session_factory
 from aftersales_shared.events import CloudEvent
 from aftersales_shared.migrations import upgrade
 from logistics_watcher.config import Settings
-from logistics_watcher.consumers import SCAN, BatchConsumerRunner, event_handlers, scan_batch_handler
+from logistics_watcher.consumers import SCAN, event_handlers
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from stall_scan import DEFAULT_SERVER_URL, SERVICE_DIR
@@ -148,18 +148,14 @@ async def through_watcher(
             "clock": clock,
             "topics": [topic],
             "group": f"bench-watcher-{uuid.uuid4().hex[:8]}",
-            "handlers": event_handlers(settings, clock),
         }
-        runner: ConsumerRunner = (
-            BatchConsumerRunner(
-                **common,
-                batch_types=frozenset({SCAN}),
-                batch_handler=scan_batch_handler(settings, clock),
-                max_records=settings.ingest_batch_size,
-                lanes=settings.ingest_lanes,
-            )
-            if batched
-            else ConsumerRunner(**common)
+        single, batch = event_handlers(settings, clock)
+        # batched: the service's consumer as configured; per-record: one record per fetch and transaction
+        runner = ConsumerRunner(
+            **common,
+            handlers=single,
+            batch_handlers=batch,
+            fetch_max=settings.ingest_batch_size if batched else 1,
         )
         runner.start()
         try:
@@ -190,13 +186,16 @@ async def main(args: argparse.Namespace) -> int:
         args.bootstrap_servers, topic, args.database_url, args.events, True, 150
     )
     settings = Settings()
-    print(f"watcher        {rate:10,.0f} events/s  ({handled:,} events, fetches of up to "
-          f"{settings.ingest_batch_size:,} in {settings.ingest_lanes} lanes)", flush=True)
+    print(
+        f"watcher        {rate:10,.0f} events/s  ({handled:,} events, fetches of up to "
+        f"{settings.ingest_batch_size:,})",
+        flush=True,
+    )
     one_rate, one_handled = await through_watcher(
         args.bootstrap_servers, topic, args.database_url, args.per_record_events, False, 60
     )
     print(
-        f"per-record     {one_rate:10,.0f} events/s  ({one_handled:,} events, ConsumerRunner as is)",
+        f"per-record     {one_rate:10,.0f} events/s  ({one_handled:,} events, one record per transaction)",
         flush=True,
     )
     ratio: Callable[[float], str] = lambda r: f"{r / bare_rate:.2f}x bare"  # noqa: E731

@@ -14,7 +14,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SERVICES = [("case-api", 8000), ("logistics-watcher", 8001), ("payout-worker", 8002), ("payout-simulator", 8009)]
+SERVICES = [
+    ("case-api", 8000),
+    ("logistics-watcher", 8001),
+    ("payout-worker", 8002),
+    ("payout-simulator", 8009),
+]
 
 
 def dev_key(data_dir: Path) -> str:

@@ -18,11 +18,14 @@ from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, 
 EVENT_TYPE = "test.fault.v1"
 effects_metadata = MetaData()
 # No unique constraint on event_id on purpose: a double effect must show up as a second row.
-effects = Table("fault_effects", effects_metadata,
-                Column("id", BigInteger, primary_key=True, autoincrement=True),
-                Column("event_id", String, nullable=False), Column("pid", Integer, nullable=False),
-                Column("applied_at", DateTime(timezone=True), nullable=False,
-                       server_default=func.clock_timestamp()))
+effects = Table(
+    "fault_effects",
+    effects_metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", String, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False, server_default=func.clock_timestamp()),
+)
 
 
 async def main(url: str, servers: str, topic: str, group: str) -> None:
@@ -40,8 +43,15 @@ async def main(url: str, servers: str, topic: str, group: str) -> None:
     async def apply(session: AsyncSession, event: CloudEvent) -> None:
         await session.exec(insert(effects).values(event_id=event.id, pid=pid))
 
-    runner = ConsumerRunner(bus=bus, sessions=session_factory(engine), clock=SystemClock(), group=group,
-                            topics=[topic], handlers={EVENT_TYPE: apply}, backoff=0.05)
+    runner = ConsumerRunner(
+        bus=bus,
+        sessions=session_factory(engine),
+        clock=SystemClock(),
+        group=group,
+        topics=[topic],
+        handlers={EVENT_TYPE: apply},
+        backoff=0.05,
+    )
     runner.start()
     try:
         assert runner._task is not None
@@ -52,6 +62,7 @@ async def main(url: str, servers: str, topic: str, group: str) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     asyncio.run(main(*sys.argv[1:5]))

@@ -56,8 +56,9 @@ class Tick(BaseModel):
 
 async def kafka_sh(command: str, within: float = 90) -> int:
     """Run `infra/kafka/kafka.sh COMMAND` (bounded); its exit status."""
-    proc = await asyncio.create_subprocess_exec(str(KAFKA_SH), command, stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        str(KAFKA_SH), command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         _, err = await asyncio.wait_for(proc.communicate(), within)
     except TimeoutError:
@@ -65,8 +66,9 @@ async def kafka_sh(command: str, within: float = 90) -> int:
         await proc.wait()
         raise AssertionError(f"kafka.sh {command} did not finish within {within}s") from None
     if proc.returncode:
-        log.warning("kafka.sh %s exited %s: %s", command, proc.returncode,
-                    err.decode(errors="replace")[-2000:])
+        log.warning(
+            "kafka.sh %s exited %s: %s", command, proc.returncode, err.decode(errors="replace")[-2000:]
+        )
     return proc.returncode or 0
 
 
@@ -82,8 +84,9 @@ async def delete_topics(servers: str, topics: list[str]) -> None:
         await admin.close()
 
 
-async def eventually(what: str, check: Callable[[], Awaitable[bool]], within: float,
-                     every: float = 0.1) -> None:
+async def eventually(
+    what: str, check: Callable[[], Awaitable[bool]], within: float, every: float = 0.1
+) -> None:
     deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
@@ -110,28 +113,45 @@ class Rig:
         started = time.monotonic()
         async with unit_of_work(self.sessions) as session:
             for n in range(self.added, self.added + count):
-                add_event(session, topic=self.topic, key=f"order-{n % 97}", source="/test/faults",
-                          type=EVENT_TYPE, subject=str(n), data=Tick(n=n), at=SystemClock().now())
+                add_event(
+                    session,
+                    topic=self.topic,
+                    key=f"order-{n % 97}",
+                    source="/test/faults",
+                    type=EVENT_TYPE,
+                    subject=str(n),
+                    data=Tick(n=n),
+                    at=SystemClock().now(),
+                )
         self.added += count
         return time.monotonic() - started
 
     def start_consumer(self) -> subprocess.Popen[bytes]:
         index = len(self.consumers)
         with open(self.logs / f"consumer-{index}.log", "wb") as stderr:
-            proc = subprocess.Popen([sys.executable, str(CONSUMER_SCRIPT), self.url, self.servers, self.topic,
-                                     self.group], stdout=subprocess.DEVNULL, stderr=stderr, cwd=ROOT)
+            proc = subprocess.Popen(
+                [sys.executable, str(CONSUMER_SCRIPT), self.url, self.servers, self.topic, self.group],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                cwd=ROOT,
+            )
         self.consumers.append(proc)
         return proc
 
     def consumer_log(self) -> str:
-        return "\n".join(f"--- consumer-{i}.log:\n{(self.logs / f'consumer-{i}.log').read_text()[-3000:]}"
-                         for i in range(len(self.consumers)))
+        return "\n".join(
+            f"--- consumer-{i}.log:\n{(self.logs / f'consumer-{i}.log').read_text()[-3000:]}"
+            for i in range(len(self.consumers))
+        )
 
     async def effects(self) -> tuple[int, int]:
         """(effect rows, distinct event ids among them)."""
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(func.count(), func.count(effects.c.event_id.distinct()))
-                                      .select_from(effects))).one()
+            row = (
+                await conn.execute(
+                    select(func.count(), func.count(effects.c.event_id.distinct())).select_from(effects)
+                )
+            ).one()
             return int(row[0]), int(row[1])
 
     async def wait_effects(self, at_least: int, within: float) -> None:
@@ -144,14 +164,17 @@ class Rig:
         try:
             await eventually(f"{at_least} effects", enough, within, every=0.2)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; effects {await self.effects()}, relay published "
-                                 f"{self.relay.published}, backlog {await self.relay.backlog()}\n"
-                                 f"{self.consumer_log()}") from None
+            raise AssertionError(
+                f"{exc}; effects {await self.effects()}, relay published "
+                f"{self.relay.published}, backlog {await self.relay.backlog()}\n"
+                f"{self.consumer_log()}"
+            ) from None
 
     async def records_on_topic(self) -> int:
         """How many records the topic holds (end offsets; no transactions, so no control records)."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.servers, enable_auto_commit=False,
-                                    request_timeout_ms=10_000)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.servers, enable_auto_commit=False, request_timeout_ms=10_000
+        )
         await consumer.start()
         try:
             ends = await consumer.end_offsets([TopicPartition(self.topic, p) for p in range(PARTITIONS)])
@@ -162,10 +185,17 @@ class Rig:
     async def oldest_transaction(self) -> float:
         """Seconds the oldest open transaction on our database (other than this query's) has lasted."""
         async with self.engine.connect() as conn:
-            return float((await conn.execute(text(
-                "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0) "
-                "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")))
-                .scalar_one())
+            return float(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0) "
+                            "FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        )
+                    )
+                ).scalar_one()
+            )
 
     async def assert_every_event_applied_exactly_once(self, within: float = 90) -> None:
         assert self.added == N
@@ -173,18 +203,35 @@ class Rig:
         await asyncio.sleep(1.0)  # let a late double effect land before counting
         rows, distinct = await self.effects()
         async with self.engine.connect() as conn:
-            missing = (await conn.execute(text(
-                "SELECT count(*) FROM outbox o WHERE NOT EXISTS (SELECT 1 FROM fault_effects e "
-                "WHERE e.event_id = o.event_id)"))).scalar_one()
-            inbox = (await conn.execute(text("SELECT count(*) FROM inbox WHERE consumer_group = :g"),
-                                        {"g": self.group})).scalar_one()
+            missing = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*) FROM outbox o WHERE NOT EXISTS (SELECT 1 FROM fault_effects e "
+                        "WHERE e.event_id = o.event_id)"
+                    )
+                )
+            ).scalar_one()
+            inbox = (
+                await conn.execute(
+                    text("SELECT count(*) FROM inbox WHERE consumer_group = :g"), {"g": self.group}
+                )
+            ).scalar_one()
         on_topic = await self.records_on_topic()
         async with self.engine.connect() as conn:
-            first, last = (await conn.execute(select(func.min(effects.c.applied_at),
-                                                     func.max(effects.c.applied_at)))).one()
-        log.warning("%d events: %d effects (%d distinct), %d records on the topic (%d re-published), "
-                    "%d inbox rows; effects applied over %.1fs", N, rows, distinct, on_topic, on_topic - N,
-                    inbox, (last - first).total_seconds())
+            first, last = (
+                await conn.execute(select(func.min(effects.c.applied_at), func.max(effects.c.applied_at)))
+            ).one()
+        log.warning(
+            "%d events: %d effects (%d distinct), %d records on the topic (%d re-published), "
+            "%d inbox rows; effects applied over %.1fs",
+            N,
+            rows,
+            distinct,
+            on_topic,
+            on_topic - N,
+            inbox,
+            (last - first).total_seconds(),
+        )
         assert (rows, distinct, missing, inbox) == (N, N, 0, N), self.consumer_log()
         assert on_topic >= N
         assert await self.relay.backlog() == 0
@@ -195,12 +242,14 @@ class Rig:
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     servers = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
     if not servers:
-        infra_missing("Apache Kafka",
-                      "run `make kafka-up` and export TEST_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092")
+        infra_missing(
+            "Apache Kafka", "run `make kafka-up` and export TEST_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092"
+        )
     ours = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '19092')}"
     if servers != ours:
-        pytest.skip(f"the fault tests kill and restart the broker of infra/kafka/kafka.sh ({ours}), "
-                    f"not {servers}")
+        pytest.skip(
+            f"the fault tests kill and restart the broker of infra/kafka/kafka.sh ({ours}), not {servers}"
+        )
     if await kafka_sh("status", within=30) != 0:
         infra_missing("Apache Kafka", "the fault tests need the broker of `infra/kafka/kafka.sh up` running")
     suffix = uuid.uuid4().hex[:8]
@@ -211,14 +260,28 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             await conn.run_sync(lambda c: InboxEntry.__table__.create(c))  # type: ignore[attr-defined]
             await conn.run_sync(effects_metadata.create_all)
         sessions = session_factory(engine)
-        bus = KafkaBus(servers or "", client_id=f"faults-{suffix}", partitions=PARTITIONS,
-                       topics=[f"test.faults.{suffix}"], publish_timeout=PUBLISH_TIMEOUT)
+        bus = KafkaBus(
+            servers or "",
+            client_id=f"faults-{suffix}",
+            partitions=PARTITIONS,
+            topics=[f"test.faults.{suffix}"],
+            publish_timeout=PUBLISH_TIMEOUT,
+        )
         await bus.start()
         relay = OutboxRelay(sessions, bus, SystemClock())
         relay.watch()
         relay.start()
-        the_rig = Rig(url=url, servers=servers or "", topic=f"test.faults.{suffix}", group=f"faults-{suffix}",
-                      engine=engine, sessions=sessions, bus=bus, relay=relay, logs=tmp_path)
+        the_rig = Rig(
+            url=url,
+            servers=servers or "",
+            topic=f"test.faults.{suffix}",
+            group=f"faults-{suffix}",
+            engine=engine,
+            sessions=sessions,
+            bus=bus,
+            relay=relay,
+            logs=tmp_path,
+        )
         try:
             yield the_rig
         finally:
@@ -287,8 +350,9 @@ class TestFaults:
         assert len(pids) == 2, pids
         assert await rig.records_on_topic() > N  # the re-published batch: the inbox made it a no-op
 
-    async def test_broker_down_while_the_application_keeps_writing(self, rig: Rig,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    async def test_broker_down_while_the_application_keeps_writing(
+        self, rig: Rig, caplog: pytest.LogCaptureFixture
+    ) -> None:
         rig.start_consumer()
         await rig.add(2_000)
         await rig.wait_effects(1_000, within=30)
@@ -316,7 +380,9 @@ class TestFaults:
         finally:
             watching.cancel()
         # It backed off rather than waiting on the broker inside one long transaction.
-        assert any(r.name == "aftersales_shared.outbox" and "cannot publish" in r.getMessage()
-                   for r in caplog.records)
+        assert any(
+            r.name == "aftersales_shared.outbox" and "cannot publish" in r.getMessage()
+            for r in caplog.records
+        )
         assert max(ages) < PUBLISH_TIMEOUT + 3, f"a transaction stayed open {max(ages):.1f}s"
         await rig.assert_every_event_applied_exactly_once()

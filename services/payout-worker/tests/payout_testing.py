@@ -21,13 +21,13 @@ from aftersales_shared import topics
 from aftersales_shared.bus import Bus
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.clock import Clock, FrozenClock
+from aftersales_shared.consumer import ConsumerRunner
 from aftersales_shared.events import CashbackApproved, CashbackCancelled, CloudEvent, Payee, envelope
 from aftersales_shared.ids import new_id
 from aftersales_shared.migrations import upgrade
 from aftersales_shared.testing import Keys, make_keys, serve
 from fastapi import FastAPI
 from payout_worker.config import Settings
-from payout_worker.consumers import LedgerConsumer
 from payout_worker.engine import PayoutEngine
 from payout_worker.main import create_app
 from payout_worker.models import Payout
@@ -140,7 +140,7 @@ class Worker:
     clock: FrozenClock
     bus: Bus
     provider: PaymentProvider
-    runner: LedgerConsumer
+    runner: ConsumerRunner
     _consumer: Any = field(default=None)
 
     @property

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from .background import BackgroundLoop
 from .bus import Bus, Consumer, OutRecord, Record
 from .clock import Clock
 from .db import unit_of_work
@@ -33,11 +34,21 @@ Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]]
 
 
-class ConsumerRunner:
-    def __init__(self, *, bus: Bus, sessions: async_sessionmaker[AsyncSession], clock: Clock, group: str,
-                 topics: Sequence[str], handlers: Mapping[str, Handler],
-                 batch_handlers: Mapping[str, BatchHandler] | None = None, max_attempts: int = 5,
-                 backoff: float = 0.2, fetch_max: int = 500) -> None:
+class ConsumerRunner(BackgroundLoop):
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        group: str,
+        topics: Sequence[str],
+        handlers: Mapping[str, Handler],
+        batch_handlers: Mapping[str, BatchHandler] | None = None,
+        max_attempts: int = 5,
+        backoff: float = 0.2,
+        fetch_max: int = 500,
+    ) -> None:
         self._bus = bus
         self._sessions = sessions
         self._clock = clock
@@ -48,7 +59,7 @@ class ConsumerRunner:
         self._fetch_max = fetch_max
         self._max_attempts = max_attempts
         self._backoff = backoff
-        self._task: asyncio.Task[None] | None = None
+        self.task_name = f"consumer-{group}"
         self._consumer: Consumer | None = None
         self.processed = 0
         self.dead_lettered = 0
@@ -112,29 +123,26 @@ class ConsumerRunner:
                 EVENTS_HANDLED.labels(self.group, "handled").inc()
                 return
             except Exception as exc:
-                log.warning("handler failed (attempt %d/%d)", attempt, self._max_attempts,
-                            extra={"event_id": event.id, "topic": record.topic}, exc_info=True)
+                log.warning(
+                    "handler failed (attempt %d/%d)",
+                    attempt,
+                    self._max_attempts,
+                    extra={"event_id": event.id, "topic": record.topic},
+                    exc_info=True,
+                )
                 if attempt == self._max_attempts:
                     await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
                     return
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
 
     async def _dead_letter(self, record: Record, error: str) -> None:
-        headers = (*record.headers, ("error", error[:1000].encode()), ("consumer_group", self.group.encode()),
-                   ("original_offset", str(record.offset).encode()))
+        headers = (
+            *record.headers,
+            ("error", error[:1000].encode()),
+            ("consumer_group", self.group.encode()),
+            ("original_offset", str(record.offset).encode()),
+        )
         await self._bus.publish_batch([OutRecord(dlq(record.topic), record.key, record.value, headers)])
         self.dead_lettered += 1
         EVENTS_HANDLED.labels(self.group, "dead_lettered").inc()
         log.error("event parked on %s: %s", dlq(record.topic), error, extra={"topic": record.topic})
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name=f"consumer-{self.group}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None

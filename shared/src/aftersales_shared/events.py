@@ -37,7 +37,11 @@ class CloudEvent(BaseModel):
 
 def envelope(*, source: str, type: str, subject: str | None, data: BaseModel, at: datetime) -> CloudEvent:
     return CloudEvent(
-        id=new_id("evt"), source=source, type=type, subject=subject, time=at,
+        id=new_id("evt"),
+        source=source,
+        type=type,
+        subject=subject,
+        time=at,
         data=data.model_dump(mode="json"),
     )
 
@@ -86,8 +90,16 @@ class CashbackCancelled(BaseModel):
 
 Direction = Literal["outbound", "return"]
 TrackingStatus = Literal[
-    "created", "picked_up", "in_transit", "out_for_delivery", "delivered", "delivery_failed",
-    "exception", "returning", "returned", "lost",
+    "created",
+    "picked_up",
+    "in_transit",
+    "out_for_delivery",
+    "delivered",
+    "delivery_failed",
+    "exception",
+    "returning",
+    "returned",
+    "lost",
 ]
 SignedBy = Literal["recipient", "agent", "locker", "station", "other"]
 
@@ -109,8 +121,10 @@ class TrackingEvent(BaseModel):
     shop_id: str | None = Field(None, description="the shop the parcel belongs to, when the sender knows it")
     carrier_format: Literal["kuaidi100"] | None = Field(None, description="the taxonomy of `carrier_status`")
     carrier_status: str | None = Field(
-        None, description="the carrier's own state code, e.g. Kuaidi100 `304` (投柜或驿站签收), kept in the "
-                          "parcel's history; the watcher can derive `status` (and `signed_by`) from it")
+        None,
+        description="the carrier's own state code, e.g. Kuaidi100 `304` (投柜或驿站签收), kept in the "
+        "parcel's history; the watcher can derive `status` (and `signed_by`) from it",
+    )
 
 
 AlertKind = Literal["no_first_scan", "stalled", "suspected_lost", "suspected_false_delivery"]
@@ -132,8 +146,10 @@ class LogisticsAlert(BaseModel):
     direction: Direction | None = None
     last_event_at: datetime | None = Field(None, description="the parcel's latest scan when the alert opened")
     confirmed_at: datetime | None = Field(
-        None, description="suspected_false_delivery: when the customer reported non-receipt "
-                          "(`logistics.alert.confirmed.v1`)")
+        None,
+        description="suspected_false_delivery: when the customer reported non-receipt "
+        "(`logistics.alert.confirmed.v1`)",
+    )
 
 
 class ParcelMilestone(BaseModel):
@@ -177,6 +193,7 @@ class CustomerNotification(BaseModel):
     message_zh: str
     message_en: str
     data: dict[str, Any] = Field(default_factory=dict)
+
 
 # topic -> the payload models that may travel on it (for the exported JSON Schemas)
 SCHEMAS: dict[str, tuple[type[BaseModel], ...]] = {

@@ -4,6 +4,7 @@ and a redelivered event has no second effect."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from .background import BackgroundLoop
 from .bus import Bus, OutRecord
 from .clock import Clock
 from .events import CloudEvent, envelope
@@ -28,8 +30,9 @@ class OutboxMessage(SQLModel, table=True):
 
     # BigInteger on PostgreSQL, INTEGER (rowid, autoincrement) on SQLite.
     id: int | None = Field(
-        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                       autoincrement=True))
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    )
     event_id: str = Field(unique=True)
     topic: str
     key: str | None
@@ -46,12 +49,24 @@ class InboxEntry(SQLModel, table=True):
     processed_at: datetime
 
 
-def add_event(session: AsyncSession, *, topic: str, key: str, source: str, type: str, subject: str | None,
-              data: BaseModel, at: datetime) -> str:
+def add_event(
+    session: AsyncSession,
+    *,
+    topic: str,
+    key: str,
+    source: str,
+    type: str,
+    subject: str | None,
+    data: BaseModel,
+    at: datetime,
+) -> str:
     """Queue an event in the caller's transaction; it is published only if that commits."""
     cloud_event = envelope(source=source, type=type, subject=subject, data=data, at=at)
-    session.add(OutboxMessage(event_id=cloud_event.id, topic=topic, key=key, payload=cloud_event.to_bytes(),
-                              created_at=at))
+    session.add(
+        OutboxMessage(
+            event_id=cloud_event.id, topic=topic, key=key, payload=cloud_event.to_bytes(), created_at=at
+        )
+    )
     session.info["outbox_dirty"] = True
     return cloud_event.id
 
@@ -68,36 +83,61 @@ async def already_processed(session: AsyncSession, group: str, event_id: str, at
         session.add(InboxEntry(consumer_group=group, event_id=event_id, processed_at=at))
         return False
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    recorded = await session.exec(insert(InboxEntry)
-                                  .values(consumer_group=group, event_id=event_id, processed_at=at)
-                                  .on_conflict_do_nothing().returning(col(InboxEntry.event_id)))
+    recorded = await session.exec(
+        insert(InboxEntry)
+        .values(consumer_group=group, event_id=event_id, processed_at=at)
+        .on_conflict_do_nothing()
+        .returning(col(InboxEntry.event_id))
+    )
     return recorded.first() is None
 
 
-async def unseen(session: AsyncSession, group: str, events: Sequence[CloudEvent], at: datetime) -> list[CloudEvent]:
-    """Record a chunk of events for `group` in this transaction; return those not recorded before, in order,
-    each once. A concurrent delivery of one of them makes the commit fail (the caller then goes one by one)."""
+async def unseen(
+    session: AsyncSession, group: str, events: Sequence[CloudEvent], at: datetime
+) -> list[CloudEvent]:
+    """Record a chunk of events for `group` in this transaction; return those not recorded before, in
+    order, each once. A concurrent delivery of one of them makes the commit fail (the caller then goes
+    one by one)."""
     distinct = list({e.id: e for e in events}.values())
     if not distinct:
         return []
-    known = set((await session.exec(select(InboxEntry.event_id).where(
-        InboxEntry.consumer_group == group, col(InboxEntry.event_id).in_([e.id for e in distinct])))).all())
+    known = set(
+        (
+            await session.exec(
+                select(InboxEntry.event_id).where(
+                    InboxEntry.consumer_group == group, col(InboxEntry.event_id).in_([e.id for e in distinct])
+                )
+            )
+        ).all()
+    )
     fresh = [e for e in distinct if e.id not in known]
     if fresh:
-        await session.exec(insert(InboxEntry), params=[
-            {"consumer_group": group, "event_id": e.id, "processed_at": at} for e in fresh])
+        await session.exec(
+            insert(InboxEntry),
+            params=[{"consumer_group": group, "event_id": e.id, "processed_at": at} for e in fresh],
+        )
     return fresh
 
 
-class OutboxRelay:
+class OutboxRelay(BackgroundLoop):
     """Publishes committed outbox rows in id order (so in order per key) and marks them sent.
 
     Wakes when a session that added events commits, and polls every `poll_interval` regardless.
     While the bus is down it backs off; rows wait in the table and nothing is lost.
     """
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], bus: Bus, clock: Clock, *,
-                 batch_size: int = 500, poll_interval: float = 0.1, max_backoff: float = 5.0) -> None:
+    task_name = "outbox-relay"
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        bus: Bus,
+        clock: Clock,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 0.1,
+        max_backoff: float = 5.0,
+    ) -> None:
         self._sessions = sessions
         self._bus = bus
         self._clock = clock
@@ -106,7 +146,6 @@ class OutboxRelay:
         self._max_backoff = max_backoff
         self._postgres = sessions.kw["bind"].dialect.name == "postgresql"
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.published = 0
 
     def watch(self) -> None:
@@ -120,8 +159,9 @@ class OutboxRelay:
 
     async def backlog(self) -> int:
         async with self._sessions() as session:
-            count = await session.exec(select(func.count()).select_from(OutboxMessage)
-                                       .where(col(OutboxMessage.sent_at).is_(None)))
+            count = await session.exec(
+                select(func.count()).select_from(OutboxMessage).where(col(OutboxMessage.sent_at).is_(None))
+            )
             return int(count.one())
 
     async def drain_once(self) -> int:
@@ -138,17 +178,20 @@ class OutboxRelay:
                     return 0, None
             # Plain columns, not ORM objects; and within one drain, keyset from the last batch, so that a
             # backlog is not rescanned from the first row (already sent rows are never deleted).
-            query = select(OutboxMessage.id, OutboxMessage.topic, OutboxMessage.key, OutboxMessage.payload) \
-                .where(col(OutboxMessage.sent_at).is_(None))
+            query = select(
+                OutboxMessage.id, OutboxMessage.topic, OutboxMessage.key, OutboxMessage.payload
+            ).where(col(OutboxMessage.sent_at).is_(None))
             if after is not None:
                 query = query.where(col(OutboxMessage.id) > after)
             rows = (await session.exec(query.order_by(col(OutboxMessage.id)).limit(self._batch_size))).all()
             if not rows:
                 return 0, None
             await self._bus.publish_batch([OutRecord(topic, key, payload) for _, topic, key, payload in rows])
-            await session.exec(update(OutboxMessage)
-                               .where(col(OutboxMessage.id).in_([r[0] for r in rows]))
-                               .values(sent_at=self._clock.now()))
+            await session.exec(
+                update(OutboxMessage)
+                .where(col(OutboxMessage.id).in_([r[0] for r in rows]))
+                .values(sent_at=self._clock.now())
+            )
             await session.commit()
             self.published += len(rows)
             return len(rows), rows[-1][0]
@@ -172,19 +215,5 @@ class OutboxRelay:
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
-            except TimeoutError:
-                pass
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="outbox-relay")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None

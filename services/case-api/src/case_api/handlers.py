@@ -54,7 +54,7 @@ CARRIER_REASONS = {
     "false_delivery",
     "empty_parcel",
 }
-PAST = {
+PAST: dict[str, str] = {
     Action.record_retention: "retention_recorded",
     Action.approve: "approved",
     Action.reject: "rejected",
@@ -280,7 +280,7 @@ async def open_case(ctx: Context, body: CaseCreate) -> Case:
     await _attach(ctx, case, evidence, new_case=True)
     if body.reason in CARRIER_REASONS:
         _register_carrier_problem(ctx, case, order, [e.id for e in evidence])
-    _record(ctx, case, "open", None, {"rules": list(decision.rules), "request": body.model_dump(mode="json")})
+    record(ctx, case, "open", None, {"rules": list(decision.rules), "request": body.model_dump(mode="json")})
     return case
 
 
@@ -352,8 +352,9 @@ def _register_carrier_problem(ctx: Context, case: Case, order: Order, evidence_i
     )
 
 
-def _record(ctx: Context, case: Case, action: str, from_status: str | None, data: dict[str, Any]) -> None:
-    """The timeline entry and the outbox event of one change, in the same transaction."""
+def record(ctx: Context, case: Case, action: str, from_status: str | None, data: dict[str, Any]) -> None:
+    """The timeline entry and the outbox event of one change, in the same transaction. A workflow action's
+    event is named in the past tense (`approve` → `aftersales.case.approved.v1`); a note is named as is."""
     ctx.session.add(
         CaseEvent(
             id=new_id("cev"),
@@ -366,7 +367,7 @@ def _record(ctx: Context, case: Case, action: str, from_status: str | None, data
             at=ctx.now,
         )
     )
-    past = "opened" if action == "open" else PAST[Action(action)]
+    past = "opened" if action == "open" else PAST.get(action, action)
     add_event(
         ctx.session,
         topic=topics.CASES,
@@ -413,7 +414,7 @@ async def act(ctx: Context, case_id: str, action: Action, body: ActionIn, if_mat
     case.version += 1
     case.updated_at = ctx.now
     ctx.session.add(case)
-    _record(ctx, case, action, from_status, data)
+    record(ctx, case, action, from_status, data)
     await ctx.session.flush()
     return case
 

@@ -16,9 +16,9 @@ from aftersales_shared import topics
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.db import unit_of_work
 from aftersales_shared.events import CloudEvent, LogisticsAlert, ParcelMilestone, envelope
+from case_api.config import Settings
 from case_api.models import ReshipOrder
 from case_api.reactions.logistics import escalate_overdue
-from case_api.config import Settings
 from case_api_testing import NOW, Api, running_api
 from sqlmodel import select
 

@@ -37,13 +37,13 @@ class Settings(ServiceSettings):
     carrier_thresholds: dict[str, CarrierThresholds] = {}
     scan_interval_seconds: float = Field(300.0, gt=0, description="how often the detectors run by themselves")
     future_tolerance: timedelta = Field(
-        timedelta(hours=1), description="scans dated later than now + this are rejected (a fast clock)")
+        timedelta(hours=1), description="scans dated later than now + this are rejected (a fast clock)"
+    )
     max_alerts_per_pass: int = Field(
-        5000, ge=1, description="alerts a detection pass opens at most; a backlog takes several passes")
+        5000, ge=1, description="alerts a detection pass opens at most; a backlog takes several passes"
+    )
     consumer_group: str = "logistics-watcher"
     ingest_batch_size: int = Field(4000, ge=1, description="records the consumer fetches at once")
-    ingest_lanes: int = Field(
-        2, ge=1, description="transactions a fetch is split into (by partition), applied concurrently")
 
     def thresholds_for(self, carrier: str) -> Thresholds:
         override = self.carrier_thresholds.get(carrier)

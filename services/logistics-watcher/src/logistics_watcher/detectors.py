@@ -37,8 +37,10 @@ class Rule:
 def overdue(settings: Settings, now: datetime, threshold: str) -> ColumnElement[bool]:
     """The latest scan is more than the carrier's threshold old (23 h 59 m is not more than 24 h)."""
     default = now - getattr(settings.thresholds, threshold)
-    special = {carrier: now - getattr(settings.thresholds_for(carrier), threshold)
-               for carrier in settings.carrier_thresholds}
+    special = {
+        carrier: now - getattr(settings.thresholds_for(carrier), threshold)
+        for carrier in settings.carrier_thresholds
+    }
     if not special:
         return P.last_event_at < default
     others = and_(P.carrier.not_in(list(special)), P.last_event_at < default)
@@ -61,8 +63,9 @@ def rules(settings: Settings, now: datetime) -> list[Rule]:
     ]
 
 
-async def run(sessions: async_sessionmaker[AsyncSession], settings: Settings,
-              now: datetime) -> dict[str, int]:
+async def run(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
+) -> dict[str, int]:
     """Open the alerts the parcels call for; per kind, how many. A backlog is worked off in passes of at
     most `max_alerts_per_pass` alerts, each its own transaction, so that none holds many parcels locked
     for long. Replicas may run at once: a parcel is flagged by one conditional update, and at most one
@@ -98,16 +101,41 @@ async def open_alerts(session: AsyncSession, rule: Rule, now: datetime, limit: i
         first = select(P.tracking_no).where(needs_alert).limit(limit).with_for_update(skip_locked=True)
         needs_alert = and_(needs_alert, P.tracking_no.in_(first))
     # The update re-checks the predicate on locked rows, so a parcel that just moved is left alone.
-    flagged = (await execute(
-        session, update(parcels).where(needs_alert).values(open_alerts=P.open_alerts.op("|")(bit))
-        .returning(P.tracking_no, P.order_id, P.shop_id, P.carrier, P.direction, P.last_event_at,
-                   P.false_delivery_score)
-    )).all()
-    rows = [{"id": new_id("alr"), "tracking_no": p.tracking_no, "order_id": p.order_id, "shop_id": p.shop_id,
-             "carrier": p.carrier, "direction": p.direction, "kind": rule.kind, "status": "open",
-             "score": p.false_delivery_score if rule.kind == "suspected_false_delivery" else None,
-             "last_event_at": p.last_event_at, "opened_at": now, "resolved_at": None, "confirmed_at": None}
-            for p in flagged]
+    flagged = (
+        await execute(
+            session,
+            update(parcels)
+            .where(needs_alert)
+            .values(open_alerts=P.open_alerts.op("|")(bit))
+            .returning(
+                P.tracking_no,
+                P.order_id,
+                P.shop_id,
+                P.carrier,
+                P.direction,
+                P.last_event_at,
+                P.false_delivery_score,
+            ),
+        )
+    ).all()
+    rows = [
+        {
+            "id": new_id("alr"),
+            "tracking_no": p.tracking_no,
+            "order_id": p.order_id,
+            "shop_id": p.shop_id,
+            "carrier": p.carrier,
+            "direction": p.direction,
+            "kind": rule.kind,
+            "status": "open",
+            "score": p.false_delivery_score if rule.kind == "suspected_false_delivery" else None,
+            "last_event_at": p.last_event_at,
+            "opened_at": now,
+            "resolved_at": None,
+            "confirmed_at": None,
+        }
+        for p in flagged
+    ]
     if rows:
         await insert_rows(session, alerts, rows)
         await queue_alerts(session, "opened", [alert_payload(row) for row in rows], now)
@@ -115,6 +143,10 @@ async def open_alerts(session: AsyncSession, rule: Rule, now: datetime, limit: i
 
 
 async def open_counts(session: AsyncSession) -> dict[str, int]:
-    rows = await execute(session, select(alerts.c.kind, func.count().label("open"))
-                         .where(alerts.c.status == "open").group_by(alerts.c.kind))
+    rows = await execute(
+        session,
+        select(alerts.c.kind, func.count().label("open"))
+        .where(alerts.c.status == "open")
+        .group_by(alerts.c.kind),
+    )
     return {**dict.fromkeys(KINDS, 0), **{row.kind: row.open for row in rows}}

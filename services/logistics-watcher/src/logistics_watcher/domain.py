@@ -17,8 +17,14 @@ from aftersales_shared.events import AlertKind, Direction, SignedBy, TrackingSta
 # The delivery progression. `exception` and `lost` are carrier troubles outside it: they can follow
 # and be followed by any status.
 RANK: Final[dict[str, int]] = {
-    "created": 0, "picked_up": 1, "in_transit": 2, "out_for_delivery": 3, "delivery_failed": 3,
-    "delivered": 4, "returning": 5, "returned": 6,
+    "created": 0,
+    "picked_up": 1,
+    "in_transit": 2,
+    "out_for_delivery": 3,
+    "delivery_failed": 3,
+    "delivered": 4,
+    "returning": 5,
+    "returned": 6,
 }
 OFF_PROGRESSION_RANK = 3  # where exception/lost sort among scans with the same time
 NOT_PICKED_UP: Final = ("created",)
@@ -27,12 +33,21 @@ CARRIER_TROUBLE: Final = ("exception", "lost")  # R-LOST: the carrier's lost / ç
 TURNED_BACK: Final = ("returning", "returned")
 
 KINDS: Final[tuple[AlertKind, ...]] = (
-    "no_first_scan", "stalled", "suspected_lost", "suspected_false_delivery")
+    "no_first_scan",
+    "stalled",
+    "suspected_lost",
+    "suspected_false_delivery",
+)
 BIT: Final[dict[str, int]] = {kind: 1 << i for i, kind in enumerate(KINDS)}  # parcels.open_alerts
 
 # R-FALSE-DELIVERY: how much each sign-off, and a missing out-for-delivery scan, weighs.
 SIGNED_BY_SUSPICION: Final[dict[str | None, float]] = {
-    None: 0.0, "recipient": 0.0, "locker": 0.4, "station": 0.4, "agent": 0.5, "other": 0.6,
+    None: 0.0,
+    "recipient": 0.0,
+    "locker": 0.4,
+    "station": 0.4,
+    "agent": 0.5,
+    "other": 0.6,
 }
 NO_OUT_FOR_DELIVERY_SUSPICION: Final = 0.4
 
@@ -101,8 +116,11 @@ def fold(scans: list[Scan], before: Track | None = None) -> Track:
     for scan in sorted(scans, key=Scan.sort_key):
         track.advance(scan)
     if before is not None:
-        track = replace(track, delivered_at=before.delivered_at or track.delivered_at,
-                        returned_at=before.returned_at or track.returned_at)
+        track = replace(
+            track,
+            delivered_at=before.delivered_at or track.delivered_at,
+            returned_at=before.returned_at or track.returned_at,
+        )
     return track
 
 

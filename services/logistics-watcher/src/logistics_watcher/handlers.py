@@ -31,8 +31,15 @@ from .sql import execute
 
 P = parcels.c
 TRACK_FIELDS = tuple(f.name for f in fields(Track))
-WRITABLE = (*TRACK_FIELDS, "order_id", "shop_id", "warehouse_id", "false_delivery_score", "open_alerts",
-            "updated_at")
+WRITABLE = (
+    *TRACK_FIELDS,
+    "order_id",
+    "shop_id",
+    "warehouse_id",
+    "false_delivery_score",
+    "open_alerts",
+    "updated_at",
+)
 
 
 @dataclass
@@ -42,16 +49,23 @@ class IngestResult:
     rejected: list[Rejection] = field(default_factory=list)
 
     def reject(self, index: int, field_name: str, message: str) -> None:
-        self.rejected.append(Rejection(index=index, errors=[{"field": field_name, "message": message,
-                                                             "type": "value_error"}]))
+        self.rejected.append(
+            Rejection(index=index, errors=[{"field": field_name, "message": message, "type": "value_error"}])
+        )
 
 
 class RejectedEvent(ValueError):
     """A tracking event from the bus that can never be applied (it goes to the DLQ)."""
 
 
-async def ingest(session: AsyncSession, events: Sequence[Any], *, settings: Settings, now: datetime,
-                 shops: frozenset[str] | None = None) -> IngestResult:
+async def ingest(
+    session: AsyncSession,
+    events: Sequence[Any],
+    *,
+    settings: Settings,
+    now: datetime,
+    shops: frozenset[str] | None = None,
+) -> IngestResult:
     """Apply a batch of tracking events. Each is validated on its own; duplicates (by event id) are
     reported and ignored; `shops` limits the shops the sender may write for."""
     result = IngestResult()
@@ -71,10 +85,23 @@ async def ingest(session: AsyncSession, events: Sequence[Any], *, settings: Sett
             row[name] = row[name] or getattr(scan, name)
         admitted.append((index, scan))
 
-    fresh_ids = await store.add_scans(session, [
-        {"event_id": s.event_id, "tracking_no": s.tracking_no, "status": s.status,
-         "occurred_at": s.occurred_at, "signed_by": s.signed_by, "carrier_status": s.carrier_status,
-         "location": s.location, "description": s.description, "received_at": now} for _, s in admitted])
+    fresh_ids = await store.add_scans(
+        session,
+        [
+            {
+                "event_id": s.event_id,
+                "tracking_no": s.tracking_no,
+                "status": s.status,
+                "occurred_at": s.occurred_at,
+                "signed_by": s.signed_by,
+                "carrier_status": s.carrier_status,
+                "location": s.location,
+                "description": s.description,
+                "received_at": now,
+            }
+            for _, s in admitted
+        ],
+    )
     fresh: dict[str, list[Scan]] = defaultdict(list)
     for index, scan in admitted:
         if scan.event_id in fresh_ids:
@@ -89,8 +116,9 @@ async def ingest(session: AsyncSession, events: Sequence[Any], *, settings: Sett
     return result
 
 
-def _validate(events: Sequence[Any], settings: Settings, now: datetime,
-              result: IngestResult) -> list[tuple[int, Scan]]:
+def _validate(
+    events: Sequence[Any], settings: Settings, now: datetime, result: IngestResult
+) -> list[tuple[int, Scan]]:
     valid: list[tuple[int, Scan]] = []
     seen: set[str] = set()
     for index, raw in enumerate(events):
@@ -124,14 +152,28 @@ def _conflict(row: dict[str, Any] | None, scan: Scan, shops: frozenset[str] | No
 
 
 def _new_parcel(scan: Scan, now: datetime) -> dict[str, Any]:
-    return {"tracking_no": scan.tracking_no, "carrier": scan.carrier,
-            "direction": scan.direction or "outbound", "order_id": None, "shop_id": None,
-            "warehouse_id": None, "false_delivery_score": None, "open_alerts": 0, "created_at": now,
-            "updated_at": now, **asdict(Track())}
+    return {
+        "tracking_no": scan.tracking_no,
+        "carrier": scan.carrier,
+        "direction": scan.direction or "outbound",
+        "order_id": None,
+        "shop_id": None,
+        "warehouse_id": None,
+        "false_delivery_score": None,
+        "open_alerts": 0,
+        "created_at": now,
+        "updated_at": now,
+        **asdict(Track()),
+    }
 
 
-async def _apply(session: AsyncSession, rows: dict[str, dict[str, Any]], fresh: dict[str, list[Scan]],
-                 new: set[str], now: datetime) -> None:
+async def _apply(
+    session: AsyncSession,
+    rows: dict[str, dict[str, Any]],
+    fresh: dict[str, list[Scan]],
+    new: set[str],
+    now: datetime,
+) -> None:
     """Move each parcel on by its new scans, report milestones, resolve what no longer holds."""
     befores = {tn: Track() if tn in new else _track(row) for tn, row in rows.items()}
     behind = [tn for tn, batch in fresh.items() if any(befores[tn].is_behind(s) for s in batch)]
@@ -148,11 +190,17 @@ async def _apply(session: AsyncSession, rows: dict[str, dict[str, Any]], fresh: 
             for scan in sorted(fresh[tn], key=Scan.sort_key):
                 track.advance(scan)
         score_before = row["false_delivery_score"]
-        row.update({f: getattr(track, f) for f in TRACK_FIELDS}, updated_at=now,
-                   false_delivery_score=false_delivery_score(row["direction"], track))
+        row.update(
+            {f: getattr(track, f) for f in TRACK_FIELDS},
+            updated_at=now,
+            false_delivery_score=false_delivery_score(row["direction"], track),
+        )
         milestones += _milestones(row, before, track)
-        if row["direction"] == "outbound" and track.status in TURNED_BACK \
-                and before.status not in TURNED_BACK:
+        if (
+            row["direction"] == "outbound"
+            and track.status in TURNED_BACK
+            and before.status not in TURNED_BACK
+        ):
             turned_back.append(row)
         moved = track.last_event_at != before.last_event_at
         if row["open_alerts"] and (moved or row["false_delivery_score"] != score_before):
@@ -167,8 +215,15 @@ async def _apply(session: AsyncSession, rows: dict[str, dict[str, Any]], fresh: 
 
 
 def _track(row: dict[str, Any]) -> Track:
-    return Track(row["status"], row["status_at"], row["last_event_at"], row["signed_by"],
-                 row["out_for_delivery_seen"], row["delivered_at"], row["returned_at"])
+    return Track(
+        row["status"],
+        row["status_at"],
+        row["last_event_at"],
+        row["signed_by"],
+        row["out_for_delivery_seen"],
+        row["delivered_at"],
+        row["returned_at"],
+    )
 
 
 async def _histories(session: AsyncSession, rows: dict[str, dict[str, Any]]) -> dict[str, list[Scan]]:
@@ -178,9 +233,16 @@ async def _histories(session: AsyncSession, rows: dict[str, dict[str, Any]]) -> 
     columns = (scans.c.event_id, scans.c.tracking_no, scans.c.status, scans.c.occurred_at, scans.c.signed_by)
     found = await execute(session, select(*columns).where(scans.c.tracking_no.in_(list(rows))))
     for s in found:
-        history[s.tracking_no].append(Scan(event_id=s.event_id, tracking_no=s.tracking_no,
-                                           carrier=rows[s.tracking_no]["carrier"], status=s.status,
-                                           occurred_at=s.occurred_at, signed_by=s.signed_by))
+        history[s.tracking_no].append(
+            Scan(
+                event_id=s.event_id,
+                tracking_no=s.tracking_no,
+                carrier=rows[s.tracking_no]["carrier"],
+                status=s.status,
+                occurred_at=s.occurred_at,
+                signed_by=s.signed_by,
+            )
+        )
     return history
 
 
@@ -195,41 +257,70 @@ def _milestones(row: dict[str, Any], before: Track, track: Track) -> list[Parcel
 
 
 def milestone(row: dict[str, Any], kind: str, at: datetime, signed_by: str | None = None) -> ParcelMilestone:
-    return ParcelMilestone(tracking_no=row["tracking_no"], order_id=row["order_id"], shop_id=row["shop_id"],
-                           carrier=row["carrier"], direction=row["direction"], milestone=kind,
-                           occurred_at=at, signed_by=signed_by)
+    return ParcelMilestone(
+        tracking_no=row["tracking_no"],
+        order_id=row["order_id"],
+        shop_id=row["shop_id"],
+        carrier=row["carrier"],
+        direction=row["direction"],
+        milestone=kind,
+        occurred_at=at,
+        signed_by=signed_by,
+    )
 
 
-async def _resolve(session: AsyncSession, rows: dict[str, dict[str, Any]], review: dict[str, bool],
-                   now: datetime) -> None:
+async def _resolve(
+    session: AsyncSession, rows: dict[str, dict[str, Any]], review: dict[str, bool], now: datetime
+) -> None:
     """An alert resolves itself when the parcel moves again (or its sign-off no longer looks false);
     alerts a customer confirmed stay open."""
     if not review:
         return
-    found = await execute(session, select(alerts).where(
-        alerts.c.tracking_no.in_(list(review)), alerts.c.status == "open", alerts.c.confirmed_at.is_(None)))
-    ended = [dict(a._mapping) for a in found
-             if not still_holds(a.kind, review[a.tracking_no], rows[a.tracking_no]["status"],
-                                rows[a.tracking_no]["false_delivery_score"])]
+    found = await execute(
+        session,
+        select(alerts).where(
+            alerts.c.tracking_no.in_(list(review)), alerts.c.status == "open", alerts.c.confirmed_at.is_(None)
+        ),
+    )
+    ended = [
+        dict(a._mapping)
+        for a in found
+        if not still_holds(
+            a.kind,
+            review[a.tracking_no],
+            rows[a.tracking_no]["status"],
+            rows[a.tracking_no]["false_delivery_score"],
+        )
+    ]
     if not ended:
         return
-    await execute(session, update(alerts).where(alerts.c.id.in_([a["id"] for a in ended]))
-                  .values(status="resolved", resolved_at=now))
+    await execute(
+        session,
+        update(alerts)
+        .where(alerts.c.id.in_([a["id"] for a in ended]))
+        .values(status="resolved", resolved_at=now),
+    )
     for alert in ended:
         alert.update(status="resolved", resolved_at=now)
         rows[alert["tracking_no"]]["open_alerts"] &= ~BIT[alert["kind"]]
     await queue_alerts(session, "resolved", [alert_payload(a) for a in ended], now)
 
 
-async def _fulfil_intercepts(session: AsyncSession, turned_back: Iterable[dict[str, Any]],
-                             now: datetime) -> list[ParcelMilestone]:
+async def _fulfil_intercepts(
+    session: AsyncSession, turned_back: Iterable[dict[str, Any]], now: datetime
+) -> list[ParcelMilestone]:
     """R-RO-SHIPPED: an intercept asked for succeeded once the order's parcel turned back."""
     by_order = {row["order_id"]: row for row in turned_back if row["order_id"]}
     if not by_order:
         return []
-    pending = (await session.exec(select_models(InterceptRequest).where(
-        col(InterceptRequest.order_id).in_(list(by_order)), col(InterceptRequest.intercepted_at).is_(None)
-    ))).all()
+    pending = (
+        await session.exec(
+            select_models(InterceptRequest).where(
+                col(InterceptRequest.order_id).in_(list(by_order)),
+                col(InterceptRequest.intercepted_at).is_(None),
+            )
+        )
+    ).all()
     reported: dict[str, ParcelMilestone] = {}
     for request in pending:
         row = by_order[request.order_id]
@@ -245,8 +336,12 @@ async def request_intercept(session: AsyncSession, *, case_id: str, order_id: st
     session.add(InterceptRequest(id=new_id("icp"), case_id=case_id, order_id=order_id, requested_at=now))
     await session.flush()
     # Locked: an ingest turning the parcel back right now either sees this request or is seen by it.
-    turned = await execute(session, select(parcels).where(P.order_id == order_id, P.direction == "outbound",
-                                                          P.status.in_(TURNED_BACK)).with_for_update())
+    turned = await execute(
+        session,
+        select(parcels)
+        .where(P.order_id == order_id, P.direction == "outbound", P.status.in_(TURNED_BACK))
+        .with_for_update(),
+    )
     reported = await _fulfil_intercepts(session, [dict(r._mapping) for r in turned], now)
     await queue_milestones(session, reported, now)
 
@@ -254,8 +349,19 @@ async def request_intercept(session: AsyncSession, *, case_id: str, order_id: st
 async def report_non_receipt(session: AsyncSession, *, order_id: str, now: datetime) -> int:
     """R-FALSE-DELIVERY: the customer says the signed-for parcel never reached them; the open
     suspicion on the order's parcel is confirmed (and stays open for the carrier's verification)."""
-    confirmed = (await execute(session, update(alerts).where(
-        alerts.c.order_id == order_id, alerts.c.kind == "suspected_false_delivery", alerts.c.status == "open",
-        alerts.c.confirmed_at.is_(None)).values(confirmed_at=now).returning(*alerts.c))).all()
+    confirmed = (
+        await execute(
+            session,
+            update(alerts)
+            .where(
+                alerts.c.order_id == order_id,
+                alerts.c.kind == "suspected_false_delivery",
+                alerts.c.status == "open",
+                alerts.c.confirmed_at.is_(None),
+            )
+            .values(confirmed_at=now)
+            .returning(*alerts.c),
+        )
+    ).all()
     await queue_alerts(session, "confirmed", [alert_payload(dict(a._mapping)) for a in confirmed], now)
     return len(confirmed)

@@ -25,7 +25,21 @@ be sent raw (`carrier_format: kuaidi100`, `carrier_status`); they are mapped to 
 """
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock | None = None, bus: Bus | None = None,
-               background: bool = True) -> FastAPI:
-    return build_app(settings or Settings(), title="logistics-watcher", description=DESCRIPTION, clock=clock,
-                     bus=bus, background=background, routers=[api.router], consumers=consumers, jobs=jobs)
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    bus: Bus | None = None,
+    background: bool = True,
+) -> FastAPI:
+    return build_app(
+        settings or Settings(),
+        title="logistics-watcher",
+        description=DESCRIPTION,
+        clock=clock,
+        bus=bus,
+        background=background,
+        routers=[api.router],
+        consumers=consumers,
+        jobs=jobs,
+    )

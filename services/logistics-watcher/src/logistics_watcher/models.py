@@ -65,8 +65,14 @@ class Alert(SQLModel, table=True):
 
     __tablename__ = "alerts"
     __table_args__ = (
-        Index("uq_alerts_open_tracking_no_kind", "tracking_no", "kind", unique=True,
-              sqlite_where=text("status = 'open'"), postgresql_where=text("status = 'open'")),
+        Index(
+            "uq_alerts_open_tracking_no_kind",
+            "tracking_no",
+            "kind",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
         Index("ix_alerts_status_kind", "status", "kind"),
     )
 

@@ -29,18 +29,28 @@ def alert_payload(alert: dict[str, Any]) -> LogisticsAlert:
     return LogisticsAlert.model_construct(alert_id=alert["id"], **{k: alert[k] for k in ALERT_FIELDS})
 
 
-async def queue_alerts(session: AsyncSession, change: str, alerts: Sequence[LogisticsAlert],
-                       at: datetime) -> None:
+async def queue_alerts(
+    session: AsyncSession, change: str, alerts: Sequence[LogisticsAlert], at: datetime
+) -> None:
     """`logistics.alert.<change>.v1` for each alert."""
-    await _queue(session, topics.ALERTS, [(a.tracking_no, f"logistics.alert.{change}.v1", a.alert_id, a)
-                                          for a in alerts], at)
+    await _queue(
+        session,
+        topics.ALERTS,
+        [(a.tracking_no, f"logistics.alert.{change}.v1", a.alert_id, a) for a in alerts],
+        at,
+    )
 
 
-async def queue_milestones(session: AsyncSession, milestones: Sequence[ParcelMilestone],
-                           at: datetime) -> None:
+async def queue_milestones(
+    session: AsyncSession, milestones: Sequence[ParcelMilestone], at: datetime
+) -> None:
     """`logistics.parcel.<milestone>.v1` for each milestone."""
-    await _queue(session, topics.PARCELS, [(m.tracking_no, f"logistics.parcel.{m.milestone}.v1",
-                                            m.tracking_no, m) for m in milestones], at)
+    await _queue(
+        session,
+        topics.PARCELS,
+        [(m.tracking_no, f"logistics.parcel.{m.milestone}.v1", m.tracking_no, m) for m in milestones],
+        at,
+    )
 
 
 Outgoing = tuple[str, str, str, LogisticsAlert | ParcelMilestone]  # key, type, subject, data
@@ -52,7 +62,8 @@ async def _queue(session: AsyncSession, topic: str, items: Sequence[Outgoing], a
     rows = []
     for key, event_type, subject, data in items:
         event = envelope(source=SOURCE, type=event_type, subject=subject, data=data, at=at)
-        rows.append({"event_id": event.id, "topic": topic, "key": key, "payload": event.to_bytes(),
-                     "created_at": at})
+        rows.append(
+            {"event_id": event.id, "topic": topic, "key": key, "payload": event.to_bytes(), "created_at": at}
+        )
     await insert_rows(session, OutboxMessage.__table__, rows)
     session.info["outbox_dirty"] = True  # wakes the relay after the commit, as add_event does

@@ -26,14 +26,34 @@ class TrackingEventIn(BaseModel):
     """One scan: the normalised `status`, or the carrier's own code in `carrier_status` with its
     `carrier_format` (the watcher maps it), or both (they must agree)."""
 
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
-        {"event_id": "wh-evt-000123", "tracking_no": "SF1000001", "carrier": "SF",
-         "order_id": "TB20261101001", "shop_id": "shop-a", "direction": "outbound", "status": "in_transit",
-         "occurred_at": "2026-11-02T21:40:00+08:00", "location": "杭州转运中心", "description": "快件已发车"},
-        {"event_id": "k100-88231", "tracking_no": "YT9876543210", "carrier": "YTO",
-         "carrier_format": "kuaidi100", "carrier_status": "304", "occurred_at": "2026-11-03T15:20:00+08:00",
-         "location": "菜鸟驿站"},
-    ]})
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "wh-evt-000123",
+                    "tracking_no": "SF1000001",
+                    "carrier": "SF",
+                    "order_id": "TB20261101001",
+                    "shop_id": "shop-a",
+                    "direction": "outbound",
+                    "status": "in_transit",
+                    "occurred_at": "2026-11-02T21:40:00+08:00",
+                    "location": "杭州转运中心",
+                    "description": "快件已发车",
+                },
+                {
+                    "event_id": "k100-88231",
+                    "tracking_no": "YT9876543210",
+                    "carrier": "YTO",
+                    "carrier_format": "kuaidi100",
+                    "carrier_status": "304",
+                    "occurred_at": "2026-11-03T15:20:00+08:00",
+                    "location": "菜鸟驿站",
+                },
+            ]
+        },
+    )
 
     event_id: str = Field(min_length=1, max_length=128)
     tracking_no: str = Id
@@ -60,8 +80,9 @@ class TrackingEventIn(BaseModel):
             except UnknownCarrierStatus as exc:
                 raise ValueError(str(exc)) from None
             if self.status is not None and self.status != status:
-                raise ValueError(f"status {self.status!r} disagrees with carrier_status "
-                                 f"{self.carrier_status!r} ({status})")
+                raise ValueError(
+                    f"status {self.status!r} disagrees with carrier_status {self.carrier_status!r} ({status})"
+                )
             self.status = status
             self.signed_by = self.signed_by or signed_by
         if self.status is None:
@@ -70,22 +91,34 @@ class TrackingEventIn(BaseModel):
 
     def to_scan(self) -> Scan:
         assert self.status is not None
-        return Scan(event_id=self.event_id, tracking_no=self.tracking_no, carrier=self.carrier,
-                    status=self.status, occurred_at=self.occurred_at.astimezone(UTC), order_id=self.order_id,
-                    shop_id=self.shop_id,
-                    warehouse_id=self.warehouse_id, direction=self.direction, signed_by=self.signed_by,
-                    location=self.location, description=self.description,
-                    carrier_status=None if self.carrier_status is None else str(self.carrier_status))
+        return Scan(
+            event_id=self.event_id,
+            tracking_no=self.tracking_no,
+            carrier=self.carrier,
+            status=self.status,
+            occurred_at=self.occurred_at.astimezone(UTC),
+            order_id=self.order_id,
+            shop_id=self.shop_id,
+            warehouse_id=self.warehouse_id,
+            direction=self.direction,
+            signed_by=self.signed_by,
+            location=self.location,
+            description=self.description,
+            carrier_status=None if self.carrier_status is None else str(self.carrier_status),
+        )
 
 
 def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    return [{"field": ".".join(str(p) for p in e["loc"]) or "event", "message": e["msg"], "type": e["type"]}
-            for e in exc.errors(include_url=False, include_context=False, include_input=False)]
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]) or "event", "message": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
 
 
 MAX_BATCH = 1000
-EventsSchema = WithJsonSchema({"type": "array", "minItems": 1, "maxItems": MAX_BATCH,
-                               "items": TrackingEventIn.model_json_schema()})
+EventsSchema = WithJsonSchema(
+    {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": TrackingEventIn.model_json_schema()}
+)
 
 
 class TrackingBatchIn(BaseModel):

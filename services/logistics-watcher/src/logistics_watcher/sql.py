@@ -10,8 +10,11 @@ from sqlalchemy import CursorResult, Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 
-async def execute(session: AsyncSession, statement: Executable,
-                  params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None) -> CursorResult[Any]:
+async def execute(
+    session: AsyncSession,
+    statement: Executable,
+    params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+) -> CursorResult[Any]:
     connection = await session.connection()
     return await connection.execute(statement, params)
 

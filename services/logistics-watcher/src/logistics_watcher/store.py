@@ -25,8 +25,9 @@ def _on_postgres(session: AsyncSession) -> bool:
     return dialect_name(session) == "postgresql"
 
 
-def _unnest(table: Table, rows: Sequence[dict[str, Any]],
-            columns: Sequence[str]) -> tuple[str, dict[str, list[Any]]]:
+def _unnest(
+    table: Table, rows: Sequence[dict[str, Any]], columns: Sequence[str]
+) -> tuple[str, dict[str, list[Any]]]:
     """`unnest(...) AS u(...)` with one array parameter per column, and the arrays. The parameters carry
     no SQLAlchemy type (the casts type them), so the lists go to the driver as they are."""
     arrays = ", ".join(f"CAST(:{c} AS {table.c[c].type.compile(dialect=PG)}[])" for c in columns)
@@ -52,8 +53,10 @@ async def lock_parcels(session: AsyncSession, tracking_nos: Iterable[str]) -> di
     if not keys:
         return {}
     if _on_postgres(session):
-        query: Any = text("SELECT * FROM parcels WHERE tracking_no = ANY(CAST(:keys AS text[])) "
-                          "ORDER BY tracking_no FOR UPDATE")
+        query: Any = text(
+            "SELECT * FROM parcels WHERE tracking_no = ANY(CAST(:keys AS text[])) "
+            "ORDER BY tracking_no FOR UPDATE"
+        )
         found = await execute(session, query, {"keys": keys})
     else:
         found = await execute(session, select(parcels).where(P.tracking_no.in_(keys)).order_by(P.tracking_no))
@@ -69,24 +72,33 @@ async def add_scans(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> se
     if _on_postgres(session):
         columns = list(rows[0])
         source, arrays = _unnest(scans, rows, columns)
-        statement = text(f"INSERT INTO scans ({', '.join(columns)}) SELECT * FROM {source} "
-                         "ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+        statement = text(
+            f"INSERT INTO scans ({', '.join(columns)}) SELECT * FROM {source} "
+            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+        )
         return set((await execute(session, statement, arrays)).scalars())
     added = sqlite.insert(scans).on_conflict_do_nothing(index_elements=["event_id"])
     return set((await execute(session, added.returning(scans.c.event_id), rows)).scalars())
 
 
-async def update_parcels(session: AsyncSession, rows: Sequence[dict[str, Any]],
-                         columns: Sequence[str]) -> None:
+async def update_parcels(
+    session: AsyncSession, rows: Sequence[dict[str, Any]], columns: Sequence[str]
+) -> None:
     """Write `columns` of parcels that exist (and are locked), by tracking number."""
     if not rows:
         return
     if _on_postgres(session):
         source, arrays = _unnest(parcels, rows, ["tracking_no", *columns])
-        statement = text(f"UPDATE parcels SET {', '.join(f'{c} = u.{c}' for c in columns)} "
-                         f"FROM {source} WHERE parcels.tracking_no = u.tracking_no")
+        statement = text(
+            f"UPDATE parcels SET {', '.join(f'{c} = u.{c}' for c in columns)} "
+            f"FROM {source} WHERE parcels.tracking_no = u.tracking_no"
+        )
         await execute(session, statement, arrays)
     else:
-        await execute(session, update(parcels).where(P.tracking_no == bindparam("key"))
-                      .values({c: bindparam(c) for c in columns}),
-                      [{"key": row["tracking_no"], **{c: row[c] for c in columns}} for row in rows])
+        await execute(
+            session,
+            update(parcels)
+            .where(P.tracking_no == bindparam("key"))
+            .values({c: bindparam(c) for c in columns}),
+            [{"key": row["tracking_no"], **{c: row[c] for c in columns}} for row in rows],
+        )

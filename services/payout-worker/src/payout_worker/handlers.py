@@ -15,7 +15,7 @@ from typing import Any
 from aftersales_shared import topics
 from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import Clock, as_utc
-from aftersales_shared.consumer import Handler
+from aftersales_shared.consumer import BatchHandler, Handler
 from aftersales_shared.events import CashbackApproved, CashbackCancelled, CloudEvent, PayoutResult, envelope
 from aftersales_shared.outbox import OutboxMessage
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -134,11 +134,14 @@ async def queue_results(session: AsyncSession, results: Sequence[PayoutResult], 
 
 def make_handlers(
     clock: Clock, calendar: BusinessCalendar, cutoff: time, new_id: Callable[[], str]
-) -> dict[str, Handler]:
-    async def cashback_approved(session: AsyncSession, event: CloudEvent) -> None:
+) -> tuple[dict[str, Handler], dict[str, BatchHandler]]:
+    """(handlers, batch handlers): approvals arrive in bursts (a support shift approving a day's cashback),
+    so a run of them opens its payouts together."""
+
+    async def cashback_approved(session: AsyncSession, events: list[CloudEvent]) -> None:
         await open_payouts(
             session,
-            [CashbackApproved.model_validate(event.data)],
+            [CashbackApproved.model_validate(e.data) for e in events],
             new_id=new_id,
             calendar=calendar,
             cutoff=cutoff,
@@ -161,4 +164,4 @@ def make_handlers(
         payout.updated_at = clock.now()
         session.add(payout)
 
-    return {APPROVED: cashback_approved, CANCELLED: cashback_cancelled}
+    return {CANCELLED: cashback_cancelled}, {APPROVED: cashback_approved}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from aftersales_shared import topics
 from aftersales_shared.app import build_app
 from aftersales_shared.bus import Bus
 from aftersales_shared.calendar import BusinessCalendar
@@ -16,7 +17,6 @@ from fastapi import FastAPI
 from . import models  # noqa: F401  (registers the tables)
 from .api import payouts, registers
 from .config import Settings
-from .consumers import LedgerConsumer
 from .engine import PayoutEngine
 from .handlers import make_handlers
 from .providers import PaymentProvider, make_provider
@@ -46,7 +46,7 @@ def create_app(
     settings = settings or Settings()
     clock = clock or SystemClock()
     calendar = BusinessCalendar(settings.extra_holidays)
-    handlers = make_handlers(clock, calendar, settings.cutoff, new_payout_id)
+    handlers, batch_handlers = make_handlers(clock, calendar, settings.cutoff, new_payout_id)
 
     def consumers(app: FastAPI) -> list[ConsumerRunner]:
         # The engine needs the app's sessions, which exist from here on (with or without background jobs).
@@ -54,15 +54,15 @@ def create_app(
             app.state.sessions, provider or make_provider(settings, clock), clock, calendar, settings
         )
         return [
-            LedgerConsumer(
+            ConsumerRunner(
                 bus=app.state.bus,
                 sessions=app.state.sessions,
                 clock=clock,
                 group=settings.consumer_group,
+                topics=[topics.CASHBACK],
                 handlers=handlers,
-                calendar=calendar,
-                cutoff=settings.cutoff,
-                new_id=new_payout_id,
+                batch_handlers=batch_handlers,
+                fetch_max=1000,
             )
         ]
 

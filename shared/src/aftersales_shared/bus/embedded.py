@@ -110,8 +110,11 @@ class EmbeddedConsumer:
 
     async def _positions(self) -> dict[str, int]:
         if self._next is None:
-            rows = await self._bus.run(lambda db: db.execute(
-                "SELECT topic, next_offset FROM positions WHERE group_id = ?", (self._group,)).fetchall())
+            rows = await self._bus.run(
+                lambda db: db.execute(
+                    "SELECT topic, next_offset FROM positions WHERE group_id = ?", (self._group,)
+                ).fetchall()
+            )
             stored = dict(rows)
             self._next = {t: stored.get(t, 0) for t in self._topics}
         return self._next
@@ -135,8 +138,16 @@ class EmbeddedConsumer:
                 (topic, start, max_records - len(out)),
             ).fetchall()
             for rid, key, value, headers in rows:
-                out.append(Record(topic, 0, rid, key, bytes(value),
-                                  tuple((k, v.encode("latin-1")) for k, v in json.loads(headers))))
+                out.append(
+                    Record(
+                        topic,
+                        0,
+                        rid,
+                        key,
+                        bytes(value),
+                        tuple((k, v.encode("latin-1")) for k, v in json.loads(headers)),
+                    )
+                )
             if rows:
                 positions[topic] = rows[-1][0] + 1
             if len(out) >= max_records:
@@ -148,16 +159,22 @@ class EmbeddedConsumer:
 
     async def commit(self, positions: dict[tuple[str, int], int]) -> None:
         rows = [(self._group, topic, offset) for (topic, _), offset in positions.items()]
-        await self._bus.run(lambda db: db.executemany(
-            "INSERT INTO positions (group_id, topic, next_offset) VALUES (?, ?, ?) "
-            "ON CONFLICT (group_id, topic) DO UPDATE SET next_offset = excluded.next_offset", rows))
+        await self._bus.run(
+            lambda db: db.executemany(
+                "INSERT INTO positions (group_id, topic, next_offset) VALUES (?, ?, ?) "
+                "ON CONFLICT (group_id, topic) DO UPDATE SET next_offset = excluded.next_offset",
+                rows,
+            )
+        )
 
     async def lag(self) -> dict[tuple[str, int], int]:
         positions = await self._positions()
 
         def newest(db: sqlite3.Connection) -> dict[str, int]:
-            return {t: db.execute("SELECT COALESCE(MAX(id), 0) FROM records WHERE topic = ?", (t,)).fetchone()[0]
-                    for t in positions}
+            return {
+                t: db.execute("SELECT COALESCE(MAX(id), 0) FROM records WHERE topic = ?", (t,)).fetchone()[0]
+                for t in positions
+            }
 
         return {(t, 0): max(0, last + 1 - positions[t]) for t, last in (await self._bus.run(newest)).items()}
 

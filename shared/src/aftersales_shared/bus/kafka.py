@@ -26,8 +26,16 @@ log = logging.getLogger(__name__)
 
 
 class KafkaBus:
-    def __init__(self, bootstrap_servers: str, *, client_id: str, partitions: int = 6, replication_factor: int = 1,
-                 topics: Sequence[str] = topic_names.ALL, publish_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        client_id: str,
+        partitions: int = 6,
+        replication_factor: int = 1,
+        topics: Sequence[str] = topic_names.ALL,
+        publish_timeout: float = 30.0,
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
         self.partitions = partitions
@@ -41,17 +49,26 @@ class KafkaBus:
         try:
             await self._connect()
         except (KafkaError, OSError) as exc:
-            log.warning("Kafka at %s is not reachable yet (%s); events wait in the outbox",
-                        self.bootstrap_servers, exc)
+            log.warning(
+                "Kafka at %s is not reachable yet (%s); events wait in the outbox",
+                self.bootstrap_servers,
+                exc,
+            )
 
     async def _connect(self) -> AIOKafkaProducer:
         async with self._connecting:
             if self._producer is not None:
                 return self._producer
             await self.ensure_topics()
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
-                                        enable_idempotence=True, acks="all", linger_ms=2,
-                                        max_batch_size=256 * 1024, request_timeout_ms=10_000)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap_servers,
+                client_id=self.client_id,
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=2,
+                max_batch_size=256 * 1024,
+                request_timeout_ms=10_000,
+            )
             try:
                 await producer.start()
             except BaseException:
@@ -62,13 +79,19 @@ class KafkaBus:
 
     async def ensure_topics(self) -> None:
         """Create the topics that do not exist yet (idempotent; several services may race)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-admin",
-                                    request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=f"{self.client_id}-admin",
+            request_timeout_ms=10_000,
+        )
         await admin.start()
         try:
             existing = set(await admin.list_topics())
-            missing = [NewTopic(t, self.partitions, self.replication_factor) for t in self.topics
-                       if t not in existing]
+            missing = [
+                NewTopic(t, self.partitions, self.replication_factor)
+                for t in self.topics
+                if t not in existing
+            ]
             if missing:
                 await admin.create_topics(missing)  # "already exists" comes back as an error code, not raised
         finally:
@@ -92,22 +115,35 @@ class KafkaBus:
         try:
             async with asyncio.timeout(self.publish_timeout):
                 for r in records:
-                    futures.append(await producer.send(r.topic, r.value, headers=list(r.headers),
-                                                       key=r.key.encode() if r.key is not None else None))
+                    futures.append(
+                        await producer.send(
+                            r.topic,
+                            r.value,
+                            headers=list(r.headers),
+                            key=r.key.encode() if r.key is not None else None,
+                        )
+                    )
                 if futures:
                     await asyncio.wait(futures)  # cancels none of them on the timeout
         except TimeoutError:
             for future in futures:  # they may still land (or fail) later; nobody waits for them any more
                 future.add_done_callback(lambda f: f.cancelled() or f.exception())
-            raise KafkaTimeoutError(f"{len(records)} records not stored within {self.publish_timeout:g}s") \
-                from None
+            raise KafkaTimeoutError(
+                f"{len(records)} records not stored within {self.publish_timeout:g}s"
+            ) from None
         for future in futures:
             future.result()
 
     async def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
-        consumer = AIOKafkaConsumer(*topics, bootstrap_servers=self.bootstrap_servers, group_id=group,
-                                    client_id=f"{self.client_id}-{group}", enable_auto_commit=False,
-                                    auto_offset_reset="earliest", max_poll_interval_ms=300_000)
+        consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=group,
+            client_id=f"{self.client_id}-{group}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=300_000,
+        )
         await consumer.start()
         return KafkaConsumer(consumer)
 
@@ -118,12 +154,24 @@ class KafkaConsumer:
 
     async def fetch(self, max_records: int = 500, timeout_ms: int = 500) -> list[Record]:
         batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        return [Record(m.topic, m.partition, m.offset, m.key.decode() if m.key is not None else None, m.value or b"",
-                       tuple(m.headers or ())) for messages in batches.values() for m in messages]
+        return [
+            Record(
+                m.topic,
+                m.partition,
+                m.offset,
+                m.key.decode() if m.key is not None else None,
+                m.value or b"",
+                tuple(m.headers or ()),
+            )
+            for messages in batches.values()
+            for m in messages
+        ]
 
     async def commit(self, positions: dict[tuple[str, int], int]) -> None:
         try:
-            await self._consumer.commit({TopicPartition(t, p): offset for (t, p), offset in positions.items()})
+            await self._consumer.commit(
+                {TopicPartition(t, p): offset for (t, p), offset in positions.items()}
+            )
         except CommitFailedError:
             # The group rebalanced: the new owner reads from the last committed offset, and the
             # inbox makes the records handled here a no-op there.

@@ -13,7 +13,9 @@ from ..models import CashbackTask, LogisticsFollowUp, RetentionEntry
 from .deps import ContextDep
 
 router = APIRouter(prefix="/v1/registers", tags=["registers"])
-CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with ?format=csv"}}
+CSV: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with ?format=csv"}
+}
 FormatQ = Annotated[Format, Query(alias="format")]
 
 FOLLOW_UP = (

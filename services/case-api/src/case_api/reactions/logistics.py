@@ -18,17 +18,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from functools import cache
-from typing import Any
 
-from aftersales_shared import topics
 from aftersales_shared.auth import Principal, Role
 from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import as_utc
 from aftersales_shared.consumer import Handler
-from aftersales_shared.events import CaseEvent as CaseEventData
 from aftersales_shared.events import CloudEvent, LogisticsAlert, ParcelMilestone
-from aftersales_shared.ids import new_id
-from aftersales_shared.outbox import add_event
 from aftersales_shared.problems import Problem
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -37,7 +32,7 @@ from .. import handlers
 from .. import repository as repo
 from ..config import Settings
 from ..domain.workflow import ACTIVE, Action, CaseStatus
-from ..models import Case, CaseEvent, LogisticsFollowUp, Order, ReshipOrder
+from ..models import Case, LogisticsFollowUp, Order, ReshipOrder
 from ..schemas import ActionIn, CaseCreate, CaseLineIn
 
 log = logging.getLogger(__name__)
@@ -158,10 +153,11 @@ async def parcel_delivered(session: AsyncSession, event: CloudEvent) -> None:
         session.add(reship)
         case = await session.get(Case, reship.case_id)
         if case is not None:
-            _note(
+            handlers.record(
                 ctx,
                 case,
                 "reship_flagged",
+                case.status,
                 {
                     "reship_order_id": reship.id,
                     "tracking_no": milestone.tracking_no,
@@ -208,10 +204,11 @@ async def escalate_overdue(session: AsyncSession, now: datetime) -> int:
     for entry, case in overdue.all():
         entry.escalated_at = entry.updated_at = ctx.now
         session.add(entry)
-        _note(
+        handlers.record(
             ctx,
             case,
             "carrier_sla_escalated",
+            case.status,
             {
                 "sla_due_at": as_utc(entry.sla_due_at).isoformat(),
                 "carrier": entry.carrier,
@@ -221,43 +218,6 @@ async def escalate_overdue(session: AsyncSession, now: datetime) -> int:
         escalated += 1
     await session.flush()
     return escalated
-
-
-def _note(ctx: handlers.Context, case: Case, action: str, data: dict[str, Any]) -> None:
-    """A timeline entry and its event for a change around the case that does not move it."""
-    ctx.session.add(
-        CaseEvent(
-            id=new_id("cev"),
-            case_id=case.id,
-            action=action,
-            actor=ctx.principal.name,
-            from_status=case.status,
-            to_status=case.status,
-            data=data,
-            at=ctx.now,
-        )
-    )
-    add_event(
-        ctx.session,
-        topic=topics.CASES,
-        key=case.order_id,
-        source=handlers.SOURCE,
-        type=f"aftersales.case.{action}.v1",
-        subject=case.id,
-        at=ctx.now,
-        data=CaseEventData(
-            case_id=case.id,
-            order_id=case.order_id,
-            shop_id=case.shop_id,
-            remedy=case.remedy,
-            reason=case.reason,
-            status=case.status,
-            action=action,
-            amount=case.amount,
-            version=case.version,
-            data=data,
-        ),
-    )
 
 
 HANDLERS: dict[str, Handler] = {
