@@ -71,6 +71,33 @@ def add_event(
     return cloud_event.id
 
 
+# One event to queue: (message key, CloudEvent type, subject, payload)
+Outgoing = tuple[str, str, str | None, BaseModel]
+
+
+async def add_events(
+    session: AsyncSession, *, topic: str, source: str, events: Sequence[Outgoing], at: datetime
+) -> None:
+    """`add_event` in bulk: one INSERT for many events (a batch of results, a scan's alerts)."""
+    if not events:
+        return
+    rows = []
+    for key, event_type, subject, data in events:
+        cloud_event = envelope(source=source, type=event_type, subject=subject, data=data, at=at)
+        rows.append(
+            {
+                "event_id": cloud_event.id,
+                "topic": topic,
+                "key": key,
+                "payload": cloud_event.to_bytes(),
+                "created_at": at,
+                "sent_at": None,
+            }
+        )
+    await session.exec(insert(OutboxMessage), params=rows)
+    session.info["outbox_dirty"] = True
+
+
 async def already_processed(session: AsyncSession, group: str, event_id: str, at: datetime) -> bool:
     """Record `event_id` for `group` in this transaction; True if it was recorded before.
 

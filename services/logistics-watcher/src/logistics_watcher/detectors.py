@@ -70,7 +70,7 @@ async def run(
     most `max_alerts_per_pass` alerts, each its own transaction, so that none holds many parcels locked
     for long. Replicas may run at once: a parcel is flagged by one conditional update, and at most one
     alert per parcel and kind is open."""
-    opened = dict.fromkeys(KINDS, 0)
+    opened: dict[str, int] = dict.fromkeys(KINDS, 0)
     limit = settings.max_alerts_per_pass
     for rule in rules(settings, now):
         async with sessions() as session:

@@ -1,8 +1,7 @@
 """What the watcher publishes, queued in the caller's transaction (the transactional outbox).
 
 Findings go to logistics.alerts.v1 and milestones to logistics.parcels.v1, keyed by tracking number.
-A scan can open tens of thousands of alerts at once, so rows are inserted in bulk rather than one
-`add_event` at a time; the envelopes and the outbox table are the shared ones.
+A scan can open tens of thousands of alerts at once, so they are queued in bulk (`add_events`).
 """
 
 from __future__ import annotations
@@ -12,11 +11,9 @@ from datetime import datetime
 from typing import Any
 
 from aftersales_shared import topics
-from aftersales_shared.events import LogisticsAlert, ParcelMilestone, envelope
-from aftersales_shared.outbox import OutboxMessage
+from aftersales_shared.events import LogisticsAlert, ParcelMilestone
+from aftersales_shared.outbox import Outgoing, add_events
 from sqlmodel.ext.asyncio.session import AsyncSession
-
-from .store import insert_rows
 
 SOURCE = "/logistics-watcher"
 
@@ -53,17 +50,5 @@ async def queue_milestones(
     )
 
 
-Outgoing = tuple[str, str, str, LogisticsAlert | ParcelMilestone]  # key, type, subject, data
-
-
 async def _queue(session: AsyncSession, topic: str, items: Sequence[Outgoing], at: datetime) -> None:
-    if not items:
-        return
-    rows = []
-    for key, event_type, subject, data in items:
-        event = envelope(source=SOURCE, type=event_type, subject=subject, data=data, at=at)
-        rows.append(
-            {"event_id": event.id, "topic": topic, "key": key, "payload": event.to_bytes(), "created_at": at}
-        )
-    await insert_rows(session, OutboxMessage.__table__, rows)
-    session.info["outbox_dirty"] = True  # wakes the relay after the commit, as add_event does
+    await add_events(session, topic=topic, source=SOURCE, events=items, at=at)

@@ -16,8 +16,8 @@ from aftersales_shared import topics
 from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import Clock, as_utc
 from aftersales_shared.consumer import BatchHandler, Handler
-from aftersales_shared.events import CashbackApproved, CashbackCancelled, CloudEvent, PayoutResult, envelope
-from aftersales_shared.outbox import OutboxMessage
+from aftersales_shared.events import CashbackApproved, CashbackCancelled, CloudEvent, PayoutResult
+from aftersales_shared.outbox import add_events
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from . import repository as repo
@@ -104,32 +104,15 @@ def result_of(row: Mapping[str, Any]) -> PayoutResult:
 
 
 async def queue_results(session: AsyncSession, results: Sequence[PayoutResult], clock: Clock) -> None:
-    """Queue paid/failed results on payouts.results.v1 in the transaction that recorded them: the
-    outbox's `add_event`, in bulk (a batch records up to 1,000 results at once)."""
-    if not results:
-        return
-    now = clock.now()
-    rows = []
-    for result in results:
-        event = envelope(
-            source=SOURCE,
-            type=f"payouts.payout.{result.status}.v1",
-            subject=result.payout_id,
-            data=result,
-            at=now,
-        )
-        rows.append(
-            {
-                "event_id": event.id,
-                "topic": topics.PAYOUT_RESULTS,
-                "key": result.cashback_task_id,
-                "payload": event.to_bytes(),
-                "created_at": now,
-                "sent_at": None,
-            }
-        )
-    await repo.insert_rows(session, OutboxMessage, rows)
-    session.info["outbox_dirty"] = True  # wakes the relay after the commit, as add_event does
+    """Queue paid/failed results on payouts.results.v1 in the transaction that recorded them (a batch
+    records up to 1,000 results at once)."""
+    await add_events(
+        session,
+        topic=topics.PAYOUT_RESULTS,
+        source=SOURCE,
+        events=[(r.cashback_task_id, f"payouts.payout.{r.status}.v1", r.payout_id, r) for r in results],
+        at=clock.now(),
+    )
 
 
 def make_handlers(

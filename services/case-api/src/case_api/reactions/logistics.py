@@ -210,7 +210,7 @@ async def escalate_overdue(session: AsyncSession, now: datetime) -> int:
             "carrier_sla_escalated",
             case.status,
             {
-                "sla_due_at": as_utc(entry.sla_due_at).isoformat(),
+                "sla_due_at": as_utc(entry.sla_due_at).isoformat() if entry.sla_due_at else None,
                 "carrier": entry.carrier,
                 "tracking_no": entry.tracking_no,
             },
