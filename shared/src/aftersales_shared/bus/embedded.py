@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -52,17 +53,25 @@ class EmbeddedBus:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
+        # A thread lock, not an asyncio one: a cancelled caller stops waiting, but its thread goes on
+        # using the connection, and closing it under that thread would crash the process.
+        self._lock = threading.Lock()
+        self._stopped = False
 
     async def start(self) -> None:
         if self._conn is None:
+            self._stopped = False
             self._conn = await asyncio.to_thread(_connect, self.path)
 
     async def stop(self) -> None:
-        async with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        def close() -> None:
+            with self._lock:
+                self._stopped = True
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+
+        await asyncio.to_thread(close)
 
     async def healthy(self) -> bool:
         if self._conn is None:
@@ -72,12 +81,16 @@ class EmbeddedBus:
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` on the log's connection in a thread, one piece of work at a time."""
-        await self.start()
-        async with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise RuntimeError("event log is closed")
-            return await asyncio.to_thread(work, conn)
+        if not self._stopped:
+            await self.start()
+
+        def locked() -> T:
+            with self._lock:
+                if self._conn is None:
+                    raise RuntimeError("the event log is closed")
+                return work(self._conn)
+
+        return await asyncio.to_thread(locked)
 
     async def publish(self, topic: str, key: str | None, value: bytes, headers: Headers = ()) -> None:
         await self.publish_batch([OutRecord(topic, key, value, tuple(headers))])
