@@ -13,28 +13,17 @@ from aftersales_shared.bus import Bus
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.clock import FrozenClock
 from aftersales_shared.migrations import upgrade
-from aftersales_shared.testing import Keys, make_keys, serve
+from aftersales_shared.testing import RunningService, make_keys, serve
 from case_api.config import Settings
 from case_api.main import create_app
-from fastapi import FastAPI
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 NOW = datetime.fromisoformat("2026-11-05T10:00:00+08:00")
 
 
 @dataclass
-class Api:
+class Api(RunningService):
     """A running case-api with a frozen clock and a key per role."""
-
-    app: FastAPI
-    client: httpx.AsyncClient
-    keys: Keys
-    clock: FrozenClock
-    bus: Bus
-
-    async def call(self, method: str, path: str, who: str = "admin", **kwargs: Any) -> httpx.Response:
-        headers = {**self.keys.auth(who), **kwargs.pop("headers", {})}
-        return await self.client.request(method, path, headers=headers, **kwargs)
 
     async def put_order(
         self, order_id: str = "o-1", who: str = "storefront", **changes: Any

@@ -10,15 +10,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from aftersales_shared.bus import Bus
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.clock import FrozenClock
 from aftersales_shared.events import CloudEvent
 from aftersales_shared.migrations import upgrade
 from aftersales_shared.outbox import OutboxMessage
-from aftersales_shared.testing import Keys, fresh_postgres_database, make_keys, serve
-from fastapi import FastAPI
+from aftersales_shared.testing import RunningService, fresh_postgres_database, make_keys, serve
 from logistics_watcher.config import Settings
 from logistics_watcher.main import create_app
 from sqlmodel import col, func, select
@@ -46,17 +44,7 @@ def scan(
 
 
 @dataclass
-class Watcher:
-    app: FastAPI
-    client: httpx.AsyncClient
-    keys: Keys
-    clock: FrozenClock
-    bus: Bus
-
-    async def call(self, method: str, path: str, who: str = "admin", **kwargs: Any) -> httpx.Response:
-        headers = {**self.keys.auth(who), **kwargs.pop("headers", {})}
-        return await self.client.request(method, path, headers=headers, **kwargs)
-
+class Watcher(RunningService):
     async def send(self, *events: dict[str, Any], who: str = "warehouse") -> dict[str, Any]:
         response = await self.call("POST", "/v1/tracking-events", who, json={"events": list(events)})
         assert response.status_code == 202, response.text

@@ -25,8 +25,7 @@ from aftersales_shared.consumer import ConsumerRunner
 from aftersales_shared.events import CashbackApproved, CashbackCancelled, CloudEvent, Payee, envelope
 from aftersales_shared.ids import new_id
 from aftersales_shared.migrations import upgrade
-from aftersales_shared.testing import Keys, make_keys, serve
-from fastapi import FastAPI
+from aftersales_shared.testing import RunningService, make_keys, serve
 from payout_worker.config import Settings
 from payout_worker.engine import PayoutEngine
 from payout_worker.main import create_app
@@ -131,14 +130,9 @@ class FakeProvider:
 
 
 @dataclass
-class Worker:
+class Worker(RunningService):
     """A payout-worker app with its lifespan running, background jobs off: tests drive it."""
 
-    app: FastAPI
-    client: httpx.AsyncClient
-    keys: Keys
-    clock: FrozenClock
-    bus: Bus
     provider: PaymentProvider
     runner: ConsumerRunner
     _consumer: Any = field(default=None)
@@ -146,10 +140,6 @@ class Worker:
     @property
     def engine(self) -> PayoutEngine:
         return self.app.state.engine
-
-    async def call(self, method: str, path: str, who: str = "admin", **kwargs: Any) -> httpx.Response:
-        headers = {**self.keys.auth(who), **kwargs.pop("headers", {})}
-        return await self.client.request(method, path, headers=headers, **kwargs)
 
     async def deliver(self, *events: CloudEvent) -> None:
         """Publish on aftersales.cashback.v1 and consume everything waiting, as the consumer would."""

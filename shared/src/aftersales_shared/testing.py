@@ -19,6 +19,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from .auth import Role, create_key
+from .bus import Bus
+from .clock import FrozenClock
 from .db import unit_of_work
 
 
@@ -45,6 +47,22 @@ class Keys:
 
     def auth(self, name: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {getattr(self, name)}"}
+
+
+@dataclass
+class RunningService:
+    """A service app with its lifespan running, a frozen clock, its bus, and a key per role."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    keys: Keys
+    clock: FrozenClock
+    bus: Bus
+
+    async def call(self, method: str, path: str, who: str = "admin", **kwargs: Any) -> httpx.Response:
+        """A request as the key named `who` (see Keys)."""
+        headers = {**self.keys.auth(who), **kwargs.pop("headers", {})}
+        return await self.client.request(method, path, headers=headers, **kwargs)
 
 
 async def make_keys(app: FastAPI, now: object) -> Keys:
