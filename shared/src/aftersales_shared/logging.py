@@ -76,7 +76,7 @@ def configure_logging(level: str = "INFO", service: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "uvicorn.access", "sqlalchemy.engine"):
+    for noisy in ("aiokafka", "uvicorn.access", "sqlalchemy.engine", "httpx", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if service:
         logging.getLogger(service).info("logging configured")
