@@ -4,8 +4,8 @@ aiokafka baseline measured in the same run.
   (a) latency at a paced rate (default 1,000 events/s for 10 s, after 1 s of warm-up that is not counted)
       outbox    events committed with `add_event` in small transactions (`--txn-size` events each, 10 by
                 default) on PostgreSQL; the real OutboxRelay (woken by the commit, as in a service) publishes
-                them through KafkaBus; a ConsumerRunner (inbox row per event, in its own transaction)
-                consumes them
+                them through KafkaBus; the services' ConsumerRunner (a fetch per transaction, an inbox
+                row per event) consumes them
       bare      an AIOKafkaProducer with KafkaBus's settings (idempotent, acks=all, linger 2 ms) sends the
                 same rate; an AIOKafkaConsumer `getmany` loop (offsets committed per batch) reads it
       latency = consume time - commit time (the time is carried in the event data; for the outbox it is
@@ -66,9 +66,9 @@ async def consume(kind: str, servers: str, topic: str, group: str, database_url:
     """Subprocess: read `topic` as a member of `group`. Prints "ready" once it has partitions, then "seen N"
     as it goes, and when a line arrives on stdin (or it closes), "result {json}" and exits.
 
-    kind: `runner` (a ConsumerRunner, inbox row per event; latency per event), `chunked` (the what-if:
-    the same runner, but one transaction per fetched chunk), `bare` (a getmany loop, offsets committed
-    per batch; latency per message), `count` (the same loop; when the first and the last message arrived).
+    kind: `runner` (the services' ConsumerRunner: a fetch in one transaction with an inbox row per event;
+    latency per event), `bare` (a getmany loop, offsets committed per batch; latency per message), `count`
+    (the same loop; when the first and the last message arrived).
     """
     from aiokafka import AIOKafkaConsumer
 
@@ -99,7 +99,7 @@ async def consume(kind: str, servers: str, topic: str, group: str, database_url:
         with suppress(asyncio.CancelledError):
             await work
 
-    if kind in ("runner", "chunked"):
+    if kind == "runner":
         from aftersales_shared.bus.kafka import KafkaBus
         from aftersales_shared.clock import SystemClock
         from aftersales_shared.db import make_engine, session_factory
@@ -112,7 +112,9 @@ async def consume(kind: str, servers: str, topic: str, group: str, database_url:
         async def handle(_session: AsyncSession, event: CloudEvent) -> None:
             seen(event.data)  # consume time: when the handler gets the event
 
-        runner = (chunked_runner() if kind == "chunked" else plain_runner())(
+        from aftersales_shared.consumer import ConsumerRunner
+
+        runner = ConsumerRunner(
             bus=bus,
             sessions=session_factory(engine),
             clock=SystemClock(),
@@ -164,64 +166,6 @@ async def consume(kind: str, servers: str, topic: str, group: str, database_url:
             await consumer.stop()
     result = {"count": count, "first": first_seen, "last": last_seen, "latencies": latencies}
     print(f"result {json.dumps(result)}", flush=True)
-
-
-def plain_runner() -> Any:
-    from aftersales_shared.consumer import ConsumerRunner
-
-    return ConsumerRunner
-
-
-def chunked_runner() -> Any:
-    """What-if, not the shared runner: one transaction per fetched chunk (inbox rows in one statement),
-    as payout-worker's LedgerConsumer does; a chunk that fails is handled again one event at a time."""
-    from aftersales_shared.bus import Record
-    from aftersales_shared.consumer import ConsumerRunner
-    from aftersales_shared.db import unit_of_work
-    from aftersales_shared.events import CloudEvent
-    from aftersales_shared.outbox import InboxEntry
-    from sqlalchemy.dialects.postgresql import insert
-    from sqlmodel import col
-
-    class ChunkedRunner(ConsumerRunner):
-        async def run(self) -> None:
-            self._consumer = consumer = await self._bus.consumer(self.group, self._topics)
-            try:
-                while True:
-                    records = await consumer.fetch(max_records=500, timeout_ms=200)
-                    if records:
-                        await self.handle_chunk(records)
-                        await consumer.commit({(r.topic, r.partition): r.offset + 1 for r in records})
-            finally:
-                await consumer.close()
-
-        async def handle_chunk(self, records: list[Record]) -> None:
-            try:
-                events = {e.id: e for e in (CloudEvent.from_bytes(r.value) for r in records)}
-                async with unit_of_work(self._sessions) as session:
-                    now = self._clock.now()
-                    rows = [
-                        {"consumer_group": self.group, "event_id": event_id, "processed_at": now}
-                        for event_id in events
-                    ]
-                    fresh = {
-                        row[0]
-                        for row in await session.exec(
-                            insert(InboxEntry)
-                            .values(rows)
-                            .on_conflict_do_nothing()
-                            .returning(col(InboxEntry.event_id))
-                        )
-                    }
-                    for event in events.values():
-                        handler = self._handlers.get(event.type)
-                        if event.id in fresh and handler is not None:
-                            await handler(session, event)
-            except Exception:
-                for record in records:
-                    await self.handle(record)
-
-    return ChunkedRunner
 
 
 class Consumers:
@@ -550,7 +494,7 @@ async def run(args: argparse.Namespace) -> None:
     from aftersales_shared.outbox import InboxEntry, OutboxMessage
 
     run_id = uuid.uuid4().hex[:8]
-    names = ("bare-latency", "outbox-latency-runner", "outbox-latency-chunked", "bare-drain", "outbox-drain")
+    names = ("bare-latency", "outbox-latency-runner", "bare-drain", "outbox-drain")
     topics = {name: f"bench.{run_id}.{name}" for name in names}
     print(
         f"outbox → Kafka → consumer, P2 (PostgreSQL {args.database_url.rsplit('@', 1)[-1]}, Kafka "
@@ -559,7 +503,6 @@ async def run(args: argparse.Namespace) -> None:
     )
     bare: tuple[list[float], float] = ([], 0.0)
     outbox: tuple[list[float], float] = ([], 0.0)
-    chunked: tuple[list[float], float] = ([], 0.0)
     drains: dict[str, float] = {}
     async with fresh_database(args.database_url) as url:
         engine = make_engine(url)
@@ -578,8 +521,6 @@ async def run(args: argparse.Namespace) -> None:
             if args.only in (None, "latency"):
                 bare = await latency_bare(s)
                 outbox = await latency_outbox(s)
-                if not args.no_what_if:
-                    chunked = await latency_outbox(s, "chunked")
             if args.only in (None, "drain"):
                 sample = envelope(
                     source="/bench",
@@ -595,7 +536,7 @@ async def run(args: argparse.Namespace) -> None:
             await engine.dispose()
             await delete_topics(args.bootstrap_servers, bus.topics)
     if bare[0]:
-        report_latency(args, bare, outbox, chunked)
+        report_latency(args, bare, outbox)
     if drains:
         report_drain(args, drains)
 
@@ -604,7 +545,6 @@ def report_latency(
     args: argparse.Namespace,
     bare_run: tuple[list[float], float],
     outbox_run: tuple[list[float], float],
-    chunked_run: tuple[list[float], float],
 ) -> None:
     want = round(args.rate * args.seconds)
 
@@ -618,11 +558,11 @@ def report_latency(
             f"(consumed at {rate:,.0f}/s){missing}"
         )
 
-    (bare, bare_rate), (outbox, outbox_rate), (chunked, chunked_rate) = bare_run, outbox_run, chunked_run
+    (bare, bare_rate), (outbox, outbox_rate) = bare_run, outbox_run
     print(
         f"\n(a) commit-to-consume latency at {args.rate:,} events/s for {args.seconds:g} s "
         f"({args.consumers} consumer process(es); outbox: {args.txn_size} event(s) per transaction, "
-        f"ConsumerRunner with an inbox row per event)"
+        f"the services' ConsumerRunner)"
     )
     print(line("bare", bare, bare_rate))
     print(line("outbox", outbox, outbox_rate))
@@ -634,9 +574,6 @@ def report_latency(
             f"p99 {percentile(outbox, 99) / percentile(bare, 99):.1f}x   "
             f"P2 target p99 <= 200 ms: {p99:,.0f} ms {'OK' if ok else 'MISSED'}"
         )
-    if chunked:
-        print("  what-if, not the shared runner: one transaction per fetched chunk (as payout-worker does)")
-        print(line("chunked", chunked, chunked_rate))
 
 
 def report_drain(args: argparse.Namespace, d: dict[str, float]) -> None:
@@ -670,13 +607,8 @@ def main() -> None:
         default=1,
         help="consumer processes (one group) in (a), for the outbox and the bare path alike",
     )
-    parser.add_argument(
-        "--no-what-if",
-        action="store_true",
-        help="skip the what-if line of (a): a runner with one transaction per fetched chunk",
-    )
     parser.add_argument("--only", choices=["latency", "drain"], help="run only part (a) or (b)")
-    parser.add_argument("--consume", choices=["runner", "chunked", "bare", "count"], help=argparse.SUPPRESS)
+    parser.add_argument("--consume", choices=["runner", "bare", "count"], help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     parser.add_argument("--group", help=argparse.SUPPRESS)
     args = parser.parse_args()
