@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -120,6 +120,3 @@ MP4 = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64
 def image(n: int) -> bytes:
     """A distinct tiny JPEG per n (distinct sha256)."""
     return JPEG + n.to_bytes(4, "big")
-
-
-Upload = Callable[..., Any]

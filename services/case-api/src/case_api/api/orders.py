@@ -8,18 +8,19 @@ from fastapi import APIRouter, Response
 from .. import handlers
 from .. import repository as repo
 from ..domain import policy
+from ..models import Order
 from ..schemas import LinePublic, OptionPublic, OptionsPublic, OrderIn, OrderPublic
 from .deps import ContextDep
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 
 
-async def _public(ctx: handlers.Context, order_id: str) -> OrderPublic:
-    order = await repo.get_order(ctx.session, order_id)
-    domain = await handlers.load_domain_order(ctx.session, order)
-    history = await handlers.line_history(ctx.session, order_id)
+async def _public(ctx: handlers.Context, order: Order) -> OrderPublic:
+    rows = await repo.order_lines(ctx.session, order.order_id)
+    domain = handlers.domain_order(order, rows)
+    history = await handlers.line_history(ctx.session, order.order_id)
     lines = []
-    for row in await repo.order_lines(ctx.session, order_id):
+    for row in rows:
         used = history[row.line_id].compensated if row.line_id in history else Decimal("0.00")
         lines.append(
             LinePublic(
@@ -43,8 +44,8 @@ async def _public(ctx: handlers.Context, order_id: str) -> OrderPublic:
 )
 async def put_order(order_id: str, body: OrderIn, ctx: ContextDep, response: Response) -> OrderPublic:
     """Storefronts push the order as it is now; later pushes (shipment, sign-off) replace it."""
-    _, created = await handlers.upsert_order(ctx, order_id, body)
-    public = await _public(ctx, order_id)
+    order, created = await handlers.upsert_order(ctx, order_id, body)
+    public = await _public(ctx, order)
     await ctx.session.commit()
     response.status_code = 201 if created else 200
     return public
@@ -53,8 +54,7 @@ async def put_order(order_id: str, body: OrderIn, ctx: ContextDep, response: Res
 @router.get("/{order_id}", response_model=OrderPublic, summary="Read an order with what was compensated")
 async def get_order(order_id: str, ctx: ContextDep) -> OrderPublic:
     ctx.principal.require(Role.storefront, Role.support, Role.ops)
-    await repo.visible_order(ctx.session, ctx.principal, order_id)
-    return await _public(ctx, order_id)
+    return await _public(ctx, await repo.visible_order(ctx.session, ctx.principal, order_id))
 
 
 @router.get(

@@ -1,1 +1,35 @@
 """What case-api does with the events other services publish: one module per source service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+
+from aftersales_shared.auth import Principal
+from aftersales_shared.calendar import BusinessCalendar
+from aftersales_shared.clock import as_utc
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from .. import handlers
+from ..config import Settings
+
+
+@cache
+def _settings() -> Settings:
+    return Settings()
+
+
+@cache
+def _calendar() -> BusinessCalendar:
+    return BusinessCalendar(_settings().extra_holidays)
+
+
+def system_context(session: AsyncSession, at: datetime, principal: Principal) -> handlers.Context:
+    """A handlers context for a change another service's event causes, with the configured calendar."""
+    return handlers.Context(
+        session=session,
+        principal=principal,
+        now=as_utc(at),
+        calendar=_calendar(),
+        sla_working_days=_settings().carrier_sla_working_days,
+    )

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from functools import cache
 
 from aftersales_shared.auth import Principal, Role
-from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import as_utc
 from aftersales_shared.consumer import Handler
 from aftersales_shared.events import CloudEvent, LogisticsAlert, ParcelMilestone
@@ -30,10 +28,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .. import handlers
 from .. import repository as repo
-from ..config import Settings
 from ..domain.workflow import ACTIVE, Action, CaseStatus
 from ..models import Case, LogisticsFollowUp, Order, ReshipOrder
 from ..schemas import ActionIn, CaseCreate, CaseLineIn
+from . import system_context
 
 log = logging.getLogger(__name__)
 WATCHER = Principal(
@@ -50,24 +48,8 @@ CASE_REASON = {
 SETTLED = frozenset({CaseStatus.refunded, CaseStatus.exchanged, CaseStatus.reshipped})
 
 
-@cache
-def _settings() -> Settings:
-    return Settings()
-
-
-@cache
-def _calendar() -> BusinessCalendar:
-    return BusinessCalendar(_settings().extra_holidays)
-
-
 def _context(session: AsyncSession, at: datetime, principal: Principal = WATCHER) -> handlers.Context:
-    return handlers.Context(
-        session=session,
-        principal=principal,
-        now=as_utc(at),
-        calendar=_calendar(),
-        sla_working_days=_settings().carrier_sla_working_days,
-    )
+    return system_context(session, at, principal)
 
 
 async def alert_opened(session: AsyncSession, event: CloudEvent) -> None:

@@ -12,7 +12,6 @@ from datetime import datetime
 
 from aftersales_shared import topics
 from aftersales_shared.auth import Principal, Role
-from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import SHANGHAI, as_utc
 from aftersales_shared.consumer import Handler
 from aftersales_shared.events import CloudEvent, CustomerNotification, PayoutResult
@@ -27,6 +26,7 @@ from .. import handlers
 from ..domain.workflow import Action, CaseStatus
 from ..models import Case, CashbackTask, Compensation
 from ..schemas import ActionIn
+from . import system_context
 
 log = logging.getLogger(__name__)
 PAYOUT_WORKER = Principal(
@@ -99,7 +99,7 @@ async def _settle_case(session: AsyncSession, task: CashbackTask, at: datetime) 
     case = await session.get(Case, task.case_id)
     if case is None or case.remedy not in SETTLED_BY_CASHBACK or case.status != CaseStatus.approved:
         return
-    ctx = handlers.Context(session=session, principal=PAYOUT_WORKER, now=at, calendar=BusinessCalendar())
+    ctx = system_context(session, at, PAYOUT_WORKER)
     await handlers.act(ctx, case.id, Action.close, ActionIn(notes=f"cashback {task.id} paid"), None)
 
 
