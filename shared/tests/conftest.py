@@ -26,7 +26,11 @@ async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[B
             )
         suffix = uuid.uuid4().hex[:8]
         the_bus = KafkaBus(
-            servers, client_id=f"test-{suffix}", partitions=3, topics=[f"test.{suffix}.a", f"test.{suffix}.b"]
+            servers,
+            client_id=f"test-{suffix}",
+            partitions=3,
+            topics=["a", "b"],
+            topic_prefix=f"test.{suffix}.",
         )
     await the_bus.start()
     yield the_bus

@@ -85,6 +85,22 @@ class TestPublishAndConsume:
         again = await drain(bus, "g-resume", topic, 3)
         assert [CloudEvent.from_bytes(r.value).data["n"] for r in again] == [5, 6, 7]
 
+    async def test_lag_counts_the_records_of_the_consumers_topics_not_yet_read(self, bus: Bus) -> None:
+        topic, other = topic_names(bus)
+        await bus.publish_batch([OutRecord(other, "k", event(n)) for n in range(4)])
+        await bus.publish_batch([OutRecord(topic, "k", event(n)) for n in range(5)])
+        consumer = await bus.consumer("g-lag", [topic])
+        try:
+            got: list[Record] = []
+            for _ in range(100):
+                if len(got) == 2:
+                    break
+                got += await consumer.fetch(max_records=2 - len(got), timeout_ms=200)
+            assert sum((await consumer.lag()).values()) == 3
+            assert {t for t, _ in await consumer.lag()} == {topic}
+        finally:
+            await consumer.close()
+
 
 class TestConsumerRunner:
     async def _run(
@@ -177,3 +193,25 @@ class TestConsumerRunner:
             assert await self._wait_for(sessions, 200) == 200
         finally:
             await runner.stop()
+
+
+class TestTopicPrefix:
+    async def test_the_cluster_sees_prefixed_topics_and_groups_the_services_do_not(self, bus: Bus) -> None:
+        from aftersales_shared.bus.kafka import KafkaBus
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        if not isinstance(bus, KafkaBus):
+            pytest.skip("a Kafka setting")
+        topic, _ = topic_names(bus)
+        await bus.publish(topic, "k", event(1))
+        [record] = await drain(bus, "g-prefix", topic, 1)
+        assert record.topic == topic
+        admin = AIOKafkaAdminClient(bootstrap_servers=bus.bootstrap_servers)
+        await admin.start()
+        try:
+            names = set(await admin.list_topics())
+            groups = {g[0] for g in await admin.list_consumer_groups()}
+        finally:
+            await admin.close()
+        assert {bus.prefix + topic, bus.prefix + topic_module.dlq(topic)} <= names and topic not in names
+        assert bus.prefix + "g-prefix" in groups and "g-prefix" not in groups

@@ -137,3 +137,18 @@ class TestDocs:
             "/readyz",
         } <= set(paths)
         assert (await worker.client.get("/readyz")).status_code == 200
+
+
+class TestMetrics:
+    async def test_payouts_by_status_and_the_outbox_backlog(self, worker: Worker) -> None:
+        await paid_day(worker)
+        metrics = await worker.metrics()
+        assert metrics.value("payouts_by_status", status="paid") == 4
+        assert metrics.value("payouts_by_status", status="pending") == 1
+        assert metrics.value("payouts_by_status", status="unknown") == 0  # every status is reported
+        assert metrics.value("outbox_backlog") > 0  # the results, not yet published (no relay here)
+        while await worker.app.state.relay.drain_once():
+            pass
+        metrics = await worker.metrics()
+        assert metrics.value("outbox_backlog") == 0
+        assert metrics.value("outbox_oldest_unpublished_age_seconds") == 0

@@ -16,6 +16,7 @@ from .clock import Clock, SystemClock
 from .consumer import ConsumerRunner
 from .db import make_engine, session_factory, unit_of_work
 from .logging import configure_logging
+from .metrics import CountBy, refresh
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
 from .web import configure_app, database_check, ops_router
@@ -38,8 +39,10 @@ def build_app(
     consumers: ConsumersFactory | None = None,
     jobs: JobsFactory | None = None,
     state: dict[str, Any] | None = None,
+    gauges: Sequence[CountBy] = (),
 ) -> FastAPI:
-    """`background=False` leaves the relay and consumers stopped, for tests that drive them by hand."""
+    """`background=False` leaves the relay and consumers stopped, for tests that drive them by hand.
+    `gauges` are counted from the database at each scrape of /metrics, beside the outbox's."""
     clock = clock or SystemClock()
 
     @asynccontextmanager
@@ -89,7 +92,12 @@ def build_app(
     async def db_check() -> None:
         await database_check(app)
 
-    app.include_router(ops_router(settings.service_name, {"database": db_check, "bus": bus_check}))
+    async def refresh_gauges() -> None:
+        await refresh(app.state.sessions, gauges, clock.now())
+
+    app.include_router(
+        ops_router(settings.service_name, {"database": db_check, "bus": bus_check}, refresh_gauges)
+    )
     for router in routers:
         app.include_router(router)
     return app

@@ -63,6 +63,7 @@ class ConsumerRunner(BackgroundLoop):
         self._consumer: Consumer | None = None
         self.processed = 0
         self.dead_lettered = 0
+        self._lag_reported: set[tuple[str, int]] = set()
 
     async def run(self) -> None:
         self._consumer = consumer = await self._bus.consumer(self.group, self._topics)
@@ -74,11 +75,21 @@ class ConsumerRunner(BackgroundLoop):
                     await self.handle_chunk(records)
                     await consumer.commit({(r.topic, r.partition): r.offset + 1 for r in records})
         finally:
+            self._forget_lag(set())
             await consumer.close()
 
     async def _report_lag(self, consumer: Consumer) -> None:
-        for (topic, partition), behind in (await consumer.lag()).items():
+        """The lag of the partitions this replica reads now (after a rebalance, only those)."""
+        lag = await consumer.lag()
+        self._forget_lag(set(lag))
+        for (topic, partition), behind in lag.items():
             CONSUMER_LAG.labels(self.group, topic, str(partition)).set(behind)
+        self._lag_reported = set(lag)
+
+    def _forget_lag(self, keep: set[tuple[str, int]]) -> None:
+        for topic, partition in self._lag_reported - keep:
+            CONSUMER_LAG.remove(self.group, topic, str(partition))
+        self._lag_reported &= keep
 
     def _wants(self, event: CloudEvent) -> bool:
         return event.type in self._handlers or event.type in self._batch_handlers

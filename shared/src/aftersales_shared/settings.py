@@ -21,6 +21,11 @@ class ServiceSettings(BaseSettings):
     )
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
     kafka_bootstrap_servers: str | None = Field(None, validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    # Several environments may share one Kafka cluster: each prefixes its topic names ("staging.").
+    kafka_topic_prefix: str = Field("", validation_alias="KAFKA_TOPIC_PREFIX", pattern=r"^[A-Za-z0-9._-]*$")
+    # Used when a service creates a missing topic; partitions bound how many replicas share the work.
+    kafka_topic_partitions: int = Field(6, ge=1, validation_alias="KAFKA_TOPIC_PARTITIONS")
+    kafka_replication_factor: int = Field(1, ge=1, validation_alias="KAFKA_REPLICATION_FACTOR")
     dev_api_key: SecretStr | None = Field(None, validation_alias="DEV_API_KEY")
     data_dir: Path = Field(Path(".data"), validation_alias="DATA_DIR")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")

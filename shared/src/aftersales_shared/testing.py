@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from sqlalchemy import MetaData, Table, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -63,6 +65,42 @@ class RunningService:
         """A request as the key named `who` (see Keys)."""
         headers = {**self.keys.auth(who), **kwargs.pop("headers", {})}
         return await self.client.request(method, path, headers=headers, **kwargs)
+
+    async def metrics(self) -> Metrics:
+        return await scrape(self.client)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """One scrape of /metrics."""
+
+    samples: list[Sample]
+
+    def value(self, name: str, **labels: str) -> float:
+        """The one sample named `name` with these labels (among others)."""
+        found = [s.value for s in self.samples if s.name == name and labels.items() <= s.labels.items()]
+        if len(found) != 1:
+            raise AssertionError(f"{len(found)} samples of {name}{labels}")
+        return found[0]
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of the samples named `name` with these labels, 0 if none (for counters, which the
+        process keeps across the apps of a test run: compare two scrapes)."""
+        return sum(s.value for s in self.samples if s.name == name and labels.items() <= s.labels.items())
+
+    def labels(self, name: str, label: str, **where: str) -> set[str]:
+        """The values of `label` among the samples named `name` with the labels `where`."""
+        return {
+            s.labels[label]
+            for s in self.samples
+            if s.name == name and label in s.labels and where.items() <= s.labels.items()
+        }
+
+
+async def scrape(client: httpx.AsyncClient) -> Metrics:
+    response = await client.get("/metrics")
+    assert response.status_code == 200, response.text
+    return Metrics([s for family in text_string_to_metric_families(response.text) for s in family.samples])
 
 
 async def make_keys(app: FastAPI, now: object) -> Keys:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
@@ -15,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import Principal, authenticate
 from .problems import install_problem_handlers
+
+log = logging.getLogger(__name__)
 
 REQUEST_LATENCY = Histogram(
     "http_request_duration_seconds",
@@ -47,8 +50,9 @@ IdempotencyKey = Annotated[
 Check = Callable[[], Awaitable[Any]]
 
 
-def ops_router(service: str, checks: dict[str, Check]) -> APIRouter:
-    """/healthz (process up), /readyz (each dependency answers), /metrics (Prometheus)."""
+def ops_router(service: str, checks: dict[str, Check], refresh_gauges: Check) -> APIRouter:
+    """/healthz (process up), /readyz (each dependency answers), /metrics (Prometheus; the gauges read
+    from the database are refreshed first, and left out of the scrape while the database is down)."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz")
@@ -72,6 +76,10 @@ def ops_router(service: str, checks: dict[str, Check]) -> APIRouter:
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
+        try:
+            await refresh_gauges()
+        except Exception as exc:
+            log.warning("metrics: the database gauges could not be read (%s)", type(exc).__name__)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router

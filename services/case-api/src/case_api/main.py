@@ -6,12 +6,16 @@ from aftersales_shared.app import build_app
 from aftersales_shared.bus import Bus
 from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import Clock
+from aftersales_shared.metrics import CountBy
 from fastapi import FastAPI
+from prometheus_client import Gauge
 
 from .api import cases, cashback, evidence, orders, registers
 from .config import Settings
 from .consumers import consumers
+from .domain.workflow import CaseStatus
 from .jobs import jobs
+from .models import Case
 
 DESCRIPTION = """After-sales 售后 cases for storefronts, warehouses and the support team.
 
@@ -20,6 +24,8 @@ by the after-sales policy is a 422 with `code: policy_refused`, the `rule`, and 
 `message_en`. Money is a decimal string with two places. Send `Idempotency-Key` on creating POSTs and
 `expected_version` (or `If-Match`) on actions.
 """
+
+CASES = CountBy(Gauge("cases_by_status", "cases by status", ["status"]), Case.status, list(CaseStatus))
 
 
 def create_app(
@@ -41,4 +47,5 @@ def create_app(
         jobs=jobs,
         routers=[orders.router, cases.router, evidence.router, cashback.router, registers.router],
         state={"calendar": BusinessCalendar(settings.extra_holidays)},
+        gauges=[CASES],
     )

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from aftersales_shared.app import build_app
 from aftersales_shared.bus import Bus
 from aftersales_shared.clock import Clock
+from aftersales_shared.events import AlertKind
+from aftersales_shared.metrics import CountBy
 from fastapi import FastAPI
+from prometheus_client import Gauge
+from sqlmodel import col
 
-from . import (
-    api,
-    models,  # noqa: F401  (registers the tables)
-)
+from . import api, models
 from .config import Settings
 from .consumers import consumers, jobs
 
@@ -23,6 +26,13 @@ R-FALSE-DELIVERY). Findings go out on `logistics.alerts.v1`; delivered, intercep
 Authenticate with `Authorization: Bearer <api key>`; errors are `application/problem+json`. Carrier codes can
 be sent raw (`carrier_format: kuaidi100`, `carrier_status`); they are mapped to the normalised statuses.
 """
+
+OPEN_ALERTS = CountBy(
+    Gauge("open_alerts_by_kind", "open alerts by kind", ["kind"]),
+    models.Alert.kind,
+    get_args(AlertKind),
+    where=[col(models.Alert.status) == "open"],
+)
 
 
 def create_app(
@@ -42,4 +52,5 @@ def create_app(
         routers=[api.router],
         consumers=consumers,
         jobs=jobs,
+        gauges=[OPEN_ALERTS],
     )

@@ -12,13 +12,15 @@ from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import Clock, SystemClock
 from aftersales_shared.consumer import ConsumerRunner
 from aftersales_shared.ids import new_id
+from aftersales_shared.metrics import CountBy
 from fastapi import FastAPI
+from prometheus_client import Gauge
 
-from . import models  # noqa: F401  (registers the tables)
 from .api import payouts, registers
 from .config import Settings
 from .engine import PayoutEngine
 from .handlers import make_handlers
+from .models import Payout, PayoutStatus
 from .providers import PaymentProvider, make_provider
 
 DESCRIPTION = """Approved cashback 返现 becomes one payout per cashback task, batched (at most 1,000
@@ -29,6 +31,12 @@ Payout states: `pending → batched → submitted → paid | failed | unknown` (
 queried and retried with the identical request), or `cancelled` before submission.
 Authenticate with `Authorization: Bearer <api key>` (roles ops, support). Money is a decimal string.
 """
+
+PAYOUTS = CountBy(
+    Gauge("payouts_by_status", "payouts in the ledger by status", ["status"]),
+    Payout.status,
+    list(PayoutStatus),
+)
 
 
 def new_payout_id() -> str:
@@ -80,4 +88,5 @@ def create_app(
         jobs=jobs,
         routers=[payouts.router, registers.router],
         state={"calendar": calendar},
+        gauges=[PAYOUTS],
     )

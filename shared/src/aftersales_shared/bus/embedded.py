@@ -183,13 +183,12 @@ class EmbeddedConsumer:
     async def lag(self) -> dict[tuple[str, int], int]:
         positions = await self._positions()
 
-        def newest(db: sqlite3.Connection) -> dict[str, int]:
-            return {
-                t: db.execute("SELECT COALESCE(MAX(id), 0) FROM records WHERE topic = ?", (t,)).fetchone()[0]
-                for t in positions
-            }
+        def unread(db: sqlite3.Connection) -> dict[tuple[str, int], int]:
+            # Offsets are ids of the one records table, so a topic's are not contiguous: count them.
+            count = "SELECT COUNT(*) FROM records WHERE topic = ? AND id >= ?"
+            return {(t, 0): db.execute(count, (t, start)).fetchone()[0] for t, start in positions.items()}
 
-        return {(t, 0): max(0, last + 1 - positions[t]) for t, last in (await self._bus.run(newest)).items()}
+        return await self._bus.run(unread)
 
     async def close(self) -> None:
         return None

@@ -7,6 +7,10 @@ idempotent producer retries its pending records forever (it never expires them),
 up after `publish_timeout` and raises: the relay's transaction stays short and the relay backs off.
 Records still pending may land later and the relay publishes them again: duplicates, which the
 consumers' inbox makes no-ops.
+
+With a `topic_prefix` ("staging."), every topic and consumer group on the cluster carries it, so that
+several environments can share one cluster; the services keep using the names in `topics`, and records
+come back under those names.
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ class KafkaBus:
         replication_factor: int = 1,
         topics: Sequence[str] = topic_names.ALL,
         publish_timeout: float = 30.0,
+        topic_prefix: str = "",
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
         self.partitions = partitions
         self.replication_factor = replication_factor
+        self.prefix = topic_prefix
         self.topics = [*topics, *(topic_names.dlq(t) for t in topics)]
         self.publish_timeout = publish_timeout
         self._producer: AIOKafkaProducer | None = None
@@ -88,9 +94,9 @@ class KafkaBus:
         try:
             existing = set(await admin.list_topics())
             missing = [
-                NewTopic(t, self.partitions, self.replication_factor)
-                for t in self.topics
-                if t not in existing
+                NewTopic(name, self.partitions, self.replication_factor)
+                for name in (self.prefix + t for t in self.topics)
+                if name not in existing
             ]
             if missing:
                 await admin.create_topics(missing)  # "already exists" comes back as an error code, not raised
@@ -117,7 +123,7 @@ class KafkaBus:
                 for r in records:
                     futures.append(
                         await producer.send(
-                            r.topic,
+                            self.prefix + r.topic,
                             r.value,
                             headers=list(r.headers),
                             key=r.key.encode() if r.key is not None else None,
@@ -136,27 +142,36 @@ class KafkaBus:
 
     async def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
         consumer = AIOKafkaConsumer(
-            *topics,
+            *(self.prefix + t for t in topics),
             bootstrap_servers=self.bootstrap_servers,
-            group_id=group,
+            group_id=self.prefix + group,
             client_id=f"{self.client_id}-{group}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_interval_ms=300_000,
         )
         await consumer.start()
-        return KafkaConsumer(consumer)
+        return KafkaConsumer(consumer, self.prefix)
 
 
 class KafkaConsumer:
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+    """Speaks the services' topic names; the cluster's carry the bus's prefix."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, prefix: str = "") -> None:
         self._consumer = consumer
+        self._prefix = prefix
+
+    def _partition(self, topic: str, partition: int) -> TopicPartition:
+        return TopicPartition(self._prefix + topic, partition)
+
+    def _name(self, physical: str) -> str:
+        return physical.removeprefix(self._prefix)
 
     async def fetch(self, max_records: int = 500, timeout_ms: int = 500) -> list[Record]:
         batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         return [
             Record(
-                m.topic,
+                self._name(m.topic),
                 m.partition,
                 m.offset,
                 m.key.decode() if m.key is not None else None,
@@ -170,7 +185,7 @@ class KafkaConsumer:
     async def commit(self, positions: dict[tuple[str, int], int]) -> None:
         try:
             await self._consumer.commit(
-                {TopicPartition(t, p): offset for (t, p), offset in positions.items()}
+                {self._partition(t, p): offset for (t, p), offset in positions.items()}
             )
         except CommitFailedError:
             # The group rebalanced: the new owner reads from the last committed offset, and the
@@ -178,7 +193,7 @@ class KafkaConsumer:
             log.warning("offset commit lost to a rebalance; the records will be redelivered and deduplicated")
 
     async def seek(self, topic: str, partition: int, offset: int) -> None:
-        self._consumer.seek(TopicPartition(topic, partition), offset)
+        self._consumer.seek(self._partition(topic, partition), offset)
 
     async def lag(self) -> dict[tuple[str, int], int]:
         """Records between this consumer's position and the end of each assigned partition."""
@@ -186,7 +201,7 @@ class KafkaConsumer:
         for tp in self._consumer.assignment():
             end = self._consumer.highwater(tp)
             if end is not None:
-                out[(tp.topic, tp.partition)] = max(0, end - await self._consumer.position(tp))
+                out[(self._name(tp.topic), tp.partition)] = max(0, end - await self._consumer.position(tp))
         return out
 
     async def close(self) -> None:

@@ -1,0 +1,58 @@
+"""/metrics: cases by status, request latency, consumer lag, the outbox, all in Prometheus' format."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aftersales_shared.testing import Metrics
+from case_api_testing import Api
+
+
+async def settled(api: Api) -> Metrics:
+    """A scrape once the relay has published everything and the consumer has seen its topics."""
+    for _ in range(100):
+        metrics = await api.metrics()
+        if metrics.value("outbox_backlog") == 0 and metrics.labels("consumer_lag", "topic", group="case-api"):
+            return metrics
+        await asyncio.sleep(0.05)
+    raise AssertionError("the outbox did not drain")
+
+
+class TestMetrics:
+    async def test_cases_by_status(self, api: Api) -> None:
+        await api.put_order()
+        first = (await api.open_case()).json()
+        await api.open_case(lines=[{"line_id": "L2", "quantity": 1}])
+        await api.act(first, "withdraw", "storefront")
+        metrics = await settled(api)
+        assert metrics.value("cases_by_status", status="retention") == 1
+        assert metrics.value("cases_by_status", status="withdrawn") == 1
+        assert metrics.value("cases_by_status", status="refunded") == 0
+
+    async def test_request_latency_by_route_and_status(self, api: Api) -> None:
+        created = {"route": "/v1/cases", "method": "POST", "status": "201"}
+        missing = {"route": "/v1/cases/{case_id}", "status": "404"}
+        before = await api.metrics()
+        await api.put_order()
+        await api.open_case()
+        await api.call("GET", "/v1/cases/case_missing", "support")
+        after = await api.metrics()
+
+        def more(name: str, **labels: str) -> float:
+            return after.total(name, **labels) - before.total(name, **labels)
+
+        assert more("http_request_duration_seconds_count", **created) == 1
+        assert more("http_request_duration_seconds_bucket", **created, le="+Inf") == 1
+        assert more("http_request_duration_seconds_bucket", **created, le="5.0") == 1
+        assert more("http_request_duration_seconds_count", **missing) == 1
+
+    async def test_consumer_lag_per_group_topic_and_partition(self, api: Api) -> None:
+        metrics = await settled(api)
+        assert metrics.labels("consumer_lag", "topic", group="case-api") == {
+            "logistics.alerts.v1",
+            "logistics.parcels.v1",
+            "payouts.results.v1",
+        }
+        assert metrics.value("consumer_lag", group="case-api", topic="payouts.results.v1", partition="0") == 0
+        await api.app.state.consumers[0].stop()
+        assert not (await api.metrics()).labels("consumer_lag", "topic", group="case-api")  # no stale series
