@@ -4,6 +4,7 @@ explicit offsets, at-least-once with exactly-once effect through the inbox, pois
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from aftersales_shared.clock import SystemClock
 from aftersales_shared.consumer import ConsumerRunner
 from aftersales_shared.db import make_engine, session_factory
 from aftersales_shared.events import CloudEvent
+from aftersales_shared.logging import JsonFormatter
 from aftersales_shared.outbox import InboxEntry
 from bus_testing import topic_names
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
@@ -179,6 +181,26 @@ class TestConsumerRunner:
             assert runner.dead_lettered == 2
         finally:
             await runner.stop()
+
+    async def test_a_failing_events_log_lines_name_it(
+        self, bus: Bus, sessions: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        topic, _ = topic_names(bus)
+        await bus.publish(topic, "k", event(7, event_id="evt-poison"))
+        runner = await self._run(bus, sessions, topic, fail_on={7})
+        try:
+            for _ in range(200):
+                if runner.dead_lettered:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await runner.stop()
+        lines = [
+            json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name.startswith("aftersales")
+        ]
+        failed = [line for line in lines if line["message"].startswith(("handler failed", "event parked"))]
+        assert len(failed) == 3  # two attempts, then parked
+        assert all(line["event_id"] == "evt-poison" and line["topic"] == topic for line in failed)
 
     async def test_restarted_runner_applies_nothing_twice(
         self, bus: Bus, sessions: async_sessionmaker[AsyncSession]

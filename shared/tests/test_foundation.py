@@ -11,7 +11,7 @@ import pytest
 from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import SHANGHAI
 from aftersales_shared.events import CaseEvent, CloudEvent, envelope
-from aftersales_shared.logging import JsonFormatter, mask_address, mask_phone
+from aftersales_shared.logging import JsonFormatter, log_context, mask_address, mask_phone
 from aftersales_shared.money import Money
 from aftersales_shared.pagination import decode_cursor, encode_cursor
 from aftersales_shared.problems import Problem
@@ -93,6 +93,17 @@ class TestMasking:
         assert line["case_id"] == "case_1"
         assert line["data"]["buyer"]["phone"] == "139****5678"
         assert line["data"]["buyer"]["address"] == "上海市浦东新***"
+
+    def test_lines_logged_inside_a_context_carry_its_ids_unless_they_set_their_own(self) -> None:
+        def line(**extra: str) -> dict[str, str]:
+            record = logging.makeLogRecord({"name": "t", "msg": "handled", "levelname": "INFO", **extra})
+            return dict(json.loads(JsonFormatter().format(record)))
+
+        with log_context(event_id="evt_1", tracking_no="SF1"), log_context(order_id="o-1", case_id=None):
+            inside = line(tracking_no="SF2")
+        assert (inside["event_id"], inside["order_id"], inside["tracking_no"]) == ("evt_1", "o-1", "SF2")
+        assert "case_id" not in inside
+        assert "event_id" not in line()  # the context ended with its block
 
 
 class TestEnvelope:

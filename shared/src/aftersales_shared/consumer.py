@@ -23,6 +23,7 @@ from .bus import Bus, Consumer, OutRecord, Record
 from .clock import Clock
 from .db import unit_of_work
 from .events import CloudEvent
+from .logging import log_context
 from .outbox import already_processed, unseen
 from .topics import dlq
 
@@ -101,7 +102,8 @@ class ConsumerRunner(BackgroundLoop):
                 await batch(session, list(run))
             else:
                 for event in run:
-                    await self._handlers[event_type](session, event)
+                    with log_context(event_id=event.id, event_type=event.type):
+                        await self._handlers[event_type](session, event)
 
     async def handle_chunk(self, records: Sequence[Record]) -> None:
         """A fetch in one transaction; on any failure, again one record at a time."""
@@ -125,6 +127,10 @@ class ConsumerRunner(BackgroundLoop):
             return
         if not self._wants(event):
             return
+        with log_context(event_id=event.id, event_type=event.type, topic=record.topic):
+            await self._handle_event(record, event)
+
+    async def _handle_event(self, record: Record, event: CloudEvent) -> None:
         for attempt in range(1, self._max_attempts + 1):
             try:
                 async with unit_of_work(self._sessions) as session:
@@ -134,13 +140,7 @@ class ConsumerRunner(BackgroundLoop):
                 EVENTS_HANDLED.labels(self.group, "handled").inc()
                 return
             except Exception as exc:
-                log.warning(
-                    "handler failed (attempt %d/%d)",
-                    attempt,
-                    self._max_attempts,
-                    extra={"event_id": event.id, "topic": record.topic},
-                    exc_info=True,
-                )
+                log.warning("handler failed (attempt %d/%d)", attempt, self._max_attempts, exc_info=True)
                 if attempt == self._max_attempts:
                     await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
                     return

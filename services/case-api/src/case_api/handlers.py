@@ -6,6 +6,7 @@ They flush; the edge commits.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -42,6 +43,8 @@ from .models import (
     RetentionEntry,
 )
 from .schemas import ActionIn, CaseCreate, CashbackCreate, OrderIn
+
+log = logging.getLogger(__name__)
 
 SOURCE = "/case-api"
 S = CaseStatus
@@ -368,7 +371,7 @@ def record(ctx: Context, case: Case, action: str, from_status: str | None, data:
         )
     )
     past = "opened" if action == "open" else PAST.get(action, action)
-    add_event(
+    event_id = add_event(
         ctx.session,
         topic=topics.CASES,
         key=case.order_id,
@@ -388,6 +391,19 @@ def record(ctx: Context, case: Case, action: str, from_status: str | None, data:
             version=case.version,
             data=data,
         ),
+    )
+    log.info(
+        "case %s: %s → %s",
+        action,
+        from_status or "new",
+        case.status,
+        extra={
+            "case_id": case.id,
+            "order_id": case.order_id,
+            "shop_id": case.shop_id,
+            "action": action,
+            "event_id": event_id,
+        },
     )
 
 
