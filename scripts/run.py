@@ -1,5 +1,7 @@
 """`make run`: start every service (migrating each database first), print the docs URLs and the
-development API key, and stop them all on Ctrl-C or when one of them dies."""
+development API key, and stop them all on Ctrl-C (or SIGTERM) or when one of them dies.
+
+Each service listens on its `<SERVICE>_PORT` (CASE_API_PORT...; the simulator's PAYOUT_SIMULATOR_PORT)."""
 
 from __future__ import annotations
 
@@ -14,12 +16,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SERVICES = [
-    ("case-api", 8000),
-    ("logistics-watcher", 8001),
-    ("payout-worker", 8002),
-    ("payout-simulator", 8009),
-]
+DEFAULT_PORTS = {"case-api": 8000, "logistics-watcher": 8001, "payout-worker": 8002, "payout-simulator": 8009}
+
+
+def port_variable(name: str) -> str:
+    return name.upper().replace("-", "_") + "_PORT"
+
+
+def ports(env: dict[str, str]) -> dict[str, int]:
+    return {name: int(env.get(port_variable(name), default)) for name, default in DEFAULT_PORTS.items()}
 
 
 def dev_key(data_dir: Path) -> str:
@@ -50,6 +55,8 @@ def main() -> int:
     data_dir = Path(env.setdefault("DATA_DIR", str(ROOT / ".data"))).resolve()
     env["DATA_DIR"] = str(data_dir)
     env["DEV_API_KEY"] = dev_key(data_dir)
+    services = ports(env)
+    env.setdefault("PAYOUT_WORKER_SIMULATOR_URL", f"http://127.0.0.1:{services['payout-simulator']}")
     procs: list[subprocess.Popen[bytes]] = []
 
     def stop(*_: object) -> None:
@@ -64,9 +71,13 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
     try:
-        for name, _ in SERVICES:
-            procs.append(subprocess.Popen([str(BIN / name), "serve"], env=env, cwd=ROOT))
-        for (name, port), proc in zip(SERVICES, procs, strict=True):
+        for name, port in services.items():
+            procs.append(
+                subprocess.Popen(
+                    [str(BIN / name), "serve"], env={**env, port_variable(name): str(port)}, cwd=ROOT
+                )
+            )
+        for (name, port), proc in zip(services.items(), procs, strict=True):
             if not wait_healthy(port, proc):
                 print(f"{name} did not start; see its log above", file=sys.stderr)
                 stop()
@@ -82,7 +93,7 @@ def main() -> int:
                 [
                     "",
                     "After-sales platform is up:",
-                    *(f"  {name:<18} http://127.0.0.1:{port}/docs" for name, port in SERVICES),
+                    *(f"  {name:<18} http://127.0.0.1:{port}/docs" for name, port in services.items()),
                     f"  database           {database}",
                     f"  events             {mode}",
                     f"  dev API key        {env['DEV_API_KEY']}   (Authorization: Bearer <key>)",

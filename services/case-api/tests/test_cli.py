@@ -1,13 +1,21 @@
-"""`case-api keys create | list | revoke`: keys are hashed at rest and shown once."""
+"""`case-api keys create | list | revoke`: keys are hashed at rest and shown once; `migrate --wait`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from aftersales_shared.testing import free_port, fresh_postgres_database
 from case_api.cli import main
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 
 class TestKeysCommand:
@@ -55,3 +63,58 @@ class TestKeysCommand:
         with pytest.raises(SystemExit) as exited:
             main(["keys", "create", "--name", "x", "--roles", "superuser"])
         assert exited.value.code == 2
+
+
+class TestMigrateWait:
+    """`migrate --wait SECONDS`, the prestart step: the database server may come up after it starts."""
+
+    @pytest.mark.postgres
+    async def test_waits_for_a_server_that_comes_up_later(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.INFO)
+        async with fresh_postgres_database("case_api_w") as url:
+            server = make_url(url)
+            port = free_port()
+            monkeypatch.setenv("DATABASE_URL", server.set(port=port).render_as_string(hide_password=False))
+            monkeypatch.setenv("CASE_API_DATABASE_NAME", str(server.database))
+            migrating = asyncio.create_task(asyncio.to_thread(main, ["migrate", "--wait", "60"]))
+            await asyncio.sleep(1.5)  # nothing listens yet
+            assert not migrating.done()
+            async with forwarder(port, server.host or "127.0.0.1", server.port or 5432):
+                assert await migrating == 0
+            assert any(r.getMessage().startswith("waiting for the database") for r in caplog.records)
+            engine = create_async_engine(url)
+            async with engine.connect() as conn:
+                assert (await conn.execute(text("SELECT count(*) FROM alembic_version"))).scalar() == 1
+            await engine.dispose()
+
+    def test_gives_up_with_a_clear_message(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("DATABASE_URL", f"postgresql+asyncpg://u:p@127.0.0.1:{free_port()}/")
+        assert main(["migrate", "--wait", "1.5"]) == 1
+        assert "the database did not answer within 1.5s" in capsys.readouterr().err
+
+
+@asynccontextmanager
+async def forwarder(port: int, host: str, target: int) -> AsyncIterator[None]:
+    """A TCP port forwarding to the database server: the server 'coming up' on `port`."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def connect(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(host, target)
+        await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w), return_exceptions=True)
+
+    server = await asyncio.start_server(connect, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()

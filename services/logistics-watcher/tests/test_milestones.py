@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from aftersales_shared.db import unit_of_work
@@ -88,6 +89,30 @@ class TestIntercepts:  # R-RO-SHIPPED
         await request_intercept(watcher)
         await watcher.send(scan("in_transit", -3 * H), scan("returning", -1 * H))
         assert await milestones(watcher) == [("intercepted", "SF1000001")]
+
+    async def test_a_request_and_the_parcel_turning_back_at_the_same_moment(
+        self, any_db_watcher: Watcher
+    ) -> None:
+        """Each transaction would miss the other's uncommitted write: exactly one of them must report it."""
+        w = any_db_watcher
+        orders = [f"o-{n}" for n in range(12)]
+        await w.send(
+            *(scan("in_transit", -5 * H, tracking_no=f"SF{n}", order_id=o) for n, o in enumerate(orders))
+        )
+
+        async def turn_back(n: int, order_id: str) -> None:
+            async with unit_of_work(w.app.state.sessions) as session:
+                await handlers.ingest(
+                    session,
+                    [scan("returning", -1 * H, tracking_no=f"SF{n}", order_id=order_id)],
+                    settings=w.app.state.settings,
+                    now=w.clock.now(),
+                )
+
+        await asyncio.gather(
+            *(turn_back(n, o) for n, o in enumerate(orders)), *(request_intercept(w, o) for o in orders)
+        )
+        assert sorted(await milestones(w)) == sorted(("intercepted", f"SF{n}") for n in range(len(orders)))
 
     async def test_only_the_orders_parcel(self, watcher: Watcher) -> None:
         await request_intercept(watcher, order_id="o-2")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from aftersales_shared.consumer import ConsumerRunner
 from aftersales_shared.events import CashbackApproved, CashbackCancelled, CloudEvent, Payee, envelope
 from aftersales_shared.ids import new_id
 from aftersales_shared.migrations import upgrade
-from aftersales_shared.testing import RunningService, make_keys, serve
+from aftersales_shared.testing import RunningService, free_port, make_keys, serve
 from payout_worker.config import Settings
 from payout_worker.engine import PayoutEngine
 from payout_worker.main import create_app
@@ -209,12 +208,6 @@ async def running_worker(
 
 
 # ---------------------------------------------------------------- the simulator as a process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -10,11 +10,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
 from .auth import ApiKey, Role, create_key
 from .db import make_engine, session_factory, unit_of_work
-from .migrations import upgrade
+from .migrations import upgrade, wait_for_database
 from .settings import ServiceSettings
 
 
@@ -83,7 +84,14 @@ def make_main(
         commands = parser.add_subparsers(dest="command", required=True)
         serve = commands.add_parser("serve", help="migrate the database, then serve HTTP")
         serve.add_argument("--no-migrate", action="store_true")
-        commands.add_parser("migrate", help="alembic upgrade head on this service's database")
+        migrate = commands.add_parser("migrate", help="alembic upgrade head on this service's database")
+        migrate.add_argument(
+            "--wait",
+            type=float,
+            default=0,
+            metavar="SECONDS",
+            help="first wait up to this long for the database to answer (a prestart step)",
+        )
         keys = commands.add_parser("keys", help="API keys: create, list, revoke")
         key_commands = keys.add_subparsers(dest="keys_command", required=True)
         create = key_commands.add_parser("create")
@@ -97,6 +105,12 @@ def make_main(
         revoke.add_argument("key_id")
         args = parser.parse_args(argv)
         settings = settings_factory()
+        if args.command == "migrate" and args.wait:
+            try:
+                asyncio.run(wait_for_database(settings.sqlalchemy_url, args.wait))
+            except (OSError, SQLAlchemyError) as exc:
+                print(f"the database did not answer within {args.wait:g}s: {exc}", file=sys.stderr)
+                return 1
         if args.command in ("serve", "migrate") and not getattr(args, "no_migrate", False):
             asyncio.run(upgrade(service_dir, settings.sqlalchemy_url))
         if args.command == "serve":

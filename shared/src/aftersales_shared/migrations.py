@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
 from alembic import context
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
+
+log = logging.getLogger(__name__)
 
 
 def _migrate(connection: Connection, metadata: MetaData) -> None:
@@ -60,6 +64,29 @@ def alembic_config(service_dir: Path, url: str) -> Any:
     config.set_main_option("script_location", str(service_dir / "migrations"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
+
+
+async def wait_for_database(url: str, seconds: float, interval: float = 1.0) -> None:
+    """Until the database answers (a prestart step may start before its server does); raises the last
+    connection error after `seconds`."""
+    from sqlalchemy import text
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    engine = create_async_engine(url, poolclass=pool.NullPool)
+    try:
+        while True:
+            try:
+                async with engine.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+                return
+            except (OSError, SQLAlchemyError) as exc:
+                if loop.time() + interval > deadline:
+                    raise
+                log.info("waiting for the database: %s", type(exc).__name__)
+                await asyncio.sleep(interval)
+    finally:
+        await engine.dispose()
 
 
 async def upgrade(service_dir: Path, url: str, revision: str = "head") -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -118,6 +119,13 @@ async def make_keys(app: FastAPI, now: object) -> Keys:
         for name, (roles, shops) in specs.items():
             _, secrets[name] = await create_key(session, name=name, roles=roles, shops=shops, now=now)  # type: ignore[arg-type]
     return Keys(**secrets)
+
+
+def free_port() -> int:
+    """A TCP port free on this host now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def infra_missing(what: str, hint: str) -> None:

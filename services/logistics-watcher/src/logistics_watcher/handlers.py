@@ -16,7 +16,7 @@ from typing import Any
 from aftersales_shared.events import ParcelMilestone
 from aftersales_shared.ids import new_id
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlmodel import col
 from sqlmodel import select as select_models
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -30,6 +30,7 @@ from .schemas import Duplicate, Rejection, TrackingEventIn, field_errors
 from .sql import execute
 
 P = parcels.c
+INTERCEPT_LOCKS = 0x1C9  # the advisory-lock class of intercepts (a key per order)
 TRACK_FIELDS = tuple(f.name for f in fields(Track))
 WRITABLE = (
     *TRACK_FIELDS,
@@ -313,6 +314,7 @@ async def _fulfil_intercepts(
     by_order = {row["order_id"]: row for row in turned_back if row["order_id"]}
     if not by_order:
         return []
+    await _lock_intercepts(session, by_order)
     pending = (
         await session.exec(
             select_models(InterceptRequest).where(
@@ -330,17 +332,26 @@ async def _fulfil_intercepts(
     return list(reported.values())
 
 
+async def _lock_intercepts(session: AsyncSession, order_ids: Iterable[str]) -> None:
+    """The orders' intercept lock, until the transaction ends. An ingest turning a parcel back and a new
+    intercept request for its order, at once, would each miss the other's uncommitted write (row locks
+    cannot help: the request's query matches no turned-back row yet); in turn, the second sees the first.
+    SQLite has one writer at a time already."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for order_id in sorted(order_ids):  # one order: no deadlock between two batches
+        await execute(session, select(func.pg_advisory_xact_lock(INTERCEPT_LOCKS, func.hashtext(order_id))))
+
+
 async def request_intercept(session: AsyncSession, *, case_id: str, order_id: str, now: datetime) -> None:
     """case-api asked the carrier to intercept the order's parcel: report it once it turns back
     (at once if it already has)."""
+    await _lock_intercepts(session, [order_id])
     session.add(InterceptRequest(id=new_id("icp"), case_id=case_id, order_id=order_id, requested_at=now))
     await session.flush()
-    # Locked: an ingest turning the parcel back right now either sees this request or is seen by it.
     turned = await execute(
         session,
-        select(parcels)
-        .where(P.order_id == order_id, P.direction == "outbound", P.status.in_(TURNED_BACK))
-        .with_for_update(),
+        select(parcels).where(P.order_id == order_id, P.direction == "outbound", P.status.in_(TURNED_BACK)),
     )
     reported = await _fulfil_intercepts(session, [dict(r._mapping) for r in turned], now)
     await queue_milestones(session, reported, now)

@@ -330,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="payout-simulator", description="the payment-provider simulator")
     parser.add_argument("command", nargs="?", choices=["serve"], default="serve", help="(the only one)")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8009)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PAYOUT_SIMULATOR_PORT", "8009")))
     parser.add_argument("--db", type=Path, default=data_dir / "payout-simulator.db")
     parser.add_argument("--latency-ms", type=int, default=0)
     args = parser.parse_args(argv)

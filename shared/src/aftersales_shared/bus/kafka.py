@@ -100,8 +100,25 @@ class KafkaBus:
             ]
             if missing:
                 await admin.create_topics(missing)  # "already exists" comes back as an error code, not raised
+            await self._until_led(admin)
         finally:
             await admin.close()
+
+    async def _until_led(self, admin: AIOKafkaAdminClient) -> None:
+        """Until every topic has a leader for each partition: a consumer that joins its group while a
+        new topic has none yet is assigned none of it (until its next metadata refresh)."""
+        names = [self.prefix + t for t in self.topics]
+        async with asyncio.timeout(30):
+            while True:
+                described = await admin.describe_topics(names)
+                if len(described) == len(names) and all(
+                    t["error_code"] == 0
+                    and t["partitions"]
+                    and all(p["leader"] >= 0 for p in t["partitions"])
+                    for t in described
+                ):
+                    return
+                await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -149,6 +166,7 @@ class KafkaBus:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_interval_ms=300_000,
+            metadata_max_age_ms=30_000,  # a topic created after it joined is read within 30 s
         )
         await consumer.start()
         return KafkaConsumer(consumer, self.prefix)

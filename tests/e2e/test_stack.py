@@ -1,0 +1,301 @@
+"""The whole system as operators run it: `scripts/run.py` (what `make run` starts) brings up the three
+services and the payment simulator as separate processes, on the embedded default (SQLite and the embedded
+event log) and on PostgreSQL with the real Kafka broker. Over HTTP only:
+
+- a refund of a shipped order (R-RO-SHIPPED): case-api asks for an intercept, the watcher hears the parcel
+  turn back from the warehouse's scans, case-api lets the refund proceed;
+- a cashback (R-CASHBACK): approved in case-api, paid once by payout-worker through the simulator, and the
+  payment reported back to the task;
+- and each service's /metrics carries the series operators alert on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aftersales_shared.testing import Metrics, free_port, fresh_postgres_database, infra_missing, scrape
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("case-api", "logistics-watcher", "payout-worker", "payout-simulator")
+DATABASES = {
+    "case-api": "CASE_API",
+    "logistics-watcher": "LOGISTICS_WATCHER",
+    "payout-worker": "PAYOUT_WORKER",
+}
+SHOP = "shop-e2e"
+
+
+@dataclass
+class Stack:
+    clients: dict[str, httpx.AsyncClient]
+    log: Path
+
+    async def call(self, service: str, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.clients[service].request(method, path, **kwargs)
+        assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
+        return response.json()
+
+    async def until(self, what: str, probe: Callable[[], Awaitable[Any]], timeout: float = 90) -> Any:
+        """Poll `probe` until it returns something truthy (events cross processes asynchronously)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            if result := await probe():
+                return result
+            await asyncio.sleep(0.25)
+        raise AssertionError(f"timed out waiting for {what}; the services' log:\n{self.tail()}")
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(
+    params=["embedded", pytest.param("postgres-kafka", marks=[pytest.mark.postgres, pytest.mark.kafka])]
+)
+async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
+    key = "e2e-" + uuid.uuid4().hex
+    ports = {name: free_port() for name in SERVICES}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "ENVIRONMENT")
+    }
+    env |= {"DATA_DIR": str(tmp_path / "data"), "DEV_API_KEY": key, "LOG_LEVEL": "INFO"}
+    env |= {name.upper().replace("-", "_") + "_PORT": str(port) for name, port in ports.items()}
+    env["PAYOUT_WORKER_TICK_SECONDS"] = "0.2"
+    async with AsyncExitStack() as stack:
+        if request.param == "postgres-kafka":
+            servers = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
+            if not servers:
+                infra_missing("Apache Kafka", "export TEST_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092")
+            for prefix in DATABASES.values():
+                url = await stack.enter_async_context(fresh_postgres_database(prefix.lower() + "_e2e"))
+                env[f"{prefix}_DATABASE_NAME"] = url.rsplit("/", 1)[1]
+            env["DATABASE_URL"] = os.environ["TEST_DATABASE_URL"]
+            env["KAFKA_BOOTSTRAP_SERVERS"] = servers or ""
+            env["KAFKA_TOPIC_PREFIX"] = f"e2e.{uuid.uuid4().hex[:8]}."
+        log = tmp_path / "services.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, str(ROOT / "scripts" / "run.py")],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            clients = {
+                name: await stack.enter_async_context(
+                    httpx.AsyncClient(
+                        base_url=f"http://127.0.0.1:{port}",
+                        headers={"Authorization": f"Bearer {key}"},
+                        timeout=30,
+                    )
+                )
+                for name, port in ports.items()
+            }
+            running = Stack(clients, log)
+
+            async def ready() -> bool:
+                assert process.poll() is None, f"run.py exited:\n{running.tail()}"
+                try:
+                    return all([(await c.get("/readyz")).status_code == 200 for c in clients.values()])
+                except httpx.TransportError:
+                    return False
+
+            await running.until("every service to be ready", ready, timeout=120)
+            yield running
+        finally:
+            stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as an operator's supervisor would: run.py stops its services; anything left is killed."""
+    process.terminate()
+    try:
+        process.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat()
+
+
+def order(order_id: str, tracking_no: str, *, signed: bool) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "shop_id": SHOP,
+        "platform": "tmall",
+        "buyer": {
+            "id": "b-e2e",
+            "name": "张三",
+            "phone": "13812345678",
+            "address": "浙江省杭州市西湖区文三路 1 号",
+            "alipay_account": "zhangsan@example.com",
+        },
+        "paid_at": iso(now - timedelta(days=4)),
+        "lines": [
+            {
+                "line_id": "L1",
+                "sku": "TEE-M-BLK",
+                "name": "纯棉T恤",
+                "size": "M",
+                "color": "black",
+                "category": "tops",
+                "quantity": 1,
+                "unit_price": "129.00",
+                "paid_amount": "119.00",
+            }
+        ],
+        "shipping_fee": "0.00",
+        "shipping_insurance": False,
+        "shipment": {
+            "carrier": "SF",
+            "tracking_no": tracking_no,
+            "warehouse_id": "WH-HZ",
+            "shipped_at": iso(now - timedelta(days=3)),
+        },
+        "signed_at": iso(now - timedelta(days=1)) if signed else None,
+    }
+
+
+def scan(tracking_no: str, order_id: str, status: str, ago: timedelta) -> dict[str, Any]:
+    return {
+        "event_id": f"evt-{uuid.uuid4().hex}",
+        "tracking_no": tracking_no,
+        "carrier": "SF",
+        "order_id": order_id,
+        "shop_id": SHOP,
+        "status": status,
+        "occurred_at": iso(datetime.now(UTC) - ago),
+    }
+
+
+async def refund_of_a_shipped_order(s: Stack) -> dict[str, Any]:
+    order_id, tracking_no = f"o-{uuid.uuid4().hex[:8]}", f"SF{uuid.uuid4().int % 10**12:012d}"
+    await s.call("case-api", "PUT", f"/v1/orders/{order_id}", json=order(order_id, tracking_no, signed=False))
+    await s.call(
+        "logistics-watcher",
+        "POST",
+        "/v1/tracking-events",
+        json={"events": [scan(tracking_no, order_id, "in_transit", timedelta(hours=20))]},
+    )
+    body = {
+        "order_id": order_id,
+        "lines": [{"line_id": "L1", "quantity": 1}],
+        "remedy": "refund_only",
+        "reason": "no_reason",
+    }
+    case = await s.call("case-api", "POST", "/v1/cases", json=body, headers={"Idempotency-Key": order_id})
+
+    async def act(action: str, **fields: Any) -> dict[str, Any]:
+        path = f"/v1/cases/{case['id']}/actions/{action}"
+        return dict(
+            await s.call("case-api", "POST", path, json={"expected_version": case["version"], **fields})
+        )
+
+    case = await act("record_retention", offer="coupon", outcome="declined")
+    case = await act("approve")
+    case = await act("request_intercept")
+    assert case["status"] == "intercepting"
+    early = await s.clients["case-api"].post(f"/v1/cases/{case['id']}/actions/refund", json={})
+    assert early.status_code == 409, early.text  # not while the parcel may still reach the buyer
+    # The parcel turns back (before or after the intercept request reaches the watcher: either way).
+
+    await s.call(
+        "logistics-watcher",
+        "POST",
+        "/v1/tracking-events",
+        json={"events": [scan(tracking_no, order_id, "returning", timedelta(minutes=5))]},
+    )
+
+    async def intercepted() -> dict[str, Any] | None:
+        now = await s.call("case-api", "GET", f"/v1/cases/{case['id']}")
+        return now if now["status"] == "approved" and now["details"].get("intercepted_at") else None
+
+    case = await s.until("the watcher's intercepted milestone to reach the case", intercepted)
+    case = await act("refund")
+    assert case["status"] == "refunded"
+    timeline = await s.call("case-api", "GET", f"/v1/cases/{case['id']}/timeline")
+    assert "logistics-watcher" in {e["actor"] for e in timeline}
+    return case
+
+
+async def cashback_paid_once(s: Stack) -> dict[str, Any]:
+    order_id, tracking_no = f"o-{uuid.uuid4().hex[:8]}", f"SF{uuid.uuid4().int % 10**12:012d}"
+    await s.call("case-api", "PUT", f"/v1/orders/{order_id}", json=order(order_id, tracking_no, signed=True))
+    body = {
+        "order_id": order_id,
+        "line_id": "L1",
+        "reason": "other",
+        "amount": "5.00",
+        "payee": {"alipay_account": "zhangsan@example.com", "name": "张三"},
+    }
+    task = await s.call(
+        "case-api", "POST", "/v1/cashback-tasks", json=body, headers={"Idempotency-Key": order_id}
+    )
+    task = await s.call("case-api", "POST", f"/v1/cashback-tasks/{task['id']}/approve")
+    assert task["status"] == "approved"
+
+    async def in_the_ledger() -> list[dict[str, Any]]:
+        page = await s.call("payout-worker", "GET", "/v1/payouts", params={"cashback_task_id": task["id"]})
+        return list(page["items"])
+
+    [payout] = await s.until("the approval to reach payout-worker", in_the_ledger)
+    assert payout["amount"] == "5.00"
+    await s.call("payout-worker", "POST", "/v1/batches/flush", headers={"Idempotency-Key": task["id"]})
+
+    async def paid() -> dict[str, Any] | None:
+        now = await s.call("case-api", "GET", f"/v1/cashback-tasks/{task['id']}")
+        return now if now["status"] == "paid" else None
+
+    task = await s.until("the payment to be reported back to case-api", paid)
+    assert task["payout_id"] == payout["id"]
+    transfers = (await s.call("payout-simulator", "GET", "/admin/transfers"))["transfers"]
+    assert [t["out_biz_no"] for t in transfers if t["out_biz_no"] == payout["out_biz_no"]] == [
+        payout["out_biz_no"]
+    ]
+    return task
+
+
+async def test_a_refund_and_a_cashback_from_start_to_finish(stack: Stack) -> None:
+    await refund_of_a_shipped_order(stack)
+    await cashback_paid_once(stack)
+
+    async def settled() -> dict[str, Metrics] | None:
+        scrapes = {name: await scrape(stack.clients[name]) for name in DATABASES}
+        return scrapes if all(m.value("outbox_backlog") == 0 for m in scrapes.values()) else None
+
+    metrics = await stack.until("every outbox to drain", settled)
+    cases, watcher, payouts = metrics["case-api"], metrics["logistics-watcher"], metrics["payout-worker"]
+    assert cases.value("cases_by_status", status="refunded") == 1
+    assert watcher.labels("open_alerts_by_kind", "kind") == {
+        "no_first_scan",
+        "stalled",
+        "suspected_lost",
+        "suspected_false_delivery",
+    }
+    assert payouts.value("payouts_by_status", status="paid") == 1
+    for name, scraped in metrics.items():
+        assert scraped.labels("consumer_lag", "group") == {name}, name
+        assert scraped.labels("consumer_lag", "partition"), name
+        assert scraped.total("http_request_duration_seconds_count", service=name) > 0, name
+        assert scraped.value("outbox_oldest_unpublished_age_seconds") == 0
