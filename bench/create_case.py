@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import case_api
 import httpx
 
 # The body model both endpoints take; at module level so that FastAPI resolves the baseline's annotation.
@@ -56,7 +57,7 @@ from case_api.schemas import CaseCreate
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
 SCRIPT = Path(__file__).resolve()
-SERVICE_DIR = ROOT / "services" / "case-api"
+SERVICE_DIR = Path(case_api.__file__).parent  # alembic.ini and migrations/
 DEFAULT_SERVER_URL = "postgresql+asyncpg://aftersales:aftersales@127.0.0.1:15432/"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -442,7 +443,7 @@ async def running_server(name: str, kind: str, env: dict[str, str], work: Path) 
     log = work / f"{name}.log"
     command = [sys.executable, str(SCRIPT), "--serve", kind, "--port", str(port)]
     with log.open("wb") as out:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - setup, before anything is measured
+        proc = subprocess.Popen(
             command,
             env={**env, "CASE_API_PORT": str(port)},
             stdout=out,

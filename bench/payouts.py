@@ -31,6 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import payout_worker
 from aftersales_shared import topics
 from aftersales_shared.bus import OutRecord
 from aftersales_shared.bus.embedded import EmbeddedBus
@@ -49,7 +50,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import col, func, select
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICE_DIR = ROOT / "services" / "payout-worker"
+SERVICE_DIR = Path(payout_worker.__file__).parent  # alembic.ini and migrations/
 BIN = Path(sys.executable).parent
 
 

@@ -38,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import logistics_watcher
 from aftersales_shared.db import make_engine, session_factory
 from aftersales_shared.migrations import upgrade
 from logistics_watcher import detectors
@@ -46,7 +47,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-SERVICE_DIR = Path(__file__).resolve().parents[1] / "services" / "logistics-watcher"
+SERVICE_DIR = Path(logistics_watcher.__file__).parent  # alembic.ini and migrations/
 DEFAULT_SERVER_URL = "postgresql+asyncpg://aftersales:aftersales@127.0.0.1:15432/"
 NOW = datetime(2026, 11, 5, 2, 0, tzinfo=UTC)
 COLUMNS = (

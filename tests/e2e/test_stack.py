@@ -12,6 +12,7 @@ event log) and on PostgreSQL with the real Kafka broker. Over HTTP only:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -124,14 +125,10 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 def stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM, as an operator's supervisor would: run.py stops its services; anything left is killed."""
     process.terminate()
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait()
 
 

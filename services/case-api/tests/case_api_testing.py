@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import case_api
 import httpx
 from aftersales_shared.bus import Bus
 from aftersales_shared.bus.embedded import EmbeddedBus
@@ -17,7 +18,7 @@ from aftersales_shared.testing import RunningService, make_keys, serve
 from case_api.config import Settings
 from case_api.main import create_app
 
-SERVICE_DIR = Path(__file__).resolve().parents[1]
+SERVICE_DIR = Path(case_api.__file__).parent  # alembic.ini and migrations/
 NOW = datetime.fromisoformat("2026-11-05T10:00:00+08:00")
 
 

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import logistics_watcher
 from aftersales_shared.bus import Bus
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.clock import FrozenClock
@@ -21,7 +22,7 @@ from logistics_watcher.config import Settings
 from logistics_watcher.main import create_app
 from sqlmodel import col, func, select
 
-SERVICE_DIR = Path(__file__).resolve().parents[1]
+SERVICE_DIR = Path(logistics_watcher.__file__).parent  # alembic.ini and migrations/
 NOW = datetime.fromisoformat("2026-11-05T10:00:00+08:00")
 _ids = itertools.count(1)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import payout_worker
 from aftersales_shared import topics
 from aftersales_shared.bus import Bus
 from aftersales_shared.bus.embedded import EmbeddedBus
@@ -32,7 +33,7 @@ from payout_worker.models import Payout
 from payout_worker.providers import Outcome, PaymentProvider, Transfer, TransferResult
 from sqlmodel import col, select
 
-SERVICE_DIR = Path(__file__).resolve().parents[1]
+SERVICE_DIR = Path(payout_worker.__file__).parent  # alembic.ini and migrations/
 BIN = Path(sys.executable).parent
 # Thursday 2026-11-05, a working day, 10:00 in Shanghai.
 NOW = datetime.fromisoformat("2026-11-05T10:00:00+08:00")

@@ -6,7 +6,7 @@ from aftersales_shared.cli import make_main
 
 from .config import Settings
 
-main = make_main(Settings, "case_api.main:create_app", Path(__file__).resolve().parents[2])
+main = make_main(Settings, "case_api.main:create_app", Path(__file__).resolve().parent)
 
 if __name__ == "__main__":
     raise SystemExit(main(None))
