@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from aftersales_shared.testing import Metrics, free_port, fresh_postgres_database, infra_missing, scrape
+from case_api_testing import order_body
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("case-api", "logistics-watcher", "payout-worker", "payout-simulator")
@@ -136,42 +137,20 @@ def iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat()
 
 
-def order(order_id: str, tracking_no: str, *, signed: bool) -> dict[str, Any]:
+def order(tracking_no: str, *, signed: bool) -> dict[str, Any]:
+    """case-api's sample order, of this test's shop, paid four days ago and shipped three days ago."""
     now = datetime.now(UTC)
-    return {
-        "shop_id": SHOP,
-        "platform": "tmall",
-        "buyer": {
-            "id": "b-e2e",
-            "name": "张三",
-            "phone": "13812345678",
-            "address": "浙江省杭州市西湖区文三路 1 号",
-            "alipay_account": "zhangsan@example.com",
-        },
-        "paid_at": iso(now - timedelta(days=4)),
-        "lines": [
-            {
-                "line_id": "L1",
-                "sku": "TEE-M-BLK",
-                "name": "纯棉T恤",
-                "size": "M",
-                "color": "black",
-                "category": "tops",
-                "quantity": 1,
-                "unit_price": "129.00",
-                "paid_amount": "119.00",
-            }
-        ],
-        "shipping_fee": "0.00",
-        "shipping_insurance": False,
-        "shipment": {
-            "carrier": "SF",
+    sample = order_body()
+    return order_body(
+        shop_id=SHOP,
+        paid_at=iso(now - timedelta(days=4)),
+        shipment={
+            **sample["shipment"],
             "tracking_no": tracking_no,
-            "warehouse_id": "WH-HZ",
             "shipped_at": iso(now - timedelta(days=3)),
         },
-        "signed_at": iso(now - timedelta(days=1)) if signed else None,
-    }
+        signed_at=iso(now - timedelta(days=1)) if signed else None,
+    )
 
 
 def scan(tracking_no: str, order_id: str, status: str, ago: timedelta) -> dict[str, Any]:
@@ -188,7 +167,7 @@ def scan(tracking_no: str, order_id: str, status: str, ago: timedelta) -> dict[s
 
 async def refund_of_a_shipped_order(s: Stack) -> dict[str, Any]:
     order_id, tracking_no = f"o-{uuid.uuid4().hex[:8]}", f"SF{uuid.uuid4().int % 10**12:012d}"
-    await s.call("case-api", "PUT", f"/v1/orders/{order_id}", json=order(order_id, tracking_no, signed=False))
+    await s.call("case-api", "PUT", f"/v1/orders/{order_id}", json=order(tracking_no, signed=False))
     await s.call(
         "logistics-watcher",
         "POST",
@@ -238,7 +217,7 @@ async def refund_of_a_shipped_order(s: Stack) -> dict[str, Any]:
 
 async def cashback_paid_once(s: Stack) -> dict[str, Any]:
     order_id, tracking_no = f"o-{uuid.uuid4().hex[:8]}", f"SF{uuid.uuid4().int % 10**12:012d}"
-    await s.call("case-api", "PUT", f"/v1/orders/{order_id}", json=order(order_id, tracking_no, signed=True))
+    await s.call("case-api", "PUT", f"/v1/orders/{order_id}", json=order(tracking_no, signed=True))
     body = {
         "order_id": order_id,
         "line_id": "L1",

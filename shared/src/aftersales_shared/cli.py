@@ -1,4 +1,4 @@
-"""The command line every service offers: serve, migrate, and API key management."""
+"""The command line every service offers: serve, migrate, API key management, dead letters."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
+from . import deadletters, topics
 from .auth import ApiKey, Role, create_key
+from .bus.factory import make_bus
 from .db import make_engine, session_factory, unit_of_work
 from .migrations import upgrade, wait_for_database
 from .settings import ServiceSettings
@@ -69,6 +71,21 @@ async def _keys(settings: ServiceSettings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _dead_letters(settings: ServiceSettings, args: argparse.Namespace) -> int:
+    bus = make_bus(settings)
+    await bus.start()
+    try:
+        if args.dlq_command == "list":
+            for parked in await deadletters.list_parked(bus, args.topic, args.wait):
+                print(json.dumps(parked, ensure_ascii=False))
+        else:
+            group = f"{settings.service_name}-dlq-replay"
+            print(f"replayed {await deadletters.replay(bus, args.topic, group, args.wait)} to {args.topic}")
+    finally:
+        await bus.stop()
+    return 0
+
+
 def _roles(value: str) -> list[Role]:
     try:
         return [Role(r.strip()) for r in value.split(",") if r.strip()]
@@ -103,6 +120,12 @@ def make_main(
         key_commands.add_parser("list")
         revoke = key_commands.add_parser("revoke")
         revoke.add_argument("key_id")
+        parked = commands.add_parser("dlq", help="dead letters of a topic: list them, or replay them to it")
+        parked.add_argument("dlq_command", choices=["list", "replay"])
+        parked.add_argument("topic", choices=topics.ALL)
+        parked.add_argument(
+            "--wait", type=float, default=10, metavar="SECONDS", help="stop once nothing came for this long"
+        )
         args = parser.parse_args(argv)
         settings = settings_factory()
         if args.command == "migrate" and args.wait:
@@ -126,6 +149,8 @@ def make_main(
             )
         if args.command == "keys":
             return asyncio.run(_keys(settings, args))
+        if args.command == "dlq":
+            return asyncio.run(_dead_letters(settings, args))
         return 0
 
     return main
