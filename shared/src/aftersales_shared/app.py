@@ -18,6 +18,7 @@ from .db import make_engine, session_factory, unit_of_work
 from .logging import configure_logging
 from .metrics import CountBy, refresh
 from .outbox import OutboxRelay
+from .retention import retention_job
 from .settings import ServiceSettings
 from .web import configure_app, database_check, ops_router
 
@@ -65,7 +66,8 @@ def build_app(
             relay.start()
             for runner in runners:
                 runner.start()
-            tasks = [asyncio.create_task(job(), name=job.__name__) for job in (jobs(app) if jobs else [])]
+            loops = [*(jobs(app) if jobs else []), retention_job(app, settings.event_retention_days)]
+            tasks = [asyncio.create_task(job(), name=job.__name__) for job in loops]
         try:
             yield
         finally:

@@ -46,7 +46,7 @@ class InboxEntry(SQLModel, table=True):
 
     consumer_group: str = Field(primary_key=True)
     event_id: str = Field(primary_key=True)
-    processed_at: datetime
+    processed_at: datetime = Field(index=True)  # for the retention purge
 
 
 def add_event(

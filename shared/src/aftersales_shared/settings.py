@@ -26,6 +26,8 @@ class ServiceSettings(BaseSettings):
     # Used when a service creates a missing topic; partitions bound how many replicas share the work.
     kafka_topic_partitions: int = Field(6, ge=1, validation_alias="KAFKA_TOPIC_PARTITIONS")
     kafka_replication_factor: int = Field(1, ge=1, validation_alias="KAFKA_REPLICATION_FACTOR")
+    # Published outbox rows and inbox entries are deleted once this old (see retention.py).
+    event_retention_days: int = Field(14, ge=1, validation_alias="EVENT_RETENTION_DAYS")
     dev_api_key: SecretStr | None = Field(None, validation_alias="DEV_API_KEY")
     data_dir: Path = Field(Path(".data"), validation_alias="DATA_DIR")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")

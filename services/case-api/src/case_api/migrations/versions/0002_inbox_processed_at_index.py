@@ -1,0 +1,23 @@
+"""inbox: an index on processed_at, for the retention purge
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-26 10:45:00
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_index(op.f("ix_inbox_processed_at"), "inbox", ["processed_at"], unique=False)
+
+
+def downgrade() -> None:
+    op.drop_index(op.f("ix_inbox_processed_at"), table_name="inbox")
