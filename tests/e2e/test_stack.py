@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -253,8 +254,8 @@ async def cashback_paid_once(s: Stack) -> dict[str, Any]:
 
 
 async def test_a_refund_and_a_cashback_from_start_to_finish(stack: Stack) -> None:
-    await refund_of_a_shipped_order(stack)
-    await cashback_paid_once(stack)
+    case = await refund_of_a_shipped_order(stack)
+    task = await cashback_paid_once(stack)
 
     async def settled() -> dict[str, Metrics] | None:
         scrapes = {name: await scrape(stack.clients[name]) for name in DATABASES}
@@ -275,3 +276,21 @@ async def test_a_refund_and_a_cashback_from_start_to_finish(stack: Stack) -> Non
         assert scraped.labels("consumer_lag", "partition"), name
         assert scraped.total("http_request_duration_seconds_count", service=name) > 0, name
         assert scraped.value("outbox_oldest_unpublished_age_seconds") == 0
+
+    # The services' JSON logs follow both by their ids, and no buyer phone or street address is in them.
+    lines = [json.loads(line) for line in stack.log.read_text().splitlines() if line.startswith("{")]
+    assert any(
+        line["message"] == "parcel intercepted"
+        and line["order_id"] == case["order_id"]
+        and line["tracking_no"]
+        for line in lines
+    )
+    assert any(
+        line["message"] == "case refund: approved → refunded" and line["case_id"] == case["id"]
+        for line in lines
+    )
+    assert any(
+        line["message"] == "payout paid" and line.get("payout_id") == task["payout_id"] for line in lines
+    )
+    buyer = order_body()["buyer"]
+    assert buyer["phone"] not in stack.log.read_text() and buyer["address"][6:] not in stack.log.read_text()

@@ -6,6 +6,7 @@ A scan can open tens of thousands of alerts at once, so they are queued in bulk 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from aftersales_shared.outbox import Outgoing, add_events
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 SOURCE = "/logistics-watcher"
+log = logging.getLogger(__name__)
 
 
 ALERT_FIELDS = frozenset(LogisticsAlert.model_fields) - {"alert_id"}
@@ -30,6 +32,8 @@ async def queue_alerts(
     session: AsyncSession, change: str, alerts: Sequence[LogisticsAlert], at: datetime
 ) -> None:
     """`logistics.alert.<change>.v1` for each alert."""
+    for a in alerts:
+        log.info("alert %s: %s", change, a.kind, extra=_ids(a.tracking_no, a.order_id, a.shop_id))
     await _queue(
         session,
         topics.ALERTS,
@@ -42,12 +46,18 @@ async def queue_milestones(
     session: AsyncSession, milestones: Sequence[ParcelMilestone], at: datetime
 ) -> None:
     """`logistics.parcel.<milestone>.v1` for each milestone."""
+    for m in milestones:
+        log.info("parcel %s", m.milestone, extra=_ids(m.tracking_no, m.order_id, m.shop_id))
     await _queue(
         session,
         topics.PARCELS,
         [(m.tracking_no, f"logistics.parcel.{m.milestone}.v1", m.tracking_no, m) for m in milestones],
         at,
     )
+
+
+def _ids(tracking_no: str, order_id: str | None, shop_id: str | None) -> dict[str, str | None]:
+    return {"tracking_no": tracking_no, "order_id": order_id, "shop_id": shop_id}
 
 
 async def _queue(session: AsyncSession, topic: str, items: Sequence[Outgoing], at: datetime) -> None:

@@ -106,6 +106,13 @@ def result_of(row: Mapping[str, Any]) -> PayoutResult:
 async def queue_results(session: AsyncSession, results: Sequence[PayoutResult], clock: Clock) -> None:
     """Queue paid/failed results on payouts.results.v1 in the transaction that recorded them (a batch
     records up to 1,000 results at once)."""
+    for r in results:
+        log.info(
+            "payout %s%s",
+            r.status,
+            f": {r.failure_code}" if r.failure_code else "",
+            extra={"payout_id": r.payout_id, "cashback_task_id": r.cashback_task_id, "order_id": r.order_id},
+        )
     await add_events(
         session,
         topic=topics.PAYOUT_RESULTS,
