@@ -7,9 +7,8 @@ to a fresh topic (6 partitions). Then, each reading the whole topic with a consu
   bare        AIOKafkaConsumer.getmany(max_records=2000) counting messages, offsets committed per batch
   watcher     the watcher's consumer (the shared ConsumerRunner with the service's handlers) on
               KafkaBus, into a freshly migrated PostgreSQL database: a fetch of up to 4,000 records
-              (LOGISTICS_WATCHER_INGEST_BATCH_SIZE) is split by partition into 2 lanes
-              (LOGISTICS_WATCHER_INGEST_LANES), each applied in one transaction (history rows, parcel
-              states, milestones to the outbox), the lanes concurrently
+              (LOGISTICS_WATCHER_INGEST_BATCH_SIZE) is applied in one transaction (inbox rows, history
+              rows, parcel states, milestones to the outbox)
   per-record  the shared ConsumerRunner (one transaction and one inbox row per event) with the same
               handlers, on the first `--per-record-events` events only (default 10,000): the path the
               watcher would have without batching
