@@ -40,6 +40,8 @@ EXPECTED_VARIABLES = {
     "LOG_LEVEL": {(":-", "INFO")},
     "KAFKA_TOPIC_PARTITIONS": {(":-", "6")},
     "KAFKA_TOPIC_PREFIX": {(":-", "")},
+    "KAFKA_REPLICATION_FACTOR": {(":-", "1")},
+    "EVENT_RETENTION_DAYS": {(":-", "14")},
     "PAYOUT_WORKER_PROVIDER": {(":-", "simulator")},
     "PAYOUT_WORKER_CUTOFF": {(":-", "17:30")},
     "PAYOUT_WORKER_ALIPAY_APP_ID": {(":-", "")},

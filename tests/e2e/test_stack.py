@@ -259,7 +259,7 @@ async def test_a_refund_and_a_cashback_from_start_to_finish(stack: Stack) -> Non
 
     async def settled() -> dict[str, Metrics] | None:
         scrapes = {name: await scrape(stack.clients[name]) for name in DATABASES}
-        return scrapes if all(m.value("outbox_backlog") == 0 for m in scrapes.values()) else None
+        return scrapes if all(m.value("outbox_backlog", service=n) == 0 for n, m in scrapes.items()) else None
 
     metrics = await stack.until("every outbox to drain", settled)
     cases, watcher, payouts = metrics["case-api"], metrics["logistics-watcher"], metrics["payout-worker"]
@@ -275,7 +275,7 @@ async def test_a_refund_and_a_cashback_from_start_to_finish(stack: Stack) -> Non
         assert scraped.labels("consumer_lag", "group") == {name}, name
         assert scraped.labels("consumer_lag", "partition"), name
         assert scraped.total("http_request_duration_seconds_count", service=name) > 0, name
-        assert scraped.value("outbox_oldest_unpublished_age_seconds") == 0
+        assert scraped.value("outbox_oldest_unpublished_age_seconds", service=name) == 0
 
     # The services' JSON logs follow both by their ids, and no buyer phone or street address is in them.
     lines = [json.loads(line) for line in stack.log.read_text().splitlines() if line.startswith("{")]

@@ -153,7 +153,8 @@ class TestDeadLetters:
         parked = CloudEvent(
             id="evt_parked", source="/test", type="payouts.payout.paid.v1", time=datetime.now(UTC), data={}
         )
-        headers = (("error", b"KeyError: 'x'"), ("consumer_group", b"case-api"), ("original_offset", b"7"))
+        error = b"ValidationError: input_value='13812345678'"
+        headers = (("error", error), ("consumer_group", b"case-api"), ("original_offset", b"7"))
         await bus.publish(dlq(topics.PAYOUT_RESULTS), "cb_1", parked.to_bytes(), headers)
         await bus.publish(dlq(topics.PAYOUT_RESULTS), "cb_2", b"not an event", headers)
 
@@ -163,8 +164,8 @@ class TestDeadLetters:
         assert await cli(["dlq", "list", topics.PAYOUT_RESULTS, "--wait", "5"]) == 0
         listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert sorted((p["key"], p["event_id"], p["error"], p["consumer_group"]) for p in listed) == [
-            ("cb_1", parked.id, "KeyError: 'x'", "case-api"),
-            ("cb_2", None, "KeyError: 'x'", "case-api"),  # not an event: listed all the same
+            ("cb_1", parked.id, "ValidationError: input_value='138****5678'", "case-api"),  # masked
+            ("cb_2", None, "ValidationError: input_value='138****5678'", "case-api"),  # not an event
         ]
         assert await cli(["dlq", "replay", topics.PAYOUT_RESULTS, "--wait", "5"]) == 0
         assert capsys.readouterr().out.strip() == f"replayed 2 to {topics.PAYOUT_RESULTS}"

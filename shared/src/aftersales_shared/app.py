@@ -95,7 +95,7 @@ def build_app(
         await database_check(app)
 
     async def refresh_gauges() -> None:
-        await refresh(app.state.sessions, gauges, clock.now())
+        await refresh(app.state.sessions, settings.service_name, gauges, clock.now())
 
     app.include_router(
         ops_router(settings.service_name, {"database": db_check, "bus": bus_check}, refresh_gauges)

@@ -79,8 +79,7 @@ async def _dead_letters(settings: ServiceSettings, args: argparse.Namespace) -> 
             for parked in await deadletters.list_parked(bus, args.topic, args.wait):
                 print(json.dumps(parked, ensure_ascii=False))
         else:
-            group = f"{settings.service_name}-dlq-replay"
-            print(f"replayed {await deadletters.replay(bus, args.topic, group, args.wait)} to {args.topic}")
+            print(f"replayed {await deadletters.replay(bus, args.topic, args.wait)} to {args.topic}")
     finally:
         await bus.stop()
     return 0

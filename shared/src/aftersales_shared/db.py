@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -51,6 +52,28 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(
         engine, class_=AsyncSession, expire_on_commit=False, sync_session_class=sync_class
     )
+
+
+def log_on_commit(
+    session: AsyncSession, logger: logging.Logger, message: str, *args: Any, **ids: Any
+) -> None:
+    """An INFO line about a change, written once its transaction commits: a change rolled back (a
+    conflict, a batch retried one by one) is not logged, nor logged twice."""
+    session.info.setdefault(_PENDING_LOGS, []).append((logger, message, args, ids))
+
+
+_PENDING_LOGS = "pending_logs"
+
+
+@event.listens_for(Session, "after_commit")
+def _write_pending_logs(session: Session) -> None:
+    for logger, message, args, ids in session.info.pop(_PENDING_LOGS, ()):
+        logger.info(message, *args, extra=ids)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending_logs(session: Session) -> None:
+    session.info.pop(_PENDING_LOGS, None)
 
 
 @asynccontextmanager

@@ -3,8 +3,9 @@
 The consumer runner parks a record it cannot handle on `<topic>.dlq`, as it was, with the headers `error`,
 `consumer_group` and `original_offset`. A replay publishes it again to the topic without those headers (and
 with `replayed_from`). Every group reading the topic sees it again; those that had handled it find it in
-their inbox and skip it. The replaying group commits what it replayed, so a second replay sends only what
-was parked since.
+their inbox and skip it. One replaying group (`dlq-replay`, whichever service runs it) commits what it
+replayed, so a second replay sends only what was parked since (while Kafka keeps the group's offsets: 7
+days after its last use by default).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from pydantic import ValidationError
 
 from .bus import Bus, OutRecord, Record
 from .events import CloudEvent
+from .logging import mask_phone
 from .topics import dlq
 
-PARKING_HEADERS = frozenset({"error", "consumer_group", "original_offset"})
+PARKING_HEADERS = frozenset({"error", "consumer_group", "original_offset", "replayed_from"})
+REPLAY_GROUP = "dlq-replay"
 
 
 async def _parked(bus: Bus, group: str, topic: str, wait: float, commit: bool) -> AsyncIterator[list[Record]]:
@@ -36,12 +39,13 @@ async def _parked(bus: Bus, group: str, topic: str, wait: float, commit: bool) -
 
 
 def describe(record: Record) -> dict[str, Any]:
-    headers = {k: v.decode(errors="replace") for k, v in record.headers}
+    """What an operator needs to decide, with buyer phone numbers masked (an error may quote its input)."""
+    headers = {k: mask_phone(v.decode(errors="replace")) for k, v in record.headers}
     try:
         event = CloudEvent.from_bytes(record.value)
         what: dict[str, Any] = {"event_id": event.id, "type": event.type, "subject": event.subject}
     except ValidationError:
-        what = {"event_id": None, "value": record.value[:200].decode(errors="replace")}
+        what = {"event_id": None, "bytes": len(record.value)}  # not an event: its content is not shown
     return {
         "partition": record.partition,
         "offset": record.offset,
@@ -58,9 +62,9 @@ async def list_parked(bus: Bus, topic: str, wait: float) -> list[dict[str, Any]]
     return [describe(r) async for records in _parked(bus, group, topic, wait, commit=False) for r in records]
 
 
-async def replay(bus: Bus, topic: str, group: str, wait: float) -> int:
+async def replay(bus: Bus, topic: str, wait: float) -> int:
     replayed = 0
-    async for records in _parked(bus, group, topic, wait, commit=True):
+    async for records in _parked(bus, REPLAY_GROUP, topic, wait, commit=True):
         await bus.publish_batch(
             [
                 OutRecord(

@@ -1,9 +1,11 @@
 """Gauges read from a service's database when Prometheus scrapes `/metrics`: the state of its work
 (cases by status, open alerts by kind, payouts by status) and of its outbox. Counting at scrape time
-keeps them right across restarts and replicas; each count is served by an index."""
+keeps them right across restarts; every replica reports the same database-wide counts, so aggregate them
+across instances with max(), not sum(). Each count is served by an index."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,16 +14,17 @@ from typing import Any
 from prometheus_client import Gauge
 from sqlalchemy import ColumnElement, func
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .clock import as_utc
-from .outbox import OutboxMessage
+from .outbox import UNSENT, OutboxMessage
 
-OUTBOX_BACKLOG = Gauge("outbox_backlog", "events committed but not yet published")
+OUTBOX_BACKLOG = Gauge("outbox_backlog", "events committed but not yet published", ["service"])
 OUTBOX_OLDEST = Gauge(
-    "outbox_oldest_unpublished_age_seconds", "age of the oldest unpublished event (0: none)"
+    "outbox_oldest_unpublished_age_seconds", "age of the oldest unpublished event (0: none)", ["service"]
 )
+READ_TIMEOUT = 5.0  # seconds; a scrape must not hang on a database that does not answer
 
 
 @dataclass(frozen=True)
@@ -35,24 +38,35 @@ class CountBy:
     values: Sequence[str] = ()
     where: Sequence[ColumnElement[bool]] = ()
 
-    async def refresh(self, session: AsyncSession) -> None:
+    async def counts(self, session: AsyncSession) -> dict[str, int]:
         query = select(self.column, func.count()).where(*self.where).group_by(self.column)
-        counts = {str(value): n for value, n in (await session.exec(query)).all()}
+        found = {str(value): n for value, n in (await session.exec(query)).all()}
+        return {**dict.fromkeys(self.values, 0), **found}
+
+    async def refresh(self, session: AsyncSession) -> None:
+        counts = await self.counts(session)
         self.gauge.clear()
-        for value in {*self.values, *counts}:
-            self.gauge.labels(value).set(counts.get(value, 0))
+        for value, n in counts.items():
+            self.gauge.labels(value).set(n)
 
 
 async def refresh(
-    sessions: async_sessionmaker[AsyncSession], gauges: Sequence[CountBy], now: datetime
+    sessions: async_sessionmaker[AsyncSession], service: str, gauges: Sequence[CountBy], now: datetime
 ) -> None:
-    """Read every gauge (the outbox's and the service's) in one short read-only transaction."""
-    async with sessions() as session:
-        unsent = col(OutboxMessage.sent_at).is_(None)
-        backlog, oldest = (
-            await session.exec(select(func.count(), func.min(OutboxMessage.created_at)).where(unsent))
-        ).one()
-        OUTBOX_BACKLOG.set(backlog)
-        OUTBOX_OLDEST.set(max(0.0, (now - as_utc(oldest)).total_seconds()) if oldest else 0)
-        for gauge in gauges:
-            await gauge.refresh(session)
+    """Read every gauge (the outbox's and the service's) in one short transaction. If the database does
+    not answer, they are all left out of the scrape (rather than served stale) and the error is raised."""
+    try:
+        async with asyncio.timeout(READ_TIMEOUT), sessions() as session:
+            backlog, oldest = (
+                await session.exec(select(func.count(), func.min(OutboxMessage.created_at)).where(UNSENT))
+            ).one()
+            OUTBOX_BACKLOG.labels(service).set(backlog)
+            OUTBOX_OLDEST.labels(service).set(
+                max(0.0, (now - as_utc(oldest)).total_seconds()) if oldest else 0
+            )
+            for gauge in gauges:
+                await gauge.refresh(session)
+    except BaseException:
+        for metric in (OUTBOX_BACKLOG, OUTBOX_OLDEST, *(g.gauge for g in gauges)):
+            metric.clear()
+        raise

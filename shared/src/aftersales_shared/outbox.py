@@ -41,6 +41,9 @@ class OutboxMessage(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, index=True)
 
 
+UNSENT = col(OutboxMessage.sent_at).is_(None)
+
+
 class InboxEntry(SQLModel, table=True):
     __tablename__ = "inbox"
 
@@ -186,9 +189,7 @@ class OutboxRelay(BackgroundLoop):
 
     async def backlog(self) -> int:
         async with self._sessions() as session:
-            count = await session.exec(
-                select(func.count()).select_from(OutboxMessage).where(col(OutboxMessage.sent_at).is_(None))
-            )
+            count = await session.exec(select(func.count()).select_from(OutboxMessage).where(UNSENT))
             return int(count.one())
 
     async def drain_once(self) -> int:
@@ -204,10 +205,10 @@ class OutboxRelay(BackgroundLoop):
                 if not locked.one():
                     return 0, None
             # Plain columns, not ORM objects; and within one drain, keyset from the last batch, so that a
-            # backlog is not rescanned from the first row (already sent rows are never deleted).
+            # backlog is not rescanned from the sent rows before it (kept for EVENT_RETENTION_DAYS).
             query = select(
                 OutboxMessage.id, OutboxMessage.topic, OutboxMessage.key, OutboxMessage.payload
-            ).where(col(OutboxMessage.sent_at).is_(None))
+            ).where(UNSENT)
             if after is not None:
                 query = query.where(col(OutboxMessage.id) > after)
             rows = (await session.exec(query.order_by(col(OutboxMessage.id)).limit(self._batch_size))).all()

@@ -52,7 +52,7 @@ Check = Callable[[], Awaitable[Any]]
 
 def ops_router(service: str, checks: dict[str, Check], refresh_gauges: Check) -> APIRouter:
     """/healthz (process up), /readyz (each dependency answers), /metrics (Prometheus; the gauges read
-    from the database are refreshed first, and left out of the scrape while the database is down)."""
+    from the database are refreshed first, and left out of the scrape while it does not answer)."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz")

@@ -16,6 +16,7 @@ from aftersales_shared import topics
 from aftersales_shared.auth import Principal, Role
 from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import as_utc
+from aftersales_shared.db import log_on_commit
 from aftersales_shared.events import CaseEvent as CaseEventData
 from aftersales_shared.events import CashbackApproved, Payee
 from aftersales_shared.ids import new_id
@@ -392,18 +393,19 @@ def record(ctx: Context, case: Case, action: str, from_status: str | None, data:
             data=data,
         ),
     )
-    log.info(
+    log_on_commit(
+        ctx.session,
+        log,
         "case %s: %s → %s",
         action,
         from_status or "new",
         case.status,
-        extra={
-            "case_id": case.id,
-            "order_id": case.order_id,
-            "shop_id": case.shop_id,
-            "action": action,
-            "event_id": event_id,
-        },
+        case_id=case.id,
+        order_id=case.order_id,
+        shop_id=case.shop_id,
+        action=action,
+        event_id=event_id,
+        event_type=f"aftersales.case.{past}.v1",
     )
 
 

@@ -25,7 +25,9 @@ by the after-sales policy is a 422 with `code: policy_refused`, the `rule`, and 
 `expected_version` (or `If-Match`) on actions.
 """
 
-CASES = CountBy(Gauge("cases_by_status", "cases by status", ["status"]), Case.status, list(CaseStatus))
+CASES_BY_STATUS = CountBy(
+    Gauge("cases_by_status", "cases by status", ["status"]), Case.status, list(CaseStatus)
+)
 
 
 def create_app(
@@ -47,5 +49,5 @@ def create_app(
         jobs=jobs,
         routers=[orders.router, cases.router, evidence.router, cashback.router, registers.router],
         state={"calendar": BusinessCalendar(settings.extra_holidays)},
-        gauges=[CASES],
+        gauges=[CASES_BY_STATUS],
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from aftersales_shared.testing import Metrics
+from aftersales_shared.db import make_engine, session_factory
+from aftersales_shared.testing import Metrics, free_port
 from case_api_testing import Api
 
 
@@ -12,7 +13,9 @@ async def settled(api: Api) -> Metrics:
     """A scrape once the relay has published everything and the consumer has seen its topics."""
     for _ in range(100):
         metrics = await api.metrics()
-        if metrics.value("outbox_backlog") == 0 and metrics.labels("consumer_lag", "topic", group="case-api"):
+        if metrics.value("outbox_backlog", service="case-api") == 0 and metrics.labels(
+            "consumer_lag", "topic", group="case-api"
+        ):
             return metrics
         await asyncio.sleep(0.05)
     raise AssertionError("the outbox did not drain")
@@ -56,3 +59,18 @@ class TestMetrics:
         assert metrics.value("consumer_lag", group="case-api", topic="payouts.results.v1", partition="0") == 0
         await api.app.state.consumers[0].stop()
         assert not (await api.metrics()).labels("consumer_lag", "topic", group="case-api")  # no stale series
+
+    async def test_while_the_database_does_not_answer_its_counts_are_left_out(self, api: Api) -> None:
+        await api.put_order()
+        assert (await api.metrics()).labels("cases_by_status", "status")
+        working = api.app.state.sessions
+        api.app.state.sessions = session_factory(
+            make_engine(f"postgresql+asyncpg://u:p@127.0.0.1:{free_port()}/x")
+        )
+        try:
+            down = await api.metrics()  # still served: request latency, consumer lag
+        finally:
+            api.app.state.sessions = working
+        assert not down.labels("cases_by_status", "status") and not down.labels("outbox_backlog", "service")
+        assert down.total("http_request_duration_seconds_count", route="/v1/orders/{order_id}") >= 1
+        assert (await api.metrics()).value("cases_by_status", status="retention") == 0  # back

@@ -151,4 +151,4 @@ async def run_scan(request: Request, session: SessionDep, principal: PrincipalDe
     now = request.app.state.clock.now()
     await session.rollback()  # the passes have transactions of their own (and SQLite one connection)
     opened = await detectors.run(request.app.state.sessions, request.app.state.settings, now)
-    return ScanRunOut(opened=opened, open=await detectors.open_counts(session), ran_at=now)
+    return ScanRunOut(opened=opened, open=await detectors.OPEN_ALERTS.counts(session), ran_at=now)

@@ -14,6 +14,8 @@ from datetime import datetime
 
 from aftersales_shared.db import unit_of_work
 from aftersales_shared.ids import new_id
+from aftersales_shared.metrics import CountBy
+from prometheus_client import Gauge
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -142,11 +144,10 @@ async def open_alerts(session: AsyncSession, rule: Rule, now: datetime, limit: i
     return len(rows)
 
 
-async def open_counts(session: AsyncSession) -> dict[str, int]:
-    rows = await execute(
-        session,
-        select(alerts.c.kind, func.count().label("open"))
-        .where(alerts.c.status == "open")
-        .group_by(alerts.c.kind),
-    )
-    return {**dict.fromkeys(KINDS, 0), **{row.kind: row.open for row in rows}}
+# Open alerts per kind: the scan's answer, and a gauge on /metrics.
+OPEN_ALERTS = CountBy(
+    Gauge("open_alerts_by_kind", "open alerts by kind", ["kind"]),
+    alerts.c.kind,
+    KINDS,
+    [alerts.c.status == "open"],
+)

@@ -339,7 +339,9 @@ async def _lock_intercepts(session: AsyncSession, order_ids: Iterable[str]) -> N
     SQLite has one writer at a time already."""
     if session.get_bind().dialect.name != "postgresql":
         return
-    for order_id in sorted(order_ids):  # one order: no deadlock between two batches
+    # Sorted, so two batches take their shared orders in one order. (A transaction that also holds parcel
+    # row locks can still deadlock with another; PostgreSQL aborts one, and the runner retries it.)
+    for order_id in sorted(order_ids):
         await execute(session, select(func.pg_advisory_xact_lock(INTERCEPT_LOCKS, func.hashtext(order_id))))
 
 

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from typing import get_args
-
 from aftersales_shared.app import build_app
 from aftersales_shared.bus import Bus
 from aftersales_shared.clock import Clock
-from aftersales_shared.events import AlertKind
-from aftersales_shared.metrics import CountBy
 from fastapi import FastAPI
-from prometheus_client import Gauge
-from sqlmodel import col
 
-from . import api, models
+from . import api, detectors
 from .config import Settings
 from .consumers import consumers, jobs
 
@@ -26,13 +20,6 @@ R-FALSE-DELIVERY). Findings go out on `logistics.alerts.v1`; delivered, intercep
 Authenticate with `Authorization: Bearer <api key>`; errors are `application/problem+json`. Carrier codes can
 be sent raw (`carrier_format: kuaidi100`, `carrier_status`); they are mapped to the normalised statuses.
 """
-
-OPEN_ALERTS = CountBy(
-    Gauge("open_alerts_by_kind", "open alerts by kind", ["kind"]),
-    models.Alert.kind,
-    get_args(AlertKind),
-    where=[col(models.Alert.status) == "open"],
-)
 
 
 def create_app(
@@ -52,5 +39,5 @@ def create_app(
         routers=[api.router],
         consumers=consumers,
         jobs=jobs,
-        gauges=[OPEN_ALERTS],
+        gauges=[detectors.OPEN_ALERTS],
     )

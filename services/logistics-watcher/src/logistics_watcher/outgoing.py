@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from aftersales_shared import topics
+from aftersales_shared.db import log_on_commit
 from aftersales_shared.events import LogisticsAlert, ParcelMilestone
 from aftersales_shared.outbox import Outgoing, add_events
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -31,9 +32,8 @@ def alert_payload(alert: dict[str, Any]) -> LogisticsAlert:
 async def queue_alerts(
     session: AsyncSession, change: str, alerts: Sequence[LogisticsAlert], at: datetime
 ) -> None:
-    """`logistics.alert.<change>.v1` for each alert."""
-    for a in alerts:
-        log.info("alert %s: %s", change, a.kind, extra=_ids(a.tracking_no, a.order_id, a.shop_id))
+    """`logistics.alert.<change>.v1` for each alert (logged by the pass that found them, as a count: one
+    pass may open tens of thousands)."""
     await _queue(
         session,
         topics.ALERTS,
@@ -47,17 +47,14 @@ async def queue_milestones(
 ) -> None:
     """`logistics.parcel.<milestone>.v1` for each milestone."""
     for m in milestones:
-        log.info("parcel %s", m.milestone, extra=_ids(m.tracking_no, m.order_id, m.shop_id))
+        ids = {"tracking_no": m.tracking_no, "order_id": m.order_id, "shop_id": m.shop_id}
+        log_on_commit(session, log, "parcel %s", m.milestone, **ids)
     await _queue(
         session,
         topics.PARCELS,
         [(m.tracking_no, f"logistics.parcel.{m.milestone}.v1", m.tracking_no, m) for m in milestones],
         at,
     )
-
-
-def _ids(tracking_no: str, order_id: str | None, shop_id: str | None) -> dict[str, str | None]:
-    return {"tracking_no": tracking_no, "order_id": order_id, "shop_id": shop_id}
 
 
 async def _queue(session: AsyncSession, topic: str, items: Sequence[Outgoing], at: datetime) -> None:

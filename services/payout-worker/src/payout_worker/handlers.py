@@ -16,6 +16,7 @@ from aftersales_shared import topics
 from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import Clock, as_utc
 from aftersales_shared.consumer import BatchHandler, Handler
+from aftersales_shared.db import log_on_commit
 from aftersales_shared.events import CashbackApproved, CashbackCancelled, CloudEvent, PayoutResult
 from aftersales_shared.outbox import add_events
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -107,11 +108,15 @@ async def queue_results(session: AsyncSession, results: Sequence[PayoutResult], 
     """Queue paid/failed results on payouts.results.v1 in the transaction that recorded them (a batch
     records up to 1,000 results at once)."""
     for r in results:
-        log.info(
+        log_on_commit(
+            session,
+            log,
             "payout %s%s",
             r.status,
             f": {r.failure_code}" if r.failure_code else "",
-            extra={"payout_id": r.payout_id, "cashback_task_id": r.cashback_task_id, "order_id": r.order_id},
+            payout_id=r.payout_id,
+            cashback_task_id=r.cashback_task_id,
+            order_id=r.order_id,
         )
     await add_events(
         session,

@@ -32,7 +32,7 @@ queried and retried with the identical request), or `cancelled` before submissio
 Authenticate with `Authorization: Bearer <api key>` (roles ops, support). Money is a decimal string.
 """
 
-PAYOUTS = CountBy(
+PAYOUTS_BY_STATUS = CountBy(
     Gauge("payouts_by_status", "payouts in the ledger by status", ["status"]),
     Payout.status,
     list(PayoutStatus),
@@ -88,5 +88,5 @@ def create_app(
         jobs=jobs,
         routers=[payouts.router, registers.router],
         state={"calendar": calendar},
-        gauges=[PAYOUTS],
+        gauges=[PAYOUTS_BY_STATUS],
     )

@@ -16,8 +16,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_index(op.f("ix_inbox_processed_at"), "inbox", ["processed_at"], unique=False)
+    # Concurrently on PostgreSQL: the consumers of the replicas still running keep writing to the inbox.
+    with op.get_context().autocommit_block():
+        op.create_index(
+            op.f("ix_inbox_processed_at"), "inbox", ["processed_at"], unique=False, postgresql_concurrently=True
+        )
 
 
 def downgrade() -> None:
-    op.drop_index(op.f("ix_inbox_processed_at"), table_name="inbox")
+    with op.get_context().autocommit_block():
+        op.drop_index(op.f("ix_inbox_processed_at"), table_name="inbox", postgresql_concurrently=True)
