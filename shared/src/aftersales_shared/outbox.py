@@ -152,8 +152,9 @@ async def unseen(
 class OutboxRelay(BackgroundLoop):
     """Publishes committed outbox rows in id order (so in order per key) and marks them sent.
 
-    Wakes when a session that added events commits, and polls every `poll_interval` regardless.
-    While the bus is down it backs off; rows wait in the table and nothing is lost.
+    Wakes when a session that added events commits (then lingers `linger` seconds, so that the commits of
+    a busy moment leave in one batch rather than one drain each), and polls every `poll_interval`
+    regardless. While the bus is down it backs off; rows wait in the table and nothing is lost.
     """
 
     task_name = "outbox-relay"
@@ -166,6 +167,7 @@ class OutboxRelay(BackgroundLoop):
         *,
         batch_size: int = 500,
         poll_interval: float = 0.1,
+        linger: float = 0.02,
         max_backoff: float = 5.0,
     ) -> None:
         self._sessions = sessions
@@ -173,6 +175,7 @@ class OutboxRelay(BackgroundLoop):
         self._clock = clock
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        self._linger = linger
         self._max_backoff = max_backoff
         self._postgres = sessions.kw["bind"].dialect.name == "postgresql"
         self._wake = asyncio.Event()
@@ -245,3 +248,4 @@ class OutboxRelay(BackgroundLoop):
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+                await asyncio.sleep(self._linger)

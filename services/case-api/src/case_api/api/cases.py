@@ -25,7 +25,9 @@ CONFLICT = {
 }
 
 
-async def public(ctx: handlers.Context, case: Case) -> dict[str, Any]:
+async def public(ctx: handlers.Context, case: Case, *, evidence_attached: bool = True) -> dict[str, Any]:
+    """The case as the API shows it; `evidence_attached=False` (a case just opened without any) spares
+    the read of its evidence."""
     evidence = [
         {
             "evidence_id": link.evidence_id,
@@ -33,7 +35,7 @@ async def public(ctx: handlers.Context, case: Case) -> dict[str, Any]:
             "sha256": item.sha256,
             "reused_from_order_id": link.reused_from_order_id,
         }
-        for link, item in await repo.case_evidence(ctx.session, case.id)
+        for link, item in (await repo.case_evidence(ctx.session, case.id) if evidence_attached else [])
     ]
     return CasePublic(**case.model_dump(), evidence=evidence).model_dump(mode="json")
 
@@ -52,7 +54,7 @@ async def open_case(
 
     async def produce() -> tuple[int, Any]:
         case = await handlers.open_case(ctx, body)
-        return 201, await public(ctx, case)
+        return 201, await public(ctx, case, evidence_attached=bool(body.evidence_ids))
 
     return await idempotent(
         ctx.session,
