@@ -14,17 +14,7 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=.venv/bin/python
-started=()
-
-stop_started() {
-  for what in "${started[@]}"; do
-    case "$what" in
-      pg) infra/postgres/pg.sh down >/dev/null 2>&1 || true ;;
-      kafka) infra/kafka/kafka.sh down >/dev/null 2>&1 || true ;;
-    esac
-  done
-}
-trap stop_started EXIT
+source scripts/started.sh
 
 needs_kafka() { grep -qE "bootstrap[-_]servers|aiokafka" "bench/$1.py"; }
 

@@ -5,17 +5,7 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export DEBIAN_FRONTEND=noninteractive
-started=()
-
-stop_started() {
-  for what in "${started[@]}"; do
-    case "$what" in
-      pg) infra/postgres/pg.sh down >/dev/null 2>&1 || true ;;
-      kafka) infra/kafka/kafka.sh down >/dev/null 2>&1 || true ;;
-    esac
-  done
-}
-trap stop_started EXIT
+source scripts/started.sh
 
 missing() {
   echo "make test: $1 not available ($2); its tests will be skipped" >&2

@@ -30,6 +30,7 @@ import httpx
 import pytest
 from aftersales_shared.testing import Metrics, free_port, fresh_postgres_database, infra_missing, scrape
 from case_api_testing import order_body
+from watcher_testing import scan as watcher_scan
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("case-api", "logistics-watcher", "payout-worker", "payout-simulator")
@@ -155,15 +156,9 @@ def order(tracking_no: str, *, signed: bool) -> dict[str, Any]:
 
 
 def scan(tracking_no: str, order_id: str, status: str, ago: timedelta) -> dict[str, Any]:
-    return {
-        "event_id": f"evt-{uuid.uuid4().hex}",
-        "tracking_no": tracking_no,
-        "carrier": "SF",
-        "order_id": order_id,
-        "shop_id": SHOP,
-        "status": status,
-        "occurred_at": iso(datetime.now(UTC) - ago),
-    }
+    """The watcher tests' tracking event, of this test's order and shop, `ago` before now."""
+    when = datetime.now(UTC) - ago
+    return watcher_scan(status, when, tracking_no=tracking_no, order_id=order_id, shop_id=SHOP)
 
 
 async def refund_of_a_shipped_order(s: Stack) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from .topics import dlq
 
 log = logging.getLogger(__name__)
 CONSUMER_LAG = Gauge("consumer_lag", "records not yet consumed", ["group", "topic", "partition"])
+LAG_INTERVAL = 1.0  # seconds between two reports of a runner's lag
 EVENTS_HANDLED = Counter("consumer_events_total", "events handled", ["group", "outcome"])
 
 Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
@@ -65,13 +66,17 @@ class ConsumerRunner(BackgroundLoop):
         self.processed = 0
         self.dead_lettered = 0
         self._lag_reported: set[tuple[str, int]] = set()
+        self._lag_due = 0.0  # loop time of the next lag report
 
     async def run(self) -> None:
         self._consumer = consumer = await self._bus.consumer(self.group, self._topics)
         try:
             while True:
                 records = await consumer.fetch(max_records=self._fetch_max, timeout_ms=200)
-                await self._report_lag(consumer)
+                if (now := asyncio.get_running_loop().time()) >= self._lag_due:
+                    # At most once a LAG_INTERVAL, not per fetch: the embedded log counts the records.
+                    self._lag_due = now + LAG_INTERVAL
+                    await self._report_lag(consumer)
                 if records:
                     await self.handle_chunk(records)
                     await consumer.commit({(r.topic, r.partition): r.offset + 1 for r in records})

@@ -77,9 +77,13 @@ class Metrics:
 
     samples: list[Sample]
 
+    def matching(self, name: str, **labels: str) -> list[Sample]:
+        """The samples named `name` with these labels (among others)."""
+        return [s for s in self.samples if s.name == name and labels.items() <= s.labels.items()]
+
     def value(self, name: str, **labels: str) -> float:
         """The one sample named `name` with these labels (among others)."""
-        found = [s.value for s in self.samples if s.name == name and labels.items() <= s.labels.items()]
+        found = [s.value for s in self.matching(name, **labels)]
         if len(found) != 1:
             raise AssertionError(f"{len(found)} samples of {name}{labels}")
         return found[0]
@@ -87,15 +91,11 @@ class Metrics:
     def total(self, name: str, **labels: str) -> float:
         """The sum of the samples named `name` with these labels, 0 if none (for counters, which the
         process keeps across the apps of a test run: compare two scrapes)."""
-        return sum(s.value for s in self.samples if s.name == name and labels.items() <= s.labels.items())
+        return sum(s.value for s in self.matching(name, **labels))
 
     def labels(self, name: str, label: str, **where: str) -> set[str]:
         """The values of `label` among the samples named `name` with the labels `where`."""
-        return {
-            s.labels[label]
-            for s in self.samples
-            if s.name == name and label in s.labels and where.items() <= s.labels.items()
-        }
+        return {s.labels[label] for s in self.matching(name, **where) if label in s.labels}
 
 
 async def scrape(client: httpx.AsyncClient) -> Metrics:

@@ -90,24 +90,25 @@ class KafkaBus:
             client_id=f"{self.client_id}-admin",
             request_timeout_ms=10_000,
         )
+        names = [self.prefix + t for t in self.topics]
         await admin.start()
         try:
             existing = set(await admin.list_topics())
             missing = [
                 NewTopic(name, self.partitions, self.replication_factor)
-                for name in (self.prefix + t for t in self.topics)
+                for name in names
                 if name not in existing
             ]
             if missing:
                 await admin.create_topics(missing)  # "already exists" comes back as an error code, not raised
-            await self._until_led(admin)
+            await self._until_led(admin, names)
         finally:
             await admin.close()
 
-    async def _until_led(self, admin: AIOKafkaAdminClient) -> None:
+    @staticmethod
+    async def _until_led(admin: AIOKafkaAdminClient, names: list[str]) -> None:
         """Until every topic has a leader for each partition: a consumer that joins its group while a
         new topic has none yet is assigned none of it (until its next metadata refresh)."""
-        names = [self.prefix + t for t in self.topics]
         async with asyncio.timeout(30):
             while True:
                 described = await admin.describe_topics(names)
