@@ -62,8 +62,10 @@ class CaseEvent(BaseModel):
 
 
 class Payee(BaseModel):
-    alipay_account: str
-    name: str
+    """Who receives a cashback: within what payout-worker's ledger and the provider take."""
+
+    alipay_account: str = Field(min_length=1, max_length=100, description="Alipay login: phone or email")
+    name: str = Field(min_length=1, max_length=100, description="the account holder's real name")
 
 
 class CashbackApproved(BaseModel):

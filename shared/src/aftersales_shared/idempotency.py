@@ -16,7 +16,7 @@ from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .auth import Principal
-from .problems import PROBLEM_JSON, Problem
+from .problems import PROBLEM_JSON, Problem, as_problem
 
 
 class IdempotencyRecord(SQLModel, table=True):
@@ -71,8 +71,9 @@ async def idempotent(
     try:
         status, payload = await produce()
         media_type = "application/json"
-    except Problem as refusal:
-        if key is None or refusal.status >= 500:
+    except Exception as error:
+        refusal = as_problem(error)
+        if key is None or refusal is None or refusal.status >= 500:
             raise
         await session.rollback()  # a refusal changes nothing, but its answer is remembered
         status, payload, media_type = refusal.status, refusal.body(), PROBLEM_JSON

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=Exception)
 
 
 class Problem(Exception):
@@ -35,6 +37,25 @@ class Problem(Exception):
             "code": self.code,
             **self.extra,
         }
+
+
+# A service's domain errors and how its edge answers them: registered once, at start, by each service.
+_TRANSLATIONS: dict[type[Exception], Callable[[Any], Problem]] = {}
+
+
+def translate(kind: type[E], to_problem: Callable[[E], Problem]) -> None:
+    """Answer the domain error `kind` (raised anywhere below the edge) with `to_problem(error)`."""
+    _TRANSLATIONS[kind] = to_problem
+
+
+def as_problem(exc: BaseException) -> Problem | None:
+    """The problem an expected refusal is answered with; None for anything else."""
+    if isinstance(exc, Problem):
+        return exc
+    for kind, to_problem in _TRANSLATIONS.items():
+        if isinstance(exc, kind):
+            return to_problem(exc)
+    return None
 
 
 def not_found(what: str, ident: str) -> Problem:
@@ -84,6 +105,14 @@ def install_problem_handlers(app: FastAPI) -> None:
         code = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
         problem = Problem(exc.status_code, code.get(exc.status_code, "http_error"), str(exc.detail))
         return problem_response(problem, headers=getattr(exc, "headers", None))
+
+    async def _domain(_: Request, exc: Exception) -> JSONResponse:
+        refusal = as_problem(exc)
+        assert refusal is not None  # registered for the translated kinds only
+        return problem_response(refusal)
+
+    for kind in _TRANSLATIONS:
+        app.add_exception_handler(kind, _domain)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

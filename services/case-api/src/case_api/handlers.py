@@ -18,24 +18,26 @@ from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import as_utc
 from aftersales_shared.db import log_on_commit
 from aftersales_shared.events import CaseEvent as CaseEventData
-from aftersales_shared.events import CashbackApproved, Payee
+from aftersales_shared.events import CashbackApproved, CashbackCancelled, Payee
 from aftersales_shared.ids import new_id
-from aftersales_shared.money import cents, fmt
+from aftersales_shared.money import fmt
 from aftersales_shared.outbox import add_event
 from aftersales_shared.problems import Problem, conflict
+from pydantic import ValidationError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from . import ledger
 from . import repository as repo
+from .domain import ledger as dl
 from .domain import model as dm
 from .domain import policy
-from .domain.workflow import MOVES, RELEASED, Action, CaseStatus, after_intake
+from .domain.workflow import MOVES, Action, CaseStatus, after_intake
 from .models import (
     Case,
     CaseEvent,
     CaseEvidence,
     CashbackTask,
-    Compensation,
     Evidence,
     LogisticsFollowUp,
     Order,
@@ -99,7 +101,7 @@ class Context:
 async def upsert_order(ctx: Context, order_id: str, body: OrderIn) -> tuple[Order, bool]:
     ctx.principal.require(Role.storefront)
     ctx.principal.require_shop(body.shop_id)
-    order = await ctx.session.get(Order, order_id)
+    order = await ctx.session.get(Order, order_id, with_for_update=True)  # grants read its lines
     created = order is None
     data = body.model_dump(exclude={"lines"})
     data["buyer"] = body.buyer.model_dump()
@@ -175,63 +177,24 @@ def domain_order(order: Order, lines: list[OrderLine]) -> dm.Order:
     )
 
 
-async def line_history(
-    session: AsyncSession, order_id: str, *, exclude_case: str | None = None
-) -> dict[str, dm.LineHistory]:
-    cases = await repo.order_cases(session, order_id)
-    compensated, shipping = await repo.compensation_totals(
-        session, order_id, cases, exclude_case=exclude_case
-    )
-    exchanged: set[str] = set()
-    replacement_signed: dict[str, datetime] = {}
-    for case in cases:
-        if case.id == exclude_case or case.remedy != "exchange" or case.status in RELEASED:
-            continue
-        for line in case.lines:
-            exchanged.add(line["line_id"])
-            if signed := case.details.get("replacement_signed_at"):
-                replacement_signed[line["line_id"]] = as_utc(datetime.fromisoformat(signed))
-    zero = Decimal("0.00")
-    return {
-        line_id: dm.LineHistory(
-            line_id=line_id,
-            compensated=compensated.get(line_id, zero),
-            shipping_reimbursed=shipping.get(line_id, zero),
-            exchanged=line_id in exchanged,
-            replacement_signed_at=replacement_signed.get(line_id),
-        )
-        for line_id in set(compensated) | set(shipping) | exchanged
-    }
-
-
 async def load_domain_order(session: AsyncSession, order: Order) -> dm.Order:
     return domain_order(order, await repo.order_lines(session, order.order_id))
-
-
-def refusal(exc: dm.PolicyRefusal) -> Problem:
-    return Problem(
-        422,
-        "policy_refused",
-        "Refused by the after-sales policy",
-        exc.message_en,
-        rule=exc.rule,
-        message_zh=exc.message_zh,
-        message_en=exc.message_en,
-        facts=exc.facts,
-    )
 
 
 # ---------------------------------------------------------------- cases
 
 
 async def open_case(ctx: Context, body: CaseCreate) -> Case:
+    """Decide the request and reserve its money under the order's lock (and the new order's, for price
+    protection): R-COMP-CAP, R-POSTAGE and R-PRICE-PROTECT-ONCE hold however many arrive at once."""
     ctx.principal.require(Role.storefront, Role.support)
-    order = await repo.visible_order(ctx.session, ctx.principal, body.order_id)
+    named = [body.order_id] + ([body.new_order_id] if body.new_order_id is not None else [])
+    orders = await ledger.lock_orders(ctx.session, ctx.principal, *named)
+    order = orders[body.order_id]
     evidence = await repo.evidence_by_ids(ctx.session, body.evidence_ids)
     new_order = None
     if body.new_order_id is not None:
-        new_row = await repo.visible_order(ctx.session, ctx.principal, body.new_order_id)
-        new_order = await load_domain_order(ctx.session, new_row)
+        new_order = await load_domain_order(ctx.session, orders[body.new_order_id])
     request = dm.CaseRequest(
         remedy=dm.Remedy(body.remedy),
         reason=dm.Reason(body.reason),
@@ -242,23 +205,13 @@ async def open_case(ctx: Context, body: CaseCreate) -> Case:
         new_order=new_order,
         new_unit_price=body.new_unit_price,
     )
-    try:
-        decision = policy.evaluate(
-            await load_domain_order(ctx.session, order),
-            request,
-            await line_history(ctx.session, order.order_id),
-            ctx.now,
-        )
-    except dm.PolicyRefusal as exc:
-        raise refusal(exc) from None
-    except dm.InvalidRequest as exc:
-        raise Problem(
-            422,
-            "validation_failed",
-            "Invalid request",
-            exc.message,
-            errors=[{"field": exc.field, "message": exc.message}],
-        ) from None
+    domain = await load_domain_order(ctx.session, order)
+    decision = policy.evaluate(
+        domain, request, await ledger.line_history(ctx.session, order.order_id), ctx.now
+    )
+    claims = _price_claims(domain, new_order, decision)
+    if claims and new_order is not None:
+        dl.check_price_claims(claims, await ledger.price_claims(ctx.session, new_order.order_id))
     status = after_intake(decision.evidence_missing, decision.needs_retention)
     case = Case(
         id=new_id("case"),
@@ -280,12 +233,51 @@ async def open_case(ctx: Context, body: CaseCreate) -> Case:
         updated_at=ctx.now,
     )
     ctx.session.add(case)
+    _reserve_case(ctx, case, decision, claims)
     await ctx.session.flush()
     await _attach(ctx, case, evidence, new_case=True)
     if body.reason in CARRIER_REASONS:
         _register_carrier_problem(ctx, case, order, [e.id for e in evidence])
     record(ctx, case, "open", None, {"rules": list(decision.rules), "request": body.model_dump(mode="json")})
     return case
+
+
+KIND_BY_REMEDY = {"reship": "reship", "price_protection": "price_protection", "cashback": "cashback"}
+
+
+def _price_claims(
+    order: dm.Order, new_order: dm.Order | None, decision: dm.Decision
+) -> dict[str, tuple[str, str]]:
+    """R-PRICE-PROTECT-ONCE: per case line, the new order's line (same SKU) that evidences its difference."""
+    if new_order is None or decision.reason is not dm.Reason.PRICE_DROP:
+        return {}
+    claims = {}
+    for line_id in decision.line_amounts:
+        sku = order.line(line_id).sku
+        new_line = next(line for line in new_order.lines if line.sku == sku)  # the policy found it
+        claims[line_id] = (new_order.order_id, new_line.line_id)
+    return claims
+
+
+def _reserve_case(
+    ctx: Context, case: Case, decision: dm.Decision, claims: dict[str, tuple[str, str]]
+) -> None:
+    """R-COMP-CAP / R-POSTAGE: the case's money (or reshipped goods' value) is reserved as it opens."""
+    kind = KIND_BY_REMEDY.get(case.remedy, "refund")
+    for amounts, bucket, entry_kind in (
+        (decision.line_amounts, dl.Bucket.GOODS, kind),
+        (decision.shipping_amounts, dl.Bucket.POSTAGE, "shipping_fee"),
+    ):
+        ledger.reserve(
+            ctx.session,
+            order_id=case.order_id,
+            amounts=amounts,
+            bucket=bucket,
+            kind=entry_kind,
+            now=ctx.now,
+            case_id=case.id,
+            claims=claims,
+        )
 
 
 def _distinct(evidence: list[Evidence], kind: str) -> int:
@@ -412,7 +404,7 @@ def record(ctx: Context, case: Case, action: str, from_status: str | None, data:
 async def act(ctx: Context, case_id: str, action: Action, body: ActionIn, if_match: int | None) -> Case:
     move = MOVES[action]
     ctx.principal.require(*move.roles)
-    case = await repo.get_case(ctx.session, ctx.principal, case_id, for_update=True)
+    case = await locked_case(ctx, case_id)
     expected = body.expected_version if body.expected_version is not None else if_match
     if expected is not None and expected != case.version:
         raise conflict(
@@ -429,12 +421,46 @@ async def act(ctx: Context, case_id: str, action: Action, body: ActionIn, if_mat
         )
     from_status = case.status
     data = await STEPS[action](ctx, case, body)
+    if case.status in WITHDRAWN:
+        data |= await _withdraw_money(ctx, case)
+    elif case.status == S.closed:
+        await ledger.release(ctx.session, ctx.now, case_id=case.id)  # what the case never granted
+    touch(ctx, case, action, from_status, data)
+    await ctx.session.flush()
+    return case
+
+
+async def locked_case(ctx: Context, case_id: str) -> Case:
+    """The case, read under its order's lock first and then its own: every action of a case can change what
+    the order may still receive, and the order lock always comes first (no deadlock with a new case)."""
+    case = await repo.get_case(ctx.session, ctx.principal, case_id)
+    await ledger.lock_orders(ctx.session, None, case.order_id)
+    return await repo.get_case(ctx.session, ctx.principal, case_id, for_update=True)
+
+
+def touch(ctx: Context, case: Case, action: str, from_status: str | None, data: dict[str, Any]) -> None:
+    """A change of the case: its version, and its timeline entry and event."""
     case.version += 1
     case.updated_at = ctx.now
     ctx.session.add(case)
     record(ctx, case, action, from_status, data)
-    await ctx.session.flush()
-    return case
+
+
+# The grant is withdrawn: its reservation is released and its pending cashback cancelled (R-COMP-CAP).
+WITHDRAWN = frozenset({S.rejected, S.withdrawn, S.retained})
+
+
+async def _withdraw_money(ctx: Context, case: Case) -> dict[str, Any]:
+    cancelled, clawbacks = [], []
+    for task in await repo.case_cashback_tasks(ctx.session, case.id):
+        if task.status in LIVE_TASK:
+            await cancel_task(ctx, task, f"case {case.id} {case.status}")
+            cancelled.append(task.id)
+        elif task.status == "paid" and task.clawback_requested_at is None:
+            request_clawback(ctx, task)
+            clawbacks.append(task.id)
+    await ledger.release(ctx.session, ctx.now, case_id=case.id)
+    return {"cashback_cancelled": cancelled} | ({"clawback_requested": clawbacks} if clawbacks else {})
 
 
 def _need(value: Any, field: str, action: Action) -> Any:
@@ -472,6 +498,7 @@ async def _record_retention(ctx: Context, case: Case, body: ActionIn) -> dict[st
 
 
 async def _approve(ctx: Context, case: Case, body: ActionIn) -> dict[str, Any]:
+    _require_carrier_confirmed(case)
     data: dict[str, Any] = {}
     if case.remedy in ("return_refund", "exchange") and case.stage == "received":
         case.status = S.awaiting_return
@@ -489,27 +516,42 @@ async def _approve(ctx: Context, case: Case, body: ActionIn) -> dict[str, Any]:
     return data
 
 
+def _require_carrier_confirmed(case: Case) -> None:
+    """R-LOST: no reship (nor any settlement) of a lost parcel before the carrier confirms the loss."""
+    if case.reason == "lost" and not case.details.get("carrier_confirmed"):
+        raise dm.PolicyRefusal(
+            dm.Rule.LOST,
+            "您好，我们已请快递公司核实包裹丢失情况，快递公司确认丢件后会第一时间为您补发，请耐心等待。",
+            "We have asked the carrier to confirm the parcel is lost; we will reship as soon as they "
+            "confirm it. Thank you for your patience.",
+            {"case_id": case.id, "carrier_confirmed": "false"},
+        )
+
+
 async def _cashback_for_case(ctx: Context, case: Case) -> CashbackTask:
-    """R-PRICE-PROTECT and cashback cases are paid as cashback, verified by the approval itself."""
+    """R-PRICE-PROTECT and cashback cases are paid as cashback, verified by the approval itself; the case's
+    reservation moves to the task that pays it."""
     order = await repo.get_order(ctx.session, case.order_id)
-    account = order.buyer.get("alipay_account")
-    if not account:
+    try:
+        payee = Payee(
+            alipay_account=order.buyer.get("alipay_account") or "", name=order.buyer.get("name") or ""
+        )
+    except ValidationError:
         raise Problem(
             422,
             "payee_missing",
-            "No Alipay account",
-            "the order's buyer has no alipay_account; update the order snapshot first",
-        )
-    line_id = case.lines[0]["line_id"]
+            "No valid Alipay account",
+            "the order's buyer has no valid alipay_account and name; update the order snapshot first",
+        ) from None
     task = CashbackTask(
         id=new_id("cb"),
         order_id=case.order_id,
         shop_id=case.shop_id,
-        line_id=line_id,
+        line_id=case.lines[0]["line_id"],
         case_id=case.id,
         reason="price_difference" if case.remedy == "price_protection" else "other",
         amount=case.amount or Decimal("0.00"),
-        payee={"alipay_account": account, "name": order.buyer["name"]},
+        payee=payee.model_dump(),
         status="approved",
         created_by=ctx.principal.name,
         verified_by=ctx.principal.name,
@@ -517,41 +559,12 @@ async def _cashback_for_case(ctx: Context, case: Case) -> CashbackTask:
         created_at=ctx.now,
         updated_at=ctx.now,
     )
+    if case.reason == "shipping_fee":
+        task.reason = "shipping_fee"
     ctx.session.add(task)
-    kind = "price_protection" if case.remedy == "price_protection" else "cashback"
-    _grant(ctx, case, kind, cashback_task_id=task.id)
-    _emit_cashback_approved(ctx, task)
+    await ledger.move_to_task(ctx.session, ctx.now, case_id=case.id, cashback_task_id=task.id)
+    _emit_cashback(ctx, task, "approved")
     return task
-
-
-def _grant(
-    ctx: Context, case: Case, kind: str, *, total: Decimal | None = None, cashback_task_id: str | None = None
-) -> None:
-    """Book what the case granted per line (R-COMP-CAP; shipping reimbursements apart), scaled when
-    less than the case amount."""
-    shipping = {k: Decimal(v) for k, v in case.details.get("shipping_amounts", {}).items()}
-    amounts = {k: Decimal(v) for k, v in case.line_amounts.items()} or shipping
-    if amounts is shipping:
-        kind = "shipping_fee"
-    whole = sum(amounts.values(), Decimal("0.00"))
-    if total is not None and whole > 0 and total != whole:
-        scaled = {k: cents(v * total / whole) for k, v in amounts.items()}
-        last = next(reversed(scaled))
-        scaled[last] += total - sum(scaled.values(), Decimal("0.00"))
-        amounts = scaled
-    for line_id, amount in amounts.items():
-        ctx.session.add(
-            Compensation(
-                id=new_id("cmp"),
-                order_id=case.order_id,
-                line_id=line_id,
-                kind=kind,
-                amount=amount,
-                case_id=case.id,
-                cashback_task_id=cashback_task_id,
-                created_at=ctx.now,
-            )
-        )
 
 
 async def _reject(ctx: Context, case: Case, body: ActionIn) -> dict[str, Any]:
@@ -605,28 +618,33 @@ async def _record_inspection(ctx: Context, case: Case, body: ActionIn) -> dict[s
 async def _refund(ctx: Context, case: Case, body: ActionIn) -> dict[str, Any]:
     if case.amount is None:
         raise conflict("nothing_to_refund", f"a {case.remedy} case has no refund amount")
-    if case.status == S.return_received and not (case.details.get("inspection") or {}).get("passed"):
-        raise conflict("inspection_pending", "the returned goods must pass inspection before the refund")
-    if case.status == S.approved and case.stage == "shipped" and not case.details.get("intercepted_at"):
-        # R-RO-SHIPPED: refund when the intercept succeeds, not before
-        raise conflict(
-            "intercept_pending", "refund once the carrier confirms the intercept", rule="R-RO-SHIPPED"
-        )
     if case.remedy not in ("refund_only", "return_refund"):
         raise conflict("not_a_refund", f"a {case.remedy} case is not settled by a refund")
-    amount = body.amount if body.amount is not None else case.amount
-    if amount <= 0 or amount > case.amount:  # R-REFUND-VERIFY, R-COMP-CAP
-        raise Problem(
-            422,
-            "policy_refused",
-            "Refund over the approved amount",
-            f"the refund must be between 0.01 and {fmt(case.amount)}",
-            rule="R-COMP-CAP",
-            message_zh=f"退款金额需在 0.01 至 {fmt(case.amount)} 元之间。",
-            message_en=f"The refund must be between 0.01 and {fmt(case.amount)} CNY.",
-            facts={"remaining_allowance": fmt(case.amount), "requested": fmt(amount)},
+    if case.status == S.return_received and not (case.details.get("inspection") or {}).get("passed"):
+        raise dm.PolicyRefusal(  # R-RESALEABLE: the refund waits for the warehouse's inspection
+            dm.Rule.RESALEABLE,
+            "您好，退回的商品正在等待仓库验收，验收通过后会第一时间为您退款，请耐心等待。",
+            "Your return is waiting for the warehouse's inspection; we will refund as soon as it passes. "
+            "Thank you for your patience.",
+            {"case_id": case.id, "inspection": "pending"},
         )
-    _grant(ctx, case, "refund", total=amount)
+    if case.status == S.approved and case.stage == "shipped" and not case.details.get("intercepted_at"):
+        raise dm.PolicyRefusal(  # R-RO-SHIPPED: refund when the intercept succeeds, not before
+            dm.Rule.RO_SHIPPED,
+            "您好，包裹正在拦截中，请您拒收包裹；快递确认拦截成功、包裹退回后我们会立即为您退款。",
+            "Your parcel is being intercepted; please refuse it at the door. We will refund as soon as the "
+            "carrier confirms the intercept and the parcel is on its way back.",
+            {"case_id": case.id, "intercept": "not confirmed"},
+        )
+    amount = body.amount if body.amount is not None else case.amount
+    if amount <= 0 or amount > case.amount:  # R-REFUND-VERIFY, R-COMP-CAP: at most what the case reserved
+        raise dm.PolicyRefusal(
+            dm.Rule.COMP_CAP,
+            f"退款金额需在 0.01 至 {fmt(case.amount)} 元之间，请调整后再提交。",
+            f"The refund must be between 0.01 and {fmt(case.amount)} CNY. Please adjust it and try again.",
+            {"remaining_allowance": fmt(case.amount), "requested": fmt(amount)},
+        )
+    await ledger.grant(ctx.session, ctx.now, case_id=case.id, total=amount)
     case.status = S.refunded
     case.details = {**case.details, "refunded_amount": fmt(amount), "refunded_at": ctx.now.isoformat()}
     return {"amount": fmt(amount)}
@@ -686,6 +704,7 @@ async def _record_carrier_verdict(ctx: Context, case: Case, body: ActionIn) -> d
 async def _create_reship(ctx: Context, case: Case, body: ActionIn) -> dict[str, Any]:
     if case.remedy != "reship":
         raise conflict("not_a_reship", f"a {case.remedy} case is not settled by a reship")
+    _require_carrier_confirmed(case)
     order = await repo.get_order(ctx.session, case.order_id)
     lines = {li.line_id: li for li in await repo.order_lines(ctx.session, case.order_id)}
     wanted = [li.model_dump() for li in body.reship_lines] if body.reship_lines else case.lines
@@ -720,7 +739,7 @@ async def _create_reship(ctx: Context, case: Case, body: ActionIn) -> dict[str, 
         created_at=ctx.now,
     )
     ctx.session.add(reship)
-    _grant(ctx, case, "reship")  # R-RESHIP value counts against R-COMP-CAP
+    await ledger.grant(ctx.session, ctx.now, case_id=case.id)  # R-RESHIP: its value was reserved at intake
     case.status = S.reshipped
     case.details = {**case.details, "reship_order_id": reship.id}
     shipment = order.shipment or {}
@@ -758,9 +777,16 @@ STEPS = {
 # ---------------------------------------------------------------- cashback
 
 
+LIVE_TASK = ("pending_verification", "approved")  # not yet paid, and still meant to be
+
+
 async def create_cashback(ctx: Context, body: CashbackCreate) -> CashbackTask:
+    """A task reserves its amount as it is created, under the order's lock: against the line (R-COMP-CAP),
+    or, for postage, against the order's shipping fee (R-POSTAGE); approval then needs no re-check."""
     ctx.principal.require(Role.support, Role.storefront)
-    order = await repo.visible_order(ctx.session, ctx.principal, body.order_id)
+    if body.postage_receipt is not None:
+        ctx.principal.require(Role.support)  # support saw the receipt
+    order = (await ledger.lock_orders(ctx.session, ctx.principal, body.order_id))[body.order_id]
     domain = await load_domain_order(ctx.session, order)
     if body.line_id not in {li.line_id for li in domain.lines}:
         raise Problem(
@@ -770,36 +796,14 @@ async def create_cashback(ctx: Context, body: CashbackCreate) -> CashbackTask:
             f"order {order.order_id} has no line {body.line_id}",
             errors=[{"field": "line_id", "message": "not a line of the order"}],
         )
+    postage = body.reason == "shipping_fee"
     if body.case_id is not None:
-        case = await repo.get_case(ctx.session, ctx.principal, body.case_id)
-        if case.order_id != order.order_id:
-            raise Problem(
-                422,
-                "validation_failed",
-                "Case of another order",
-                "the case belongs to another order",
-                errors=[{"field": "case_id", "message": "a case of another order"}],
-            )
-    if body.reason != "shipping_fee":  # shipping reimbursements are outside R-COMP-CAP
-        remaining = policy.remaining_allowance(
-            domain, body.line_id, await line_history(ctx.session, order.order_id)
-        )
-        if body.amount > remaining:
-            raise Problem(
-                422,
-                "policy_refused",
-                "Over the compensation cap",
-                f"at most {fmt(remaining)} can still be granted on line {body.line_id}",
-                rule="R-COMP-CAP",
-                message_zh=f"该商品可补偿的剩余额度为 {fmt(remaining)} 元,本次申请超出额度,敬请谅解。",
-                message_en=f"The remaining allowance for this item is {fmt(remaining)} CNY; "
-                "the amount asked is above it.",
-                facts={
-                    "line_id": body.line_id,
-                    "remaining_allowance": fmt(remaining),
-                    "requested": fmt(body.amount),
-                },
-            )
+        await _check_task_case(ctx, body, order, postage)
+    history = await ledger.line_history(ctx.session, order.order_id)
+    if postage:
+        dl.check_postage(domain, body.amount, history, reimbursement=True, receipt=body.postage_receipt)
+    else:
+        policy.check_cap(domain, {body.line_id: body.amount}, history)
     task = CashbackTask(
         id=new_id("cb"),
         order_id=order.order_id,
@@ -811,25 +815,58 @@ async def create_cashback(ctx: Context, body: CashbackCreate) -> CashbackTask:
         payee=body.payee.model_dump(),
         status="pending_verification",
         note=body.note,
+        postage_receipt=body.postage_receipt,
         created_by=ctx.principal.name,
         created_at=ctx.now,
         updated_at=ctx.now,
     )
     ctx.session.add(task)
+    ledger.reserve(
+        ctx.session,
+        order_id=order.order_id,
+        amounts={body.line_id: body.amount},
+        bucket=dl.Bucket.POSTAGE if postage else dl.Bucket.GOODS,
+        kind="shipping_fee" if postage else "cashback",
+        now=ctx.now,
+        cashback_task_id=task.id,
+    )
     await ctx.session.flush()
     return task
+
+
+async def _check_task_case(ctx: Context, body: CashbackCreate, order: Order, postage: bool) -> None:
+    """A task names a live case of the same order; a return's postage is reimbursed once (R-POSTAGE)."""
+    assert body.case_id is not None
+    case = await repo.get_case(ctx.session, ctx.principal, body.case_id)
+    if case.order_id != order.order_id:
+        raise Problem(
+            422,
+            "validation_failed",
+            "Case of another order",
+            "the case belongs to another order",
+            errors=[{"field": "case_id", "message": "a case of another order"}],
+        )
+    if case.status in WITHDRAWN or case.status == S.closed:
+        raise conflict(
+            "case_not_active",
+            f"case {case.id} is {case.status}: no cashback can be added to it",
+            case_status=case.status,
+        )
+    if postage and await ledger.case_reserves_postage(ctx.session, case.id):
+        raise dm.PolicyRefusal(
+            dm.Rule.POSTAGE,
+            "您好，这次退换货的运费已经为您申请过报销了，同一次退换货的运费只报销一次，感谢理解。",
+            "The postage of this return has already been reimbursed or is being reimbursed; it is paid once "
+            "per return. Thank you for understanding.",
+            {"case_id": case.id},
+        )
 
 
 async def decide_cashback(
     ctx: Context, task_id: str, approve: bool, expected_version: int | None, reason: str | None
 ) -> CashbackTask:
     ctx.principal.require(Role.support)  # R-CASHBACK: the support group verifies
-    task = (
-        await ctx.session.exec(select(CashbackTask).where(CashbackTask.id == task_id).with_for_update())
-    ).first()
-    if task is None:
-        raise Problem(404, "not_found", "cashback task not found")
-    ctx.principal.require_shop(task.shop_id, hide=True, what="cashback task")
+    task = await locked_task(ctx, task_id)
     if expected_version is not None and expected_version != task.version:
         raise conflict(
             "stale_version",
@@ -842,40 +879,59 @@ async def decide_cashback(
     task.verified_at = ctx.now
     task.version += 1
     task.updated_at = ctx.now
-    if approve:
+    if approve:  # the reservation made at creation already holds the money
         task.status = "approved"
-        kind = "shipping_fee" if task.reason == "shipping_fee" else "cashback"
-        ctx.session.add(
-            Compensation(
-                id=new_id("cmp"),
-                order_id=task.order_id,
-                line_id=task.line_id,
-                kind=kind,
-                amount=task.amount,
-                case_id=None,
-                cashback_task_id=task.id,
-                created_at=ctx.now,
-            )
-        )
-        _emit_cashback_approved(ctx, task)
+        _emit_cashback(ctx, task, "approved")
     else:
         task.status = "rejected"
         task.rejection_reason = reason or "rejected by support"
+        await ledger.release(ctx.session, ctx.now, cashback_task_id=task.id)
     ctx.session.add(task)
     await ctx.session.flush()
     return task
 
 
-def _emit_cashback_approved(ctx: Context, task: CashbackTask) -> None:
-    add_event(
+async def locked_task(ctx: Context, task_id: str) -> CashbackTask:
+    """The task, under its order's lock first (as every money command) and then its own."""
+    task = await repo.get_task(ctx.session, ctx.principal, task_id)
+    await ledger.lock_orders(ctx.session, None, task.order_id)
+    return await repo.get_task(ctx.session, ctx.principal, task_id, for_update=True)
+
+
+async def cancel_task(ctx: Context, task: CashbackTask, reason: str) -> None:
+    """The grant behind a task was withdrawn: its reservation is released and, once approved, payout-worker
+    is told not to pay it (aftersales.cashback.cancelled.v1). The caller holds the order's lock."""
+    approved = task.status == "approved"
+    task.status, task.cancelled_at, task.rejection_reason = "cancelled", ctx.now, reason
+    task.version += 1
+    task.updated_at = ctx.now
+    ctx.session.add(task)
+    await ledger.release(ctx.session, ctx.now, cashback_task_id=task.id)
+    if approved:
+        _emit_cashback(ctx, task, "cancelled", reason=reason)
+
+
+def request_clawback(ctx: Context, task: CashbackTask) -> None:
+    """A cancel after the transfer: the money left; ops recovers it (the cashback register shows it)."""
+    task.clawback_requested_at = ctx.now
+    task.version += 1
+    task.updated_at = ctx.now
+    ctx.session.add(task)
+    log_on_commit(
         ctx.session,
-        topic=topics.CASHBACK,
-        key=task.id,
-        source=SOURCE,
-        type="aftersales.cashback.approved.v1",
-        subject=task.id,
-        at=ctx.now,
-        data=CashbackApproved(
+        log,
+        "cashback %s was paid before its grant was withdrawn: clawback requested",
+        task.id,
+        cashback_task_id=task.id,
+        order_id=task.order_id,
+        shop_id=task.shop_id,
+    )
+
+
+def _emit_cashback(ctx: Context, task: CashbackTask, what: str, reason: str = "") -> None:
+    data: CashbackApproved | CashbackCancelled
+    if what == "approved":
+        data = CashbackApproved(
             cashback_task_id=task.id,
             order_id=task.order_id,
             shop_id=task.shop_id,
@@ -884,5 +940,18 @@ def _emit_cashback_approved(ctx: Context, task: CashbackTask) -> None:
             amount=task.amount,
             payee=Payee(**task.payee),
             approved_at=ctx.now,
-        ),
+        )
+    else:
+        data = CashbackCancelled(
+            cashback_task_id=task.id, order_id=task.order_id, shop_id=task.shop_id, reason=reason
+        )
+    add_event(
+        ctx.session,
+        topic=topics.CASHBACK,
+        key=task.id,
+        source=SOURCE,
+        type=f"aftersales.cashback.{what}.v1",
+        subject=task.id,
+        at=ctx.now,
+        data=data,
     )

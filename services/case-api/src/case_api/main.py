@@ -10,7 +10,7 @@ from aftersales_shared.metrics import CountBy
 from fastapi import FastAPI
 from prometheus_client import Gauge
 
-from .api import cases, cashback, evidence, orders, registers
+from .api import cases, cashback, errors, evidence, orders, registers
 from .config import Settings
 from .consumers import consumers
 from .domain.workflow import CaseStatus
@@ -38,6 +38,7 @@ def create_app(
     background: bool = True,
 ) -> FastAPI:
     settings = settings or Settings()
+    errors.install()
     return build_app(
         settings,
         title="case-api",

@@ -9,7 +9,7 @@ from typing import Any
 from aftersales_shared.auth import ApiKey
 from aftersales_shared.idempotency import IdempotencyRecord
 from aftersales_shared.outbox import InboxEntry, OutboxMessage
-from sqlalchemy import JSON, Column, Index, Numeric
+from sqlalchemy import JSON, Column, Index, Numeric, text
 from sqlmodel import Field, SQLModel
 
 SHARED_TABLES = (ApiKey, IdempotencyRecord, OutboxMessage, InboxEntry)
@@ -100,19 +100,40 @@ class CaseEvent(SQLModel, table=True):
     at: datetime
 
 
-class Compensation(SQLModel, table=True):
-    """Money or goods value granted against an order line (R-COMP-CAP)."""
+class LedgerEntry(SQLModel, table=True):
+    """The compensation ledger, the only way money is promised to a buyer (R-COMP-CAP, R-POSTAGE).
 
-    __tablename__ = "compensations"
+    Every grant reserves here, under the order's lock, in the transaction that creates it: a case's money
+    or reshipped goods' value (case_id), a cashback task's amount (cashback_task_id; both ids when a case
+    is paid as cashback). `reserved` → `granted` once refunded, reshipped or paid; → `released` when the
+    grant is withdrawn, rejected, cancelled or its payout fails for good."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        # R-PRICE-PROTECT-ONCE: one new order evidences one price difference per line, once.
+        Index(
+            "uq_ledger_entries_price_claim",
+            "new_order_id",
+            "new_line_id",
+            unique=True,
+            sqlite_where=text("status <> 'released' AND new_order_id IS NOT NULL"),
+            postgresql_where=text("status <> 'released' AND new_order_id IS NOT NULL"),
+        ),
+    )
 
     id: str = Field(primary_key=True, max_length=40)
     order_id: str = Field(index=True, max_length=64)
     line_id: str = Field(max_length=64)
-    kind: str  # refund, price_protection, cashback, reship, shipping_fee
+    bucket: str = Field(max_length=16)  # goods (R-COMP-CAP) or postage (R-POSTAGE)
+    kind: str = Field(max_length=32)  # refund, price_protection, cashback, reship, shipping_fee
     amount: Decimal = money_column()
+    status: str = Field(max_length=16)  # reserved, granted, released
     case_id: str | None = Field(default=None, index=True, max_length=40)
-    cashback_task_id: str | None = Field(default=None, max_length=40)
+    cashback_task_id: str | None = Field(default=None, index=True, max_length=40)
+    new_order_id: str | None = Field(default=None, max_length=64)  # R-PRICE-PROTECT: the cheaper order
+    new_line_id: str | None = Field(default=None, max_length=64)
     created_at: datetime
+    updated_at: datetime
 
 
 class Evidence(SQLModel, table=True):
@@ -222,6 +243,11 @@ class CashbackTask(SQLModel, table=True):
     out_biz_no: str | None = None
     failure_code: str | None = None
     paid_at: datetime | None = None
+    # R-POSTAGE: the return postage support saw on the buyer's receipt, when above the order's shipping fee
+    postage_receipt: Decimal | None = money_column(nullable=True)
+    cancelled_at: datetime | None = None
+    # a cancel that came after the transfer: the money left, ops recovers it (the cashback register shows it)
+    clawback_requested_at: datetime | None = None
     version: int = 1
     created_at: datetime = Field(index=True)
     updated_at: datetime

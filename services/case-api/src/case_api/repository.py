@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, TypeVar
 
 from aftersales_shared.auth import Principal
@@ -15,8 +13,7 @@ from sqlalchemy import ColumnElement
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .domain.workflow import RELEASED
-from .models import Case, CaseEvent, CaseEvidence, CashbackTask, Compensation, Evidence, Order, OrderLine
+from .models import Case, CaseEvent, CaseEvidence, CashbackTask, Evidence, Order, OrderLine
 
 M = TypeVar("M", bound=SQLModel)
 
@@ -46,8 +43,8 @@ async def get_case(
     session: AsyncSession, principal: Principal, case_id: str, *, for_update: bool = False
 ) -> Case:
     query = select(Case).where(Case.id == case_id)
-    if for_update:
-        query = query.with_for_update()
+    if for_update:  # and fresh: an earlier read of it in this session may predate the lock
+        query = query.with_for_update().execution_options(populate_existing=True)
     case = (await session.exec(query)).first()
     if case is None:
         raise not_found("case", case_id)
@@ -59,48 +56,27 @@ async def order_cases(session: AsyncSession, order_id: str) -> list[Case]:
     return list((await session.exec(select(Case).where(Case.order_id == order_id))).all())
 
 
-async def compensation_totals(
-    session: AsyncSession, order_id: str, cases: Sequence[Case], *, exclude_case: str | None = None
-) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
-    """Per line, what was taken against R-COMP-CAP and what was reimbursed for shipping: granted
-    compensations, plus what active cases and unpaid cashback tasks still may grant (reserved until
-    they settle or are released)."""
-    capped: dict[str, Decimal] = defaultdict(lambda: Decimal("0.00"))
-    shipping: dict[str, Decimal] = defaultdict(lambda: Decimal("0.00"))
-
-    def book(line_id: str, amount: Decimal, is_shipping: bool) -> None:
-        (shipping if is_shipping else capped)[line_id] += amount
-
-    granted = (await session.exec(select(Compensation).where(Compensation.order_id == order_id))).all()
-    settled = {c.case_id for c in granted if c.case_id} | {
-        c.cashback_task_id for c in granted if c.cashback_task_id
-    }
-    for comp in granted:
-        book(comp.line_id, comp.amount, comp.kind == "shipping_fee")
-    for case in cases:
-        if case.id == exclude_case or case.id in settled or case.status in RELEASED:
-            continue
-        for line_id, amount in case.line_amounts.items():
-            book(line_id, Decimal(amount), False)
-        for line_id, amount in case.details.get("shipping_amounts", {}).items():
-            book(line_id, Decimal(amount), True)
-    tasks = (
-        await session.exec(
-            select(CashbackTask).where(
-                CashbackTask.order_id == order_id,
-                col(CashbackTask.case_id).is_(None),
-                col(CashbackTask.status).in_(["pending_verification", "approved"]),
-            )
-        )
-    ).all()
-    for task in tasks:
-        if task.id not in settled:
-            book(task.line_id, task.amount, task.reason == "shipping_fee")
-    return capped, shipping
-
-
 async def order_cashback_tasks(session: AsyncSession, order_id: str) -> list[CashbackTask]:
     return list((await session.exec(select(CashbackTask).where(CashbackTask.order_id == order_id))).all())
+
+
+async def case_cashback_tasks(session: AsyncSession, case_id: str) -> list[CashbackTask]:
+    rows = await session.exec(select(CashbackTask).where(CashbackTask.case_id == case_id).with_for_update())
+    return list(rows.all())
+
+
+async def get_task(
+    session: AsyncSession, principal: Principal, task_id: str, *, for_update: bool = False
+) -> CashbackTask:
+    """A cashback task of the key's shops (another shop's is 404, as a missing one)."""
+    query = select(CashbackTask).where(CashbackTask.id == task_id)
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    task = (await session.exec(query)).first()
+    if task is None:
+        raise not_found("cashback task", task_id)
+    principal.require_shop(task.shop_id, hide=True, what="cashback task")
+    return task
 
 
 async def case_evidence(session: AsyncSession, case_id: str) -> list[tuple[CaseEvidence, Evidence]]:

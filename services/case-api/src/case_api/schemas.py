@@ -332,6 +332,11 @@ class CashbackCreate(Strict):
     amount: Money
     payee: Payee
     note: str | None = Field(None, max_length=1000)
+    postage_receipt: Money | None = Field(
+        None,
+        description="shipping_fee only, support only: the return postage on the buyer's receipt, when it is "
+        "above the order's shipping fee (R-POSTAGE)",
+    )
 
     @field_validator("amount")
     @classmethod
@@ -359,6 +364,11 @@ class CashbackPublic(BaseModel):
     out_biz_no: str | None
     failure_code: str | None
     paid_at: datetime | None
+    postage_receipt: Money | None = None
+    cancelled_at: datetime | None = None
+    clawback_requested_at: datetime | None = Field(
+        None, description="the grant was withdrawn after the transfer: ops recovers the money"
+    )
     version: int
     created_at: datetime
     updated_at: datetime

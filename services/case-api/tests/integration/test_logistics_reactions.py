@@ -252,7 +252,8 @@ class TestIntercepted:  # R-RO-SHIPPED: refund when the intercept succeeds, not 
         case = (await api.open_case(remedy="refund_only", reason="no_reason")).json()
         case = (await api.act(case, "record_retention", offer="coupon", outcome="declined")).json()
         case = (await api.act(case, "approve")).json()
-        assert (await api.act(case, "refund")).json()["code"] == "intercept_pending"
+        refused = (await api.act(case, "refund")).json()
+        assert (refused["code"], refused["rule"]) == ("policy_refused", "R-RO-SHIPPED")
 
 
 class TestFromTheWatcher:

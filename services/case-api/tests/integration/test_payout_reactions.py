@@ -11,7 +11,7 @@ from typing import Any
 from aftersales_shared import topics
 from aftersales_shared.events import CloudEvent, PayoutResult, envelope
 from aftersales_shared.outbox import OutboxMessage
-from case_api.models import Compensation
+from case_api.models import LedgerEntry
 from case_api_testing import Api, order_body
 from sqlmodel import col, select
 
@@ -134,9 +134,10 @@ class TestFailed:
         now = await task_of(api, task["id"])
         assert (now["status"], now["failure_code"], now["paid_at"]) == ("failed", "PAYEE_NOT_EXIST", None)
         async with api.app.state.sessions() as session:
-            assert (
-                await session.exec(select(Compensation).where(Compensation.cashback_task_id == task["id"]))
-            ).all() == []
+            entries = await session.exec(
+                select(LedgerEntry).where(LedgerEntry.cashback_task_id == task["id"])
+            )
+            assert [e.status for e in entries.all()] == ["released"]
         assert (await api.call("POST", "/v1/cashback-tasks", "support", json=over)).status_code == 201
         assert await outbox(api, "aftersales.notification.requested.v1") == []
 

@@ -92,8 +92,8 @@ class TestRefundOnlyShippedNotReceived:
         case = await move(api, case, "approve")
         async with unchanged(api):
             early = await api.act(case, "refund")
-        problem = assert_problem(early, 409)
-        assert problem["rule"] == "R-RO-SHIPPED"
+        problem = assert_problem(early, 422, "policy_refused")
+        assert problem["rule"] == "R-RO-SHIPPED" and problem["message_zh"] and problem["message_en"]
         case = await move(api, case, "request_intercept", notes="请快递拦截，客户拒收")
         assert case["status"] == "intercepting"
         async with unchanged(api):

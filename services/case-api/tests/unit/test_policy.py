@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -500,18 +501,27 @@ class TestCompensationCap:
         assert refusal(order, request, DURING, spent).facts["remaining_allowance_total"] == "190.00"
 
     def test_shipping_reimbursement_is_outside_the_cap(self) -> None:
-        spent = history(L1={"compensated": D("180.00"), "shipping_reimbursed": D("12.00")})
+        spent = history(L1={"compensated": D("180.00"), "shipping_reimbursed": D("2.00")})
         decision = decide(
-            self.ORDER, ask(Remedy.CASHBACK, Reason.SHIPPING_FEE, amount="15.00"), DURING, spent
+            self.ORDER, ask(Remedy.CASHBACK, Reason.SHIPPING_FEE, amount="8.00"), DURING, spent
         )
-        assert decision.amount == D("15.00")
+        assert decision.amount == D("8.00")
         assert decision.line_amounts == {"L1": D("0.00")}
-        assert decision.shipping_amounts == {"L1": D("15.00")}
+        assert decision.shipping_amounts == {"L1": D("8.00")}
+
+    def test_postage_is_bounded_by_the_orders_fee_and_owed_only_without_insurance(self) -> None:
+        """R-POSTAGE."""
+        spent = history(L1={"shipping_reimbursed": D("2.00")})
+        over = refusal(self.ORDER, ask(Remedy.CASHBACK, Reason.SHIPPING_FEE, amount="8.01"), DURING, spent)
+        assert (over.rule, over.facts["remaining_allowance"]) == ("R-POSTAGE", "8.00")
+        insured = replace(self.ORDER, shipping_insurance=True)
+        refused = refusal(insured, ask(Remedy.CASHBACK, Reason.SHIPPING_FEE, amount="1.00"), DURING)
+        assert refused.rule == "R-POSTAGE" and "运费险" in refused.message_zh
 
     def test_shipping_fee_refund_is_bounded_by_the_orders_fee(self) -> None:
         assert decide(self.ORDER, ask(Remedy.REFUND_ONLY, Reason.SHIPPING_FEE, amount="10.00"), DURING)
         refused = refusal(self.ORDER, ask(Remedy.REFUND_ONLY, Reason.SHIPPING_FEE, amount="10.01"), DURING)
-        assert refused.rule == "R-COMP-CAP"
+        assert refused.rule == "R-POSTAGE"
         assert refused.facts["remaining_allowance"] == "10.00"
         spent = history(L1={"shipping_reimbursed": D("4.00")})
         request = ask(Remedy.REFUND_ONLY, Reason.SHIPPING_FEE, amount="6.01")

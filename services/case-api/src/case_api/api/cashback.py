@@ -5,7 +5,6 @@ from typing import Annotated, Any, Literal
 from aftersales_shared.auth import Role
 from aftersales_shared.idempotency import idempotent, request_hash
 from aftersales_shared.pagination import Page, next_cursor
-from aftersales_shared.problems import not_found
 from aftersales_shared.web import IdempotencyKey
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
@@ -17,7 +16,7 @@ from ..schemas import CashbackCreate, CashbackDecision, CashbackPublic
 from .deps import ContextDep, IfMatchDep
 
 router = APIRouter(prefix="/v1/cashback-tasks", tags=["cashback"])
-Status = Literal["pending_verification", "approved", "rejected", "paid", "failed"]
+Status = Literal["pending_verification", "approved", "rejected", "paid", "failed", "cancelled"]
 
 
 @router.post(
@@ -78,11 +77,7 @@ async def list_tasks(
 @router.get("/{task_id}", response_model=CashbackPublic, summary="Read a cashback task")
 async def get_task(task_id: str, ctx: ContextDep) -> CashbackPublic:
     ctx.principal.require(Role.support, Role.ops, Role.storefront)
-    task = await ctx.session.get(CashbackTask, task_id)
-    if task is None:
-        raise not_found("cashback task", task_id)
-    ctx.principal.require_shop(task.shop_id, hide=True, what="cashback task")
-    return CashbackPublic(**task.model_dump())
+    return CashbackPublic(**(await repo.get_task(ctx.session, ctx.principal, task_id)).model_dump())
 
 
 def _expected(body: CashbackDecision, if_match: int | None) -> int | None:

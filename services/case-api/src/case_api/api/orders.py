@@ -5,7 +5,7 @@ from decimal import Decimal
 from aftersales_shared.auth import Role
 from fastapi import APIRouter, Response
 
-from .. import handlers
+from .. import handlers, ledger
 from .. import repository as repo
 from ..domain import policy
 from ..models import Order
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/orders", tags=["orders"])
 async def _public(ctx: handlers.Context, order: Order) -> OrderPublic:
     rows = await repo.order_lines(ctx.session, order.order_id)
     domain = handlers.domain_order(order, rows)
-    history = await handlers.line_history(ctx.session, order.order_id)
+    history = await ledger.line_history(ctx.session, order.order_id)
     lines = []
     for row in rows:
         used = history[row.line_id].compensated if row.line_id in history else Decimal("0.00")
@@ -66,7 +66,7 @@ async def get_options(order_id: str, ctx: ContextDep) -> OptionsPublic:
     ctx.principal.require(Role.storefront, Role.support)
     order = await repo.visible_order(ctx.session, ctx.principal, order_id)
     domain = await handlers.load_domain_order(ctx.session, order)
-    options = policy.after_sales_options(domain, await handlers.line_history(ctx.session, order_id), ctx.now)
+    options = policy.after_sales_options(domain, await ledger.line_history(ctx.session, order_id), ctx.now)
     return OptionsPublic(
         order_id=order_id,
         evaluated_at=ctx.now,

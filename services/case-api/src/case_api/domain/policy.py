@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
+from .ledger import check_postage
 from .model import (
     CENT,
     EVIDENCE_REQUIRED,
@@ -590,7 +591,7 @@ def _money(
     else:
         _check_amount(amount, limit)
         line_amounts = allocate(amount, weights)
-    _check_cap(order, line_amounts, history)  # R-COMP-CAP
+    check_cap(order, line_amounts, history)  # R-COMP-CAP
     total = sum(line_amounts.values(), ZERO)
     rules = (Rule.COMP_CAP,) if remedy is not Remedy.PRICE_PROTECTION else (Rule.CASHBACK, Rule.COMP_CAP)
     return (None if remedy is Remedy.RESHIP else total), line_amounts, {}, rules
@@ -623,27 +624,10 @@ def _shipping_money(
     history: Mapping[str, LineHistory],
     current: Stage,
 ) -> tuple[Decimal | None, dict[str, Decimal], dict[str, Decimal], tuple[Rule, ...]]:
-    """Shipping-fee money sits outside R-COMP-CAP; a refund-only of it is bounded by the order's fee."""
+    """Shipping-fee money sits outside R-COMP-CAP, in the order's postage (R-POSTAGE)."""
     amount = _required_amount(request, remedy, current)
-    if remedy is Remedy.REFUND_ONLY:
-        # shipping_reimbursed cannot tell outbound from return postage: count all of it, to be safe.
-        reimbursed = sum((_history(history, line.line_id).shipping_reimbursed for line in order.lines), ZERO)
-        remaining = max(ZERO, order.shipping_fee - reimbursed)
-        if amount > remaining:
-            raise PolicyRefusal(
-                Rule.COMP_CAP,
-                f"抱歉，本订单运费为{order.shipping_fee:.2f}元，可退运费余额为{remaining:.2f}元，"
-                f"申请金额{amount:.2f}元超出了可退范围，请调整金额后再提交。",
-                f"Sorry: the shipping fee on this order was {order.shipping_fee:.2f} CNY and "
-                f"{remaining:.2f} CNY of it can still be refunded, so {amount:.2f} CNY is more than we "
-                "can refund. Please adjust the amount and try again.",
-                {
-                    "shipping_fee": _fmt(order.shipping_fee),
-                    "shipping_reimbursed": _fmt(reimbursed),
-                    "remaining_allowance": _fmt(remaining),
-                    "requested_amount": _fmt(amount),
-                },
-            )
+    # R-POSTAGE: a cashback of postage reimburses the return; a refund-only gives back the order's own fee.
+    check_postage(order, amount, history, reimbursement=remedy is Remedy.CASHBACK)
     line_ids = [line.line_id for line, _ in lines]
     # The whole reimbursement is booked on the first case line; it is order-level money.
     return amount, dict.fromkeys(line_ids, ZERO), {line_ids[0]: amount}, ()
@@ -744,7 +728,7 @@ def _price_differences(
     return differences
 
 
-def _check_cap(order: Order, line_amounts: Mapping[str, Decimal], history: Mapping[str, LineHistory]) -> None:
+def check_cap(order: Order, line_amounts: Mapping[str, Decimal], history: Mapping[str, LineHistory]) -> None:
     """R-COMP-CAP: a line never takes more than its remaining allowance."""
     remaining = {line_id: remaining_allowance(order, line_id, history) for line_id in line_amounts}
     for line_id, take in line_amounts.items():

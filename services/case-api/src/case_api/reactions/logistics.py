@@ -22,7 +22,7 @@ from aftersales_shared.auth import Principal, Role
 from aftersales_shared.clock import as_utc
 from aftersales_shared.consumer import Handler
 from aftersales_shared.events import CloudEvent, LogisticsAlert, ParcelMilestone
-from aftersales_shared.problems import Problem
+from aftersales_shared.problems import as_problem
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -99,7 +99,9 @@ async def _open_case(ctx: handlers.Context, order: Order, reason: str, alert: Lo
     )
     try:
         return await handlers.open_case(ctx, body)
-    except Problem as refused:
+    except Exception as error:
+        if (refused := as_problem(error)) is None:
+            raise
         log.warning(
             "no logistics case for a %s alert: %s",
             alert.kind,

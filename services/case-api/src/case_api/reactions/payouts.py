@@ -18,13 +18,12 @@ from aftersales_shared.events import CloudEvent, CustomerNotification, PayoutRes
 from aftersales_shared.ids import new_id
 from aftersales_shared.money import fmt
 from aftersales_shared.outbox import add_event
-from sqlalchemy import delete
-from sqlmodel import col, select
+from aftersales_shared.problems import Problem
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .. import handlers
+from .. import handlers, ledger
 from ..domain.workflow import Action, CaseStatus
-from ..models import Case, CashbackTask, Compensation
+from ..models import Case, CashbackTask
 from ..schemas import ActionIn
 from . import system_context
 
@@ -35,15 +34,17 @@ PAYOUT_WORKER = Principal(
 SETTLED_BY_CASHBACK = ("price_protection", "cashback")
 
 
-async def _task(session: AsyncSession, result: PayoutResult) -> CashbackTask:
-    task = (
-        await session.exec(
-            select(CashbackTask).where(CashbackTask.id == result.cashback_task_id).with_for_update()
-        )
-    ).first()
-    if task is None:  # parked on the DLQ after the retries: a result for a task we never had
-        raise LookupError(f"no cashback task {result.cashback_task_id} for payout {result.payout_id}")
-    return task
+async def _locked(
+    session: AsyncSession, result: PayoutResult, at: datetime
+) -> tuple[handlers.Context, CashbackTask]:
+    """The system context of a result and its task, read under the order's lock, then its own."""
+    ctx = system_context(session, at, PAYOUT_WORKER)
+    try:
+        return ctx, await handlers.locked_task(ctx, result.cashback_task_id)
+    except Problem:  # parked on the DLQ after the retries: a result for a task we never had
+        raise LookupError(
+            f"no cashback task {result.cashback_task_id} for payout {result.payout_id}"
+        ) from None
 
 
 def _record(task: CashbackTask, result: PayoutResult, status: str, at: datetime) -> None:
@@ -55,16 +56,20 @@ def _record(task: CashbackTask, result: PayoutResult, status: str, at: datetime)
 
 async def payout_paid(session: AsyncSession, event: CloudEvent) -> None:
     result = PayoutResult.model_validate(event.data)
-    task = await _task(session, result)
+    ctx, task = await _locked(session, result, event.time)
     if task.status == "paid":
         return  # R-CASHBACK-ONCE: the same result again changes nothing
+    cancelled = task.status == "cancelled"
     paid_at = as_utc(result.paid_at or event.time)
     _record(task, result, "paid", event.time)
     task.paid_at = paid_at
     session.add(task)
+    await ledger.grant_task(session, event.time, task.id)  # the money left, whatever was said since
+    if cancelled:
+        handlers.request_clawback(ctx, task)  # cancelled after the transfer: recorded, never dropped
     _notify_paid(session, task, paid_at, event.time)
     if task.case_id is not None:
-        await _settle_case(session, task, event.time)
+        await _settle_case(ctx, task)
     await session.flush()
 
 
@@ -94,29 +99,43 @@ def _notify_paid(session: AsyncSession, task: CashbackTask, paid_at: datetime, a
     )
 
 
-async def _settle_case(session: AsyncSession, task: CashbackTask, at: datetime) -> None:
+async def _settle_case(ctx: handlers.Context, task: CashbackTask) -> None:
     """A price-protection or cashback case is settled once its cashback is paid."""
-    case = await session.get(Case, task.case_id)
+    case = await ctx.session.get(Case, task.case_id)
     if case is None or case.remedy not in SETTLED_BY_CASHBACK or case.status != CaseStatus.approved:
         return
-    ctx = system_context(session, at, PAYOUT_WORKER)
     await handlers.act(ctx, case.id, Action.close, ActionIn(notes=f"cashback {task.id} paid"), None)
 
 
 async def payout_failed(session: AsyncSession, event: CloudEvent) -> None:
+    """The money never left. A standalone task's reservation is released (R-COMP-CAP); a case paid as
+    cashback keeps promising it and goes back to support's queue, to be approved again or rejected."""
     result = PayoutResult.model_validate(event.data)
-    task = await _task(session, result)
+    ctx, task = await _locked(session, result, event.time)
     if task.status in ("paid", "failed"):
         return
-    _record(task, result, "failed", event.time)
+    cancelled = task.status == "cancelled"
+    _record(task, result, task.status if cancelled else "failed", event.time)
     session.add(task)
-    # R-COMP-CAP: the money never left, so what the task booked against the line is free again.
-    await session.exec(delete(Compensation).where(col(Compensation.cashback_task_id) == task.id))
     log.warning(
         "cashback payout failed: %s",
         result.failure_code,
         extra={"cashback_task_id": task.id, "order_id": task.order_id, "payout_id": result.payout_id},
     )
+    if cancelled:
+        return  # already released when it was cancelled
+    case = await session.get(Case, task.case_id) if task.case_id else None
+    if case is not None and case.status == CaseStatus.approved and case.remedy in SETTLED_BY_CASHBACK:
+        await ledger.return_to_case(session, event.time, task.id)
+        case.status = CaseStatus.open
+        handlers.touch(
+            ctx,
+            case,
+            "payout_failed",
+            CaseStatus.approved,
+            {"cashback_task_id": task.id, "failure_code": result.failure_code},
+        )
+    await ledger.release(session, event.time, cashback_task_id=task.id)
     await session.flush()
 
 
