@@ -19,7 +19,7 @@ async def test_case_changes_are_logged_with_their_ids_and_no_buyer_data(
     case = (await api.open_case(description="电话 13812345678，地址浙江省杭州市西湖区文三路 1 号")).json()
     await api.act(case, "withdraw", "storefront")
     lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records]
-    changes = [line for line in lines if line["logger"] == "case_api.handlers"]
+    changes = [line for line in lines if line["logger"] == "case_api.handlers.cases"]
     assert [line["message"] for line in changes] == [
         "case open: new → retention",
         "case withdraw: retention → withdrawn",

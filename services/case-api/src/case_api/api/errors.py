@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from aftersales_shared.problems import Problem, translate
+from aftersales_shared.problems import Problem, conflict, translate
 
+from ..domain import case as dc
 from ..domain import model as dm
 
 
@@ -32,6 +33,12 @@ def invalid(exc: dm.InvalidRequest) -> Problem:
     )
 
 
+def case_conflict(exc: dc.CaseConflict) -> Problem:
+    """409: the case is not in a state for this command (e.g. `invalid_transition`, `not_a_refund`)."""
+    return conflict(exc.code, exc.detail, **exc.facts)
+
+
 def install() -> None:
     translate(dm.PolicyRefusal, refusal)
     translate(dm.InvalidRequest, invalid)
+    translate(dc.CaseConflict, case_conflict)
