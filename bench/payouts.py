@@ -127,6 +127,8 @@ async def pay(
         recover_after_seconds=provider_timeout * 2,
         retry_base_seconds=0.2,
         provider_qps=1000,
+        # P5 measures throughput: one shop's 10k transfers would pass the daily risk ceiling and be held
+        limit_per_shop_day=Decimal("100000000.00"),
     )
     await upgrade(SERVICE_DIR, settings.sqlalchemy_url)
     bus = EmbeddedBus(folder / "events.db")

@@ -25,7 +25,7 @@ from aftersales_shared.consumer import ConsumerRunner
 from aftersales_shared.events import CashbackApproved, CashbackCancelled, CloudEvent, Payee, envelope
 from aftersales_shared.ids import new_id
 from aftersales_shared.migrations import upgrade
-from aftersales_shared.testing import RunningService, free_port, make_keys, serve
+from aftersales_shared.testing import RunningService, free_port, fresh_postgres_database, make_keys, serve
 from payout_worker.config import Settings
 from payout_worker.engine import PayoutEngine
 from payout_worker.main import create_app
@@ -37,6 +37,18 @@ SERVICE_DIR = Path(payout_worker.__file__).parent  # alembic.ini and migrations/
 BIN = Path(sys.executable).parent
 # Thursday 2026-11-05, a working day, 10:00 in Shanghai.
 NOW = datetime.fromisoformat("2026-11-05T10:00:00+08:00")
+
+
+# Risk limits out of the way, for the tests about something else (test_limits.py sets its own).
+NO_LIMITS = {
+    "limit_per_transfer": Decimal("9999999999.99"),
+    "limit_per_payee_day": Decimal("9999999999.99"),
+    "limit_per_shop_day": Decimal("9999999999.99"),
+}
+
+
+# The shipped ceilings (500.00 per transfer, 1,000.00 per payee per day, 20,000.00 per shop per day).
+DEFAULT_LIMITS = {name: Settings.model_fields[name].default for name in NO_LIMITS}
 
 
 def at(text: str) -> datetime:
@@ -52,10 +64,11 @@ def approved(
     shop_id: str = "shop-a",
     account: str = "zhangsan@example.com",
     case_id: str | None = None,
+    order_id: str | None = None,
 ) -> CloudEvent:
     data = CashbackApproved(
         cashback_task_id=task_id or new_id("cb"),
-        order_id=f"o-{task_id or 'x'}",
+        order_id=order_id or f"o-{task_id or 'x'}",
         shop_id=shop_id,
         case_id=case_id,
         reason="shipping_fee",
@@ -70,6 +83,14 @@ def approved(
         data=data,
         at=when,
     )
+
+
+def approved_as_sent(task_id: str, **data: Any) -> CloudEvent:
+    """An approval whose data is what a sender put on the wire, whatever the shared model allows:
+    approved(task_id)'s data with `data` changed (None removes a field)."""
+    event = approved(task_id)
+    changed = {**event.data, **data}
+    return event.model_copy(update={"data": {k: v for k, v in changed.items() if v is not None}})
 
 
 def cancelled(task_id: str) -> CloudEvent:
@@ -162,6 +183,10 @@ class Worker(RunningService):
         async with self.app.state.sessions() as session:
             return list((await session.exec(select(Payout).order_by(col(Payout.id)))).all())
 
+    async def payout(self, task_id: str) -> Payout:
+        (payout,) = [p for p in await self.payouts() if p.cashback_task_id == task_id]
+        return payout
+
     async def statuses(self) -> dict[str, str]:
         return {p.cashback_task_id: p.status for p in await self.payouts()}
 
@@ -187,7 +212,7 @@ async def running_worker(
     clock: FrozenClock | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Worker]:
-    settings = Settings(data_dir=tmp_path, **overrides)
+    settings = Settings(data_dir=tmp_path, **{**NO_LIMITS, **overrides})
     await upgrade(SERVICE_DIR, settings.sqlalchemy_url)
     clock = clock or FrozenClock(NOW)
     if adapter is None and "provider" not in overrides:  # the settings' provider: make_provider builds it
@@ -206,6 +231,22 @@ async def running_worker(
         )
         yield worker
     await worker.provider.aclose()
+
+
+async def any_db_worker(
+    db: str, tmp_path: Path, adapter: PaymentProvider | None = None, **overrides: Any
+) -> AsyncIterator[Worker]:
+    """running_worker on SQLite ("sqlite") or on a fresh PostgreSQL database ("postgres")."""
+    if db == "sqlite":
+        async for worker in running_worker(tmp_path, adapter, **overrides):
+            yield worker
+        return
+    async with fresh_postgres_database("payout_worker_t") as url:
+        name = url.rsplit("/", 1)[1]
+        async for worker in running_worker(
+            tmp_path, adapter, database_url=url, database_name=name, **overrides
+        ):
+            yield worker
 
 
 # ---------------------------------------------------------------- the simulator as a process

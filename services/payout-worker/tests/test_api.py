@@ -130,6 +130,8 @@ class TestDocs:
         assert {
             "/v1/payouts",
             "/v1/payouts/{payout_id}",
+            "/v1/payouts/{payout_id}/release",
+            "/v1/payouts/{payout_id}/cancel",
             "/v1/batches",
             "/v1/batches/flush",
             "/v1/registers/cashback",

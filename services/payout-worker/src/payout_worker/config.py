@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import date, time
+from decimal import Decimal
 from typing import Literal
 
 from aftersales_shared.settings import ServiceSettings
@@ -21,6 +22,26 @@ class Settings(ServiceSettings):
     extra_holidays: list[date] = []
     batch_size: int = Field(1000, ge=1, le=1000)
     tick_seconds: float = Field(1.0, gt=0)
+
+    # Risk limits: a payout that would pass one of these ceilings is held for review (held_for_review)
+    # until ops releases or cancels it. A day is the Asia/Shanghai calendar day of the approval.
+    limit_per_transfer: Decimal = Field(
+        Decimal("500.00"), gt=0, max_digits=12, decimal_places=2, description="the most one transfer pays"
+    )
+    limit_per_payee_day: Decimal = Field(
+        Decimal("1000.00"),
+        gt=0,
+        max_digits=12,
+        decimal_places=2,
+        description="the most one Alipay account receives per day, all shops together",
+    )
+    limit_per_shop_day: Decimal = Field(
+        Decimal("20000.00"),
+        gt=0,
+        max_digits=12,
+        decimal_places=2,
+        description="the most one shop pays per day",
+    )
 
     provider: Literal["simulator", "alipay"] = "simulator"
     provider_qps: float = Field(10.0, gt=0, description="calls per second the provider allows")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from aftersales_shared import topics
@@ -15,11 +16,15 @@ from aftersales_shared.ids import new_id
 from aftersales_shared.metrics import CountBy
 from fastapi import FastAPI
 from prometheus_client import Gauge
+from sqlalchemy import func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .api import payouts, registers
 from .config import Settings
 from .engine import PayoutEngine
 from .handlers import make_handlers
+from .limits import HoldReason, Limits
 from .models import Payout, PayoutStatus
 from .providers import PaymentProvider, make_provider
 
@@ -28,7 +33,9 @@ transfers) and paid through the payment provider before the working day's cut-of
 by default), exactly once (R-CASHBACK, R-CASHBACK-ONCE). Results go out on `payouts.results.v1`.
 
 Payout states: `pending → batched → submitted → paid | failed | unknown` (`unknown`: an ambiguous answer,
-queried and retried with the identical request), or `cancelled` before submission.
+queried and retried with the identical request), or `cancelled` before submission. A payout that would pass a
+risk limit (per transfer, per payee per day, per shop per day) is `held_for_review` (with `hold_reason`) and
+is never paid until ops releases it (`POST /v1/payouts/{id}/release`) or cancels it (`…/cancel`).
 Authenticate with `Authorization: Bearer <api key>` (roles ops, support). Money is a decimal string.
 """
 
@@ -36,6 +43,29 @@ PAYOUTS_BY_STATUS = CountBy(
     Gauge("payouts_by_status", "payouts in the ledger by status", ["status"]),
     Payout.status,
     list(PayoutStatus),
+)
+
+
+@dataclass(frozen=True)
+class SumBy(CountBy):
+    """Like CountBy, the sum of `amount` per value of `column` (0 for a value no row has)."""
+
+    amount: Any = None
+
+    async def refresh(self, session: AsyncSession) -> None:
+        query = select(self.column, func.sum(self.amount)).where(*self.where).group_by(self.column)
+        found = {str(value): float(total or 0) for value, total in (await session.exec(query)).all()}
+        self.gauge.clear()
+        for value, total in {**dict.fromkeys(self.values, 0.0), **found}.items():
+            self.gauge.labels(value).set(total)
+
+
+HELD_AMOUNT = SumBy(
+    Gauge("payouts_held_amount", "yuan held for review, by the limit that held it", ["reason"]),
+    Payout.hold_reason,
+    list(HoldReason),
+    (col(Payout.status) == PayoutStatus.held_for_review,),
+    amount=Payout.amount,
 )
 
 
@@ -54,7 +84,9 @@ def create_app(
     settings = settings or Settings()
     clock = clock or SystemClock()
     calendar = BusinessCalendar(settings.extra_holidays)
-    handlers, batch_handlers = make_handlers(clock, calendar, settings.cutoff, new_payout_id)
+    handlers, batch_handlers = make_handlers(
+        clock, calendar, settings.cutoff, new_payout_id, Limits.of(settings)
+    )
 
     def consumers(app: FastAPI) -> list[ConsumerRunner]:
         # The engine needs the app's sessions, which exist from here on (with or without background jobs).
@@ -88,5 +120,5 @@ def create_app(
         jobs=jobs,
         routers=[payouts.router, registers.router],
         state={"calendar": calendar},
-        gauges=[PAYOUTS_BY_STATUS],
+        gauges=[PAYOUTS_BY_STATUS, HELD_AMOUNT],
     )

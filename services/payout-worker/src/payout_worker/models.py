@@ -19,9 +19,12 @@ class PayoutStatus(StrEnum):
     """pending → batched → submitted → paid | failed | unknown (ARCHITECTURE.md, Money).
 
     `unknown` is an ambiguous answer: it is queried, then retried with the identical request.
-    `cancelled`: the task was withdrawn before the payout was submitted."""
+    `held_for_review`: it would pass a risk limit (`hold_reason`); never batched or paid until ops
+    releases it (→ pending) or cancels it.
+    `cancelled`: the task was withdrawn, or ops cancelled the payout, before it was submitted."""
 
     pending = "pending"
+    held_for_review = "held_for_review"
     batched = "batched"
     submitted = "submitted"
     paid = "paid"
@@ -32,6 +35,13 @@ class PayoutStatus(StrEnum):
 
 FINAL = frozenset({PayoutStatus.paid, PayoutStatus.failed, PayoutStatus.cancelled})
 IN_FLIGHT = (PayoutStatus.submitted, PayoutStatus.unknown)
+# What the task's cancellation still stops: nothing has gone to the provider yet.
+CANCELLABLE = (PayoutStatus.pending, PayoutStatus.batched, PayoutStatus.held_for_review)
+# What a cancellation arrives too late for: the transfer may have been (or was) executed.
+SENT = (PayoutStatus.submitted, PayoutStatus.unknown, PayoutStatus.paid)
+# What counts toward the risk limits' daily totals (limits.py): every payout that may be paid unreviewed.
+COUNTED = (PayoutStatus.pending, PayoutStatus.batched, *SENT)
+PAYEE_LENGTH = 100  # the payee columns' width: longer approvals are refused as INVALID_APPROVAL
 
 
 class Payout(SQLModel, table=True):
@@ -43,6 +53,9 @@ class Payout(SQLModel, table=True):
         Index("ix_payouts_status_due_at", "status", "due_at"),
         Index("ix_payouts_status_check_after", "status", "check_after"),
         Index("ix_payouts_shop_id_id", "shop_id", "id"),
+        # The risk limits' daily totals (limits.py).
+        Index("ix_payouts_shop_id_approved_at", "shop_id", "approved_at"),
+        Index("ix_payouts_payee_account_approved_at", "payee_account", "approved_at"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -53,8 +66,8 @@ class Payout(SQLModel, table=True):
     case_id: str | None = Field(default=None, max_length=40)
     reason: str
     amount: Decimal = Field(sa_column=Column(Numeric(12, 2, asdecimal=True), nullable=False))
-    payee_account: str = Field(max_length=100)
-    payee_name: str = Field(max_length=100)
+    payee_account: str = Field(max_length=PAYEE_LENGTH)
+    payee_name: str = Field(max_length=PAYEE_LENGTH)
     status: str = Field(default=PayoutStatus.pending, max_length=16)
     batch_id: str | None = Field(default=None, index=True, max_length=40)
     approved_at: datetime
@@ -67,6 +80,13 @@ class Payout(SQLModel, table=True):
     failure_message: str | None = None
     submitted_at: datetime | None = None
     paid_at: datetime | None = Field(default=None, index=True)
+    hold_reason: str | None = Field(default=None, max_length=32)  # limits.HoldReason, while held or after
+    reviewed_by: str | None = Field(default=None, max_length=200)  # the key that released or cancelled it
+    reviewed_at: datetime | None = None
+    review_note: str | None = None
+    # The task was cancelled after the transfer was (or may have been) executed: money to claw back.
+    clawback_requested_at: datetime | None = None
+    clawback_reason: str | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -3,22 +3,29 @@
 Row locks: SELECT … FOR UPDATE SKIP LOCKED on PostgreSQL, so two replicas never claim the same
 payout; SQLite has one writer (and ignores FOR UPDATE), so claims there are serial anyway. The hot
 paths (thousands of payouts a minute at the cut-off) use bulk statements rather than ORM objects.
+
+The risk limits' check and insert are one step: on PostgreSQL the transaction first takes advisory
+locks on the shops and payees it is about to count (lock_limits); on SQLite the single writer does it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
+import hashlib
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, cast
 
 from aftersales_shared.auth import Principal
 from aftersales_shared.pagination import decode_cursor
-from sqlalchemy import ColumnElement, Row, Table, bindparam, func, insert, update
+from sqlalchemy import ColumnElement, Integer, Row, Table, bindparam, func, insert, text, update
 from sqlalchemy import select as select_columns
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .models import FINAL, IN_FLIGHT, Payout, PayoutBatch, PayoutStatus
+from .limits import DayTotals, day_bounds
+from .models import COUNTED, FINAL, IN_FLIGHT, Payout, PayoutBatch, PayoutStatus
 
 # What a transfer, a state change and a result event need from a payout.
 WORKING_COLUMNS = tuple(
@@ -54,6 +61,78 @@ async def payout_for_task(
     if for_update:
         query = query.with_for_update()
     return (await session.exec(query)).first()
+
+
+async def lock_payout(session: AsyncSession, payout_id: str) -> Payout | None:
+    return (await session.exec(select(Payout).where(Payout.id == payout_id).with_for_update())).first()
+
+
+# Advisory lock keys (the two-int4 form, apart from the relay's single bigint key): a namespace, then a
+# stable 32-bit hash of the shop id, or one of PAYEE_STRIPES stripes of the payee (a batch of a thousand
+# approvals to a thousand payees takes at most PAYEE_STRIPES locks, well within max_locks_per_transaction).
+SHOP_LOCKS = 0x504F_5348  # "POSH"
+PAYEE_LOCKS = 0x504F_5059  # "POPY"
+PAYEE_STRIPES = 64
+
+
+def _hash32(value: str) -> int:
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=4).digest(), "big", signed=True)
+
+
+def limit_lock_keys(shops: Iterable[str], payees: Iterable[str]) -> list[tuple[int, int]]:
+    """The advisory locks guarding these shops' and payees' daily totals, in the one order every
+    transaction takes them, so two batches of approvals spanning the same shops do not deadlock. (A
+    consumed chunk holding two runs of approvals takes two sets; should that ever deadlock, PostgreSQL
+    aborts one and the consumer handles that chunk again one event at a time.)"""
+    keys = {(SHOP_LOCKS, _hash32(s)) for s in shops}
+    keys |= {(PAYEE_LOCKS, _hash32(p) % PAYEE_STRIPES) for p in payees}
+    return sorted(keys)
+
+
+_TAKE_LOCKS = text(
+    "SELECT pg_advisory_xact_lock(k.ns, k.key) FROM "
+    "(SELECT ns, key FROM unnest(CAST(:ns AS integer[]), CAST(:keys AS integer[])) AS u(ns, key) "
+    "ORDER BY ns, key OFFSET 0) AS k"
+).bindparams(bindparam("ns", type_=ARRAY(Integer)), bindparam("keys", type_=ARRAY(Integer)))
+
+
+async def lock_limits(session: AsyncSession, shops: Collection[str], payees: Collection[str]) -> None:
+    """Serialise the risk-limit check and insert per shop and per payee until this transaction ends
+    (PostgreSQL; SQLite's single writer serialises them already). One round trip, locks in order."""
+    if session.get_bind().dialect.name != "postgresql" or not (shops or payees):
+        return
+    keys = limit_lock_keys(shops, payees)
+    connection = await session.connection()
+    await connection.execute(_TAKE_LOCKS, {"ns": [k[0] for k in keys], "keys": [k[1] for k in keys]})
+
+
+async def day_totals(
+    session: AsyncSession, days: Collection[date], shops: Collection[str], payees: Collection[str]
+) -> DayTotals:
+    """What these shops and payees (the payee across all shops) take on these Asia/Shanghai days, by
+    the ledger: payouts approved that day that count toward the limits (models.COUNTED)."""
+    totals = DayTotals()
+    for day in days:
+        start, end = day_bounds(day)
+        window = (
+            col(Payout.approved_at) >= start,
+            col(Payout.approved_at) < end,
+            col(Payout.status).in_(COUNTED),
+        )
+        for column, wanted, into in (
+            (Payout.shop_id, shops, totals.shops),
+            (Payout.payee_account, payees, totals.payees),
+        ):
+            if not wanted:
+                continue
+            rows = await session.exec(
+                select(col(column), func.sum(Payout.amount))
+                .where(col(column).in_(sorted(wanted)), *window)
+                .group_by(col(column))
+            )
+            for key, amount in rows.all():
+                into[str(key), day] = Decimal(amount or 0)
+    return totals
 
 
 async def tasks_with_payouts(session: AsyncSession, task_ids: Sequence[str]) -> set[str]:

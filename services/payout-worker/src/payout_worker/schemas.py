@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from aftersales_shared.money import Money
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class PayoutPublic(BaseModel):
@@ -34,6 +34,12 @@ class PayoutPublic(BaseModel):
                     "due_at": "2026-11-05T09:30:00Z",
                     "submitted_at": "2026-11-05T09:30:01Z",
                     "paid_at": "2026-11-05T09:30:02Z",
+                    "hold_reason": "per_payee_day",
+                    "reviewed_by": "ops-li",
+                    "reviewed_at": "2026-11-05T08:12:40Z",
+                    "review_note": "regular customer, two orders today",
+                    "clawback_requested_at": None,
+                    "clawback_reason": None,
                     "created_at": "2026-11-05T02:00:01Z",
                     "updated_at": "2026-11-05T09:30:02Z",
                 }
@@ -62,8 +68,28 @@ class PayoutPublic(BaseModel):
     due_at: datetime
     submitted_at: datetime | None
     paid_at: datetime | None
+    hold_reason: str | None = Field(
+        None, description="the risk limit that held it: per_transfer, per_payee_day or per_shop_day"
+    )
+    reviewed_by: str | None = Field(None, description="the key that released or cancelled it")
+    reviewed_at: datetime | None = None
+    review_note: str | None = None
+    clawback_requested_at: datetime | None = Field(
+        None, description="its task was cancelled after the transfer was (or may have been) executed"
+    )
+    clawback_reason: str | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class ReviewIn(BaseModel):
+    """What ops says when releasing or cancelling a payout (optional)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"note": "regular customer, two orders today"}]}
+    )
+
+    note: str | None = Field(None, max_length=500)
 
 
 class BatchPublic(BaseModel):

@@ -1,4 +1,5 @@
-"""The cashback register 返现表: what was paid on a day (Asia/Shanghai), as JSON or CSV."""
+"""The cashback register 返现表: what was paid on a day (Asia/Shanghai), as JSON or CSV. A transfer whose
+cashback task was cancelled after it was sent shows its clawback columns: money for ops to claw back."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Annotated
 
 from aftersales_shared.auth import Role
-from aftersales_shared.clock import SHANGHAI
+from aftersales_shared.clock import SHANGHAI, as_utc
 from aftersales_shared.export import Format, register_response
 from aftersales_shared.money import fmt
 from aftersales_shared.web import PrincipalDep, SessionDep
@@ -31,6 +32,8 @@ COLUMNS = (
     "provider_order_id",
     "batch_id",
     "approved_at",
+    "clawback_requested_at",
+    "clawback_reason",
 )
 
 
@@ -55,8 +58,13 @@ async def cashback_register(
             **p.model_dump(mode="json", include=set(COLUMNS)),
             "payout_id": p.id,
             "amount": fmt(p.amount),
-            "paid_at": p.paid_at.astimezone(SHANGHAI).isoformat() if p.paid_at else None,
+            "paid_at": _local(p.paid_at),
+            "clawback_requested_at": _local(p.clawback_requested_at),
         }
         for p in payouts
     ]
     return register_response(rows, COLUMNS, format, f"cashback-{day.isoformat()}")
+
+
+def _local(at: datetime | None) -> str | None:
+    return as_utc(at).astimezone(SHANGHAI).isoformat() if at else None
