@@ -71,6 +71,12 @@ class Principal:
         raise Problem(403, "forbidden", "Forbidden", f"this key is not allowed for shop {shop_id!r}")
 
 
+def system_actor(name: str, *roles: Role) -> Principal:
+    """Another service acting on case-api's commands through its events: named in every timeline, with only
+    the roles its reactions need (never a made-up key holding them all)."""
+    return Principal(key_id=f"system:{name}", name=name, roles=frozenset(roles), shops=None)
+
+
 async def create_key(
     session: AsyncSession,
     *,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from aftersales_shared.auth import Principal, Role
+from aftersales_shared.auth import Principal, Role, system_actor
 from aftersales_shared.clock import as_utc
 from aftersales_shared.consumer import Handler
 from aftersales_shared.events import CloudEvent, LogisticsAlert, ParcelMilestone
@@ -34,12 +34,9 @@ from ..schemas import ActionIn, CaseCreate, CaseLineIn
 from . import system_context
 
 log = logging.getLogger(__name__)
-WATCHER = Principal(
-    key_id="service:logistics-watcher", name="logistics-watcher", roles=frozenset(Role), shops=None
-)
-SLA_MONITOR = Principal(
-    key_id="service:case-api", name="carrier-sla-monitor", roles=frozenset({Role.support}), shops=None
-)
+# Opens and reports logistics cases as support would; confirms intercepts as the warehouse would.
+WATCHER = system_actor("logistics-watcher", Role.support, Role.warehouse)
+SLA_MONITOR = system_actor("carrier-sla-monitor", Role.support)
 CASE_REASON = {
     "no_first_scan": "no_tracking_update",
     "stalled": "no_tracking_update",

@@ -1,8 +1,10 @@
 """Reactions to payout-worker's results (payouts.results.v1), keyed by cashback task id.
 
-Paid: the task records the payout (R-CASHBACK-ONCE: only once), the customer is told (a notification
-event), and a price-protection or cashback case still `approved` is closed. Failed: the task records the
-provider's code and its compensation is released, so the allowance returns (R-COMP-CAP).
+Paid: the task records the payout (R-CASHBACK-ONCE: only once) and its ledger entries are granted, the
+customer is told (a notification event), and a price-protection or cashback case still `approved` is
+closed; a task cancelled before the result came is paid all the same and a clawback is recorded. Failed:
+the task records the provider's code; a standalone task's reservation is released (R-COMP-CAP), a case
+paid as cashback keeps its reservation and goes back to `open` for support.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 from datetime import datetime
 
 from aftersales_shared import topics
-from aftersales_shared.auth import Principal, Role
+from aftersales_shared.auth import Role, system_actor
 from aftersales_shared.clock import SHANGHAI, as_utc
 from aftersales_shared.consumer import Handler
 from aftersales_shared.events import CloudEvent, CustomerNotification, PayoutResult
@@ -28,9 +30,7 @@ from ..schemas import ActionIn
 from . import system_context
 
 log = logging.getLogger(__name__)
-PAYOUT_WORKER = Principal(
-    key_id="service:payout-worker", name="payout-worker", roles=frozenset({Role.support}), shops=None
-)
+PAYOUT_WORKER = system_actor("payout-worker", Role.support)  # settles a case paid as cashback
 SETTLED_BY_CASHBACK = ("price_protection", "cashback")
 
 
