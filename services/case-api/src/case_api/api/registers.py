@@ -51,6 +51,8 @@ CASHBACK = (
     "verified_at",
     "paid_at",
     "failure_code",
+    "cancelled_at",
+    "clawback_requested_at",  # paid before its grant was withdrawn: ops recovers the money
 )
 RETENTION = (
     "id",
