@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aftersales_shared import topics
 from case_api_checks import assert_problem, outbox_rows, snapshot, unchanged, upload
-from case_api_testing import Api, image
+from case_api_testing import Api, image, order_body
 
 PAYEE = {"alipay_account": "zhangsan@example.com", "name": "张三"}
 CASHBACK = {
@@ -362,3 +362,19 @@ class TestReusedEvidence:
         assert {e["reused_from_order_id"] for e in again["evidence"]} == {None}
         before = await snapshot(api)
         assert before.counts["case_evidence"] == 6
+
+
+class TestSnapshotKeepsTheLedger:
+    """R-COMP-CAP: a storefront's new snapshot cannot pay a line less than the ledger holds for it."""
+
+    async def test_paid_amount_cannot_drop_below_what_is_held(self, api: Api) -> None:
+        await api.put_order()
+        await create_task(api, amount="100.00")
+        lowered = order_body()
+        lowered["lines"][0]["paid_amount"] = "99.99"
+        async with unchanged(api):
+            refused = await api.call("PUT", "/v1/orders/o-1", "storefront", json=lowered)
+        problem = assert_problem(refused, 409, "paid_below_compensated")
+        assert (problem["line_id"], problem["compensated"]) == ("L1", "100.00")
+        lowered["lines"][0]["paid_amount"] = "100.00"
+        assert (await api.call("PUT", "/v1/orders/o-1", "storefront", json=lowered)).status_code == 200

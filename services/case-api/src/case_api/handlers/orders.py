@@ -9,6 +9,7 @@ from aftersales_shared.clock import as_utc
 from aftersales_shared.problems import conflict
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from .. import ledger
 from .. import repository as repo
 from ..domain import model as dm
 from ..models import Order, OrderLine
@@ -33,6 +34,7 @@ async def upsert_order(ctx: Context, order_id: str, body: OrderIn) -> tuple[Orde
         ctx.principal.require_shop(order.shop_id, hide=True, what="order")
         if order.shop_id != body.shop_id:
             raise conflict("order_shop_mismatch", "an order cannot move to another shop")
+        await _keep_paid_above_granted(ctx, order_id, body)
         for key, value in data.items():
             setattr(order, key, value)
         order.version += 1
@@ -40,6 +42,21 @@ async def upsert_order(ctx: Context, order_id: str, body: OrderIn) -> tuple[Orde
     await _replace_lines(ctx, order_id, body)
     await ctx.session.flush()
     return order, created
+
+
+async def _keep_paid_above_granted(ctx: Context, order_id: str, body: OrderIn) -> None:
+    """R-COMP-CAP: a new snapshot cannot pay a line less than the ledger already holds for it."""
+    history = await ledger.line_history(ctx.session, order_id)
+    for line in body.lines:
+        held = history[line.line_id].compensated if line.line_id in history else dm.ZERO
+        if line.paid_amount < held:
+            raise conflict(
+                "paid_below_compensated",
+                f"line {line.line_id} has {held:.2f} refunded, compensated or reserved; its paid_amount "
+                f"cannot go below that",
+                line_id=line.line_id,
+                compensated=f"{held:.2f}",
+            )
 
 
 async def _replace_lines(ctx: Context, order_id: str, body: OrderIn) -> None:
