@@ -14,7 +14,7 @@ from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .ids import new_id
-from .problems import Problem
+from .problems import Problem, not_found
 
 
 class Role(StrEnum):
@@ -62,12 +62,15 @@ class Principal:
             )
         return self
 
-    def require_shop(self, shop_id: str, *, hide: bool = False, what: str = "resource") -> None:
-        """403 for another shop's data, or 404 where existence must not leak."""
+    def require_shop(
+        self, shop_id: str, *, hide: bool = False, what: str = "resource", ident: str | None = None
+    ) -> None:
+        """403 for another shop's data, or, where existence must not leak, the very 404 that a missing
+        `what` named `ident` answers."""
         if self.sees_shop(shop_id):
             return
         if hide:
-            raise Problem(404, "not_found", f"{what} not found")
+            raise not_found(what, ident)
         raise Problem(403, "forbidden", "Forbidden", f"this key is not allowed for shop {shop_id!r}")
 
 

@@ -23,7 +23,7 @@ from .bus import Bus, Consumer, OutRecord, Record
 from .clock import Clock
 from .db import unit_of_work
 from .events import CloudEvent
-from .logging import log_context
+from .logging import log_context, mask_text
 from .outbox import already_processed, unseen
 from .topics import dlq
 
@@ -154,7 +154,7 @@ class ConsumerRunner(BackgroundLoop):
     async def _dead_letter(self, record: Record, error: str) -> None:
         headers = (
             *record.headers,
-            ("error", error[:1000].encode()),
+            ("error", mask_text(error)[:1000].encode()),  # an error may quote buyer data
             ("consumer_group", self.group.encode()),
             ("original_offset", str(record.offset).encode()),
         )

@@ -20,6 +20,9 @@ def is_sqlite(url: str) -> bool:
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    # Statement parameters hold buyer data (phones, addresses, payee accounts): never in an error's text,
+    # so never in a log line.
+    kwargs.setdefault("hide_parameters", True)
     if not is_sqlite(url):
         # Enough connections for the requests in flight; connections that died are replaced when
         # used (asyncpg raises, the pool discards) rather than pinged before every checkout.

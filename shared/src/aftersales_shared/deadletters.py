@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from .bus import Bus, OutRecord, Record
 from .events import CloudEvent
-from .logging import mask_phone
+from .logging import mask_text
 from .topics import dlq
 
 PARKING_HEADERS = frozenset({"error", "consumer_group", "original_offset", "replayed_from"})
@@ -39,8 +39,9 @@ async def _parked(bus: Bus, group: str, topic: str, wait: float, commit: bool) -
 
 
 def describe(record: Record) -> dict[str, Any]:
-    """What an operator needs to decide, with buyer phone numbers masked (an error may quote its input)."""
-    headers = {k: mask_phone(v.decode(errors="replace")) for k, v in record.headers}
+    """What an operator needs to decide, with buyer data masked (an error may quote its input: phones,
+    addresses, names, payee accounts)."""
+    headers = {k: mask_text(v.decode(errors="replace")) for k, v in record.headers}
     try:
         event = CloudEvent.from_bytes(record.value)
         what: dict[str, Any] = {"event_id": event.id, "type": event.type, "subject": event.subject}

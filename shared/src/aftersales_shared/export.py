@@ -32,8 +32,13 @@ def register_response(
 def _cell(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, list | tuple):
-        return ";".join(str(v) for v in value)
-    text = str(value)
-    # A cell starting with = + - @ would run as a formula in a spreadsheet.
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+    return protect_cell(";".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value))
+
+
+# A cell a spreadsheet would read as a formula (OWASP, CSV injection): = + - @, and a TAB or a CR in front.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def protect_cell(text: str) -> str:
+    """Prefix a single quote to a cell that would run as a formula, so it is shown as text."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text

@@ -58,8 +58,11 @@ def as_problem(exc: BaseException) -> Problem | None:
     return None
 
 
-def not_found(what: str, ident: str) -> Problem:
-    return Problem(404, "not_found", f"{what} not found", f"no {what} {ident!r} here")
+def not_found(what: str, ident: str | None = None) -> Problem:
+    """The one answer for a `what` that is missing or of a shop the key may not see (nothing tells them
+    apart)."""
+    detail = f"no {what} {ident!r} here" if ident is not None else f"no such {what} here"
+    return Problem(404, "not_found", f"{what} not found", detail)
 
 
 def conflict(code: str, detail: str, **extra: Any) -> Problem:

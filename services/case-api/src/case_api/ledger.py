@@ -45,7 +45,7 @@ async def lock_orders(
         if order_id not in orders:
             raise not_found("order", order_id)
         if principal is not None:
-            principal.require_shop(orders[order_id].shop_id, hide=True, what="order")
+            principal.require_shop(orders[order_id].shop_id, hide=True, what="order", ident=order_id)
     return orders
 
 

@@ -28,7 +28,7 @@ async def get_order(session: AsyncSession, order_id: str) -> Order:
 async def visible_order(session: AsyncSession, principal: Principal, order_id: str) -> Order:
     """The order if this key may see its shop; another shop's order is 404 (its existence does not leak)."""
     order = await get_order(session, order_id)
-    principal.require_shop(order.shop_id, hide=True, what="order")
+    principal.require_shop(order.shop_id, hide=True, what="order", ident=order_id)
     return order
 
 
@@ -48,7 +48,7 @@ async def get_case(
     case = (await session.exec(query)).first()
     if case is None:
         raise not_found("case", case_id)
-    principal.require_shop(case.shop_id, hide=True, what="case")
+    principal.require_shop(case.shop_id, hide=True, what="case", ident=case_id)
     return case
 
 
@@ -75,7 +75,7 @@ async def get_task(
     task = (await session.exec(query)).first()
     if task is None:
         raise not_found("cashback task", task_id)
-    principal.require_shop(task.shop_id, hide=True, what="cashback task")
+    principal.require_shop(task.shop_id, hide=True, what="cashback task", ident=task_id)
     return task
 
 

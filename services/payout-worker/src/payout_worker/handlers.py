@@ -327,7 +327,7 @@ async def _locked(session: AsyncSession, payout_id: str, principal: Principal) -
     payout = await repo.lock_payout(session, payout_id)
     if payout is None:
         raise not_found("payout", payout_id)
-    principal.require_shop(payout.shop_id, hide=True, what="payout")
+    principal.require_shop(payout.shop_id, hide=True, what="payout", ident=payout_id)
     return payout
 
 

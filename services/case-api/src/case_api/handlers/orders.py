@@ -31,7 +31,7 @@ async def upsert_order(ctx: Context, order_id: str, body: OrderIn) -> tuple[Orde
         ctx.session.add(order)
     else:
         # Another shop's order: 404 as on GET, not a 409 that tells the caller it exists.
-        ctx.principal.require_shop(order.shop_id, hide=True, what="order")
+        ctx.principal.require_shop(order.shop_id, hide=True, what="order", ident=order_id)
         if order.shop_id != body.shop_id:
             raise conflict("order_shop_mismatch", "an order cannot move to another shop")
         await _keep_paid_above_granted(ctx, order_id, body)

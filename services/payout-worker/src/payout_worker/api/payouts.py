@@ -73,7 +73,7 @@ async def get_payout(payout_id: str, session: SessionDep, principal: PrincipalDe
     payout = await session.get(Payout, payout_id)
     if payout is None:
         raise not_found("payout", payout_id)
-    principal.require_shop(payout.shop_id, hide=True, what="payout")
+    principal.require_shop(payout.shop_id, hide=True, what="payout", ident=payout_id)
     return PayoutPublic(**payout.model_dump())
 
 
