@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from aftersales_shared.testing import RunningService, make_keys, serve
 from case_api.config import Settings
 from case_api.main import create_app
 from case_api.models import Order, OrderLine
+from PIL import Image as PILImage
 from sqlalchemy import Numeric, column, table
 from sqlalchemy import select as sql_select
 from sqlmodel import col, select
@@ -123,14 +125,45 @@ async def running_api(settings: Settings, tmp_path: Path, bus: Bus | None = None
         yield Api(app, client, await make_keys(app, clock.now()), clock, bus)
 
 
-JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-MP4 = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64
+def encoded(fmt: str, size: tuple[int, int] = (8, 8), **options: Any) -> bytes:
+    """A real picture of `size` in a Pillow format (JPEG, PNG, WEBP, HEIF, AVIF)."""
+    buffer = io.BytesIO()
+    PILImage.new("RGB", size, (200, 30, 30)).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def box(box_type: bytes, payload: bytes = b"", *, large: bool = False) -> bytes:
+    """One ISO BMFF box; `large` writes size 1 and a 64-bit size after the type."""
+    if large:
+        return (1).to_bytes(4, "big") + box_type + (16 + len(payload)).to_bytes(8, "big") + payload
+    return (8 + len(payload)).to_bytes(4, "big") + box_type + payload
+
+
+def mvhd(duration: int, timescale: int = 1000, version: int = 0) -> bytes:
+    """A movie header: version 0 has 32-bit creation/modification/duration, version 1 64-bit ones."""
+    width = 4 if version == 0 else 8
+    times = (0).to_bytes(width, "big") * 2
+    rest = b"\x00" * 80  # rate, volume, matrix, pre-defined, next track id: not read
+    body = times + timescale.to_bytes(4, "big") + duration.to_bytes(width, "big") + rest
+    return box(b"mvhd", bytes([version, 0, 0, 0]) + body)
+
+
+def mp4(seconds: float = 2.0, brand: bytes = b"mp42", *, with_moov: bool = True) -> bytes:
+    """A small MP4 (or MOV with brand `qt  `): ftyp, moov with mvhd giving the duration, an empty mdat."""
+    ftyp = box(b"ftyp", brand + (0).to_bytes(4, "big") + brand + b"isom")
+    moov = box(b"moov", mvhd(round(seconds * 1000))) if with_moov else b""
+    return ftyp + moov + box(b"mdat")
+
+
+JPEG = encoded("JPEG")
+PNG = encoded("PNG")
+MP4 = mp4()
 
 
 def image(n: int) -> bytes:
-    """A distinct tiny JPEG per n (distinct sha256)."""
-    return JPEG + n.to_bytes(4, "big")
+    """A distinct tiny real JPEG per n (distinct sha256): n is written in a comment segment (COM)."""
+    comment = str(n).encode()
+    return JPEG[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + JPEG[2:]
 
 
 # ---------------------------------------------------------------- money: the compensation ledger (issue 10)

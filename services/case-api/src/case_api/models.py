@@ -144,7 +144,12 @@ class Evidence(SQLModel, table=True):
     shops: list[str] | None = json_column(nullable=True)  # the uploader's shops (None: every shop)
     sha256: str = Field(index=True, max_length=64)
     content_type: str
-    kind: str  # image or video
+    kind: str  # image or video, as proven by decoding it
+    # what decoding found (null for files uploaded before revision 0004, which were only sniffed)
+    format: str | None = Field(default=None, max_length=16)  # jpeg, png, webp, heic, heif, avif, mp4, mov
+    width: int | None = None
+    height: int | None = None
+    duration_seconds: float | None = None
     size: int
     path: str
     filename: str | None = None
@@ -159,7 +164,9 @@ class CaseEvidence(SQLModel, table=True):
     evidence_id: str = Field(primary_key=True, foreign_key="evidence.id", max_length=40)
     order_id: str = Field(max_length=64)
     sha256: str = Field(index=True, max_length=64)
-    # the same image already backs a case of another order: shown to support as a warning
+    # the same file already backs a case of another order: shown as a warning; the order is named only
+    # when it is of this case's shop (another shop's order ids are not this shop's business)
+    reused: bool = False
     reused_from_order_id: str | None = None
     attached_at: datetime
 

@@ -105,16 +105,23 @@ async def evidence_by_ids(session: AsyncSession, ids: Sequence[str]) -> list[Evi
     return [found[i] for i in ids]
 
 
-async def other_order_using(session: AsyncSession, sha256: str, order_id: str) -> str | None:
-    """The order of another case already backed by the same file (a reused photo)."""
+async def reuse_of(
+    session: AsyncSession, sha256: str, order_id: str, shop_id: str
+) -> tuple[bool, str | None]:
+    """Whether the same file already backs a case of another order (a reused photo), and that order when
+    one is of `shop_id`; an order of another shop is never named."""
     row = (
         await session.exec(
-            select(CaseEvidence.order_id).where(
-                CaseEvidence.sha256 == sha256, CaseEvidence.order_id != order_id
-            )
+            select(CaseEvidence.order_id, Case.shop_id)
+            .join(Case, col(Case.id) == col(CaseEvidence.case_id))
+            .where(CaseEvidence.sha256 == sha256, CaseEvidence.order_id != order_id)
+            .order_by((col(Case.shop_id) == shop_id).desc(), col(CaseEvidence.attached_at))
         )
     ).first()
-    return row
+    if row is None:
+        return False, None
+    other_order, other_shop = row
+    return True, other_order if other_shop == shop_id else None
 
 
 async def timeline(session: AsyncSession, case_id: str) -> list[CaseEvent]:

@@ -228,6 +228,25 @@ class CaseCreate(Strict):
         return self
 
 
+class CaseEvidencePublic(BaseModel):
+    """A file attached to a case."""
+
+    evidence_id: str
+    kind: str = Field(description="`image` or `video`, as proven by decoding the file when it was uploaded")
+    sha256: str
+    content_type: str
+    reused: bool = Field(
+        False,
+        description="The same file (same sha256) already backs a case of another order, of this shop or of "
+        "another one: a warning for support (R-EVIDENCE counts distinct files, not reuse).",
+    )
+    reused_from_order_id: str | None = Field(
+        None,
+        description="That other order, named only when it is of this case's shop; null when the file is not "
+        "reused or when only another shop's orders used it (another shop's order ids are never shown).",
+    )
+
+
 class CasePublic(BaseModel):
     id: str
     order_id: str
@@ -243,7 +262,7 @@ class CasePublic(BaseModel):
     details: dict[str, Any]
     needs_retention: bool
     evidence_missing: int
-    evidence: list[dict[str, Any]] = []
+    evidence: list[CaseEvidencePublic] = []
     version: int
     created_at: datetime
     updated_at: datetime
@@ -302,9 +321,16 @@ class ActionIn(Strict):
 class EvidencePublic(BaseModel):
     id: str
     sha256: str
-    content_type: str
+    content_type: str = Field(
+        description="What decoding found: image/jpeg, image/png, image/webp, image/heic, image/heif, "
+        "image/avif, video/mp4 or video/quicktime"
+    )
     size: int
-    kind: str
+    kind: str = Field(description="`image` (a photo that decoded) or `video` (a container with a duration)")
+    format: str | None = Field(None, description="jpeg, png, webp, heic, heif, avif, mp4 or mov")
+    width: int | None = Field(None, description="pixels, for a photo")
+    height: int | None = Field(None, description="pixels, for a photo")
+    duration_seconds: float | None = Field(None, description="for a video, from its `mvhd` box")
     created_at: datetime
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from aftersales_shared import topics
 from case_api.models import ReshipOrder
 from case_api_checks import assert_problem, outbox_rows, unchanged, upload
-from case_api_testing import Api, image, order_body
+from case_api_testing import MP4, Api, image, order_body
 from sqlmodel import select
 
 Case = dict[str, Any]
@@ -230,9 +230,7 @@ class TestReshipDamaged:
 
     async def test_a_video_is_enough_evidence(self, api: Api) -> None:
         await api.put_order()
-        clip = await upload(
-            api, b"\x00\x00\x00\x18ftypmp42" + b"\x01" * 64, name="clip.mp4", content_type="video/mp4"
-        )
+        clip = await upload(api, MP4, name="clip.mp4", content_type="video/mp4")
         case = await opened(api, remedy="reship", reason="damaged", evidence_ids=[clip])
         assert (case["status"], case["evidence_missing"]) == ("open", 0)
 

@@ -33,6 +33,8 @@ async def public(ctx: handlers.Context, case: Case, *, evidence_attached: bool =
             "evidence_id": link.evidence_id,
             "kind": item.kind,
             "sha256": item.sha256,
+            "content_type": item.content_type,
+            "reused": link.reused,
             "reused_from_order_id": link.reused_from_order_id,
         }
         for link, item in (await repo.case_evidence(ctx.session, case.id) if evidence_attached else [])

@@ -19,12 +19,26 @@ router = APIRouter(prefix="/v1/evidence", tags=["evidence"])
     status_code=201,
     response_model=EvidencePublic,
     summary="Upload a photo or video",
-    responses={413: {"description": "too large"}, 415: {"description": "not JPEG, PNG, WebP or MP4"}},
+    responses={
+        413: {"description": "too large (bytes)"},
+        415: {"description": "neither a JPEG, PNG, WebP, HEIC/HEIF or AVIF photo nor an MP4 or MOV video"},
+        422: {
+            "description": "`unreadable_image` (a photo that does not decode), `unreadable_video` (no `ftyp` "
+            "with a known brand, or no `moov`/`mvhd` with a duration), `image_too_large` (too many pixels: "
+            "a decompression bomb), `empty_file`"
+        },
+    },
 )
 async def upload(
-    request: Request, ctx: ContextDep, file: Annotated[UploadFile, File(description="JPEG, PNG, WebP or MP4")]
+    request: Request,
+    ctx: ContextDep,
+    file: Annotated[
+        UploadFile, File(description="a JPEG, PNG, WebP, HEIC/HEIF or AVIF photo, or an MP4 or MOV video")
+    ],
 ) -> EvidencePublic:
-    """The type is read from the content; the sha256 is kept so a photo reused on another order is flagged."""
+    """The type is read from the content and proven: a photo is decoded (its format and size are kept), a
+    video's container is parsed (its duration is kept); only what passes counts as evidence (R-EVIDENCE).
+    The sha256 is kept so a file reused on another order is flagged."""
     ctx.principal.require(Role.storefront, Role.support)
     settings = request.app.state.settings
     stored = await files.store(
@@ -36,8 +50,12 @@ async def upload(
         key_id=ctx.principal.key_id,
         shops=shops,
         sha256=stored.sha256,
-        content_type=stored.content_type,
-        kind=stored.kind,
+        content_type=stored.content.content_type,
+        kind=stored.content.kind,
+        format=stored.content.format,
+        width=stored.content.width,
+        height=stored.content.height,
+        duration_seconds=stored.content.duration_seconds,
         size=stored.size,
         path=str(stored.path),
         filename=file.filename,

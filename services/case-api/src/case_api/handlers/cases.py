@@ -193,7 +193,7 @@ def _intake_details(body: CaseCreate, decision: dm.Decision) -> dict[str, Any]:
 async def _attach(
     ctx: Context, case: Case, evidence: list[Evidence], *, new_case: bool = False
 ) -> list[dict[str, Any]]:
-    """Link files to the case; a file already backing another order's case is flagged."""
+    """Link files to the case; a file already backing another order's case is flagged (`reused`)."""
     if not evidence:
         return []
     attached = []
@@ -207,19 +207,28 @@ async def _attach(
             item.key_id != ctx.principal.key_id and not ctx.principal.has_any([Role.support])
         ):
             raise Problem(404, "not_found", "evidence not found", f"no evidence {item.id!r} here")
-        reused = await repo.other_order_using(ctx.session, item.sha256, case.order_id)
+        # Flag the reuse, but name the other order only when it is of this case's shop.
+        reused, same_shop_order = await repo.reuse_of(ctx.session, item.sha256, case.order_id, case.shop_id)
         ctx.session.add(
             CaseEvidence(
                 case_id=case.id,
                 evidence_id=item.id,
                 order_id=case.order_id,
                 sha256=item.sha256,
-                reused_from_order_id=reused,
+                reused=reused,
+                reused_from_order_id=same_shop_order,
                 attached_at=ctx.now,
             )
         )
         known.add(item.id)
-        attached.append({"evidence_id": item.id, "kind": item.kind, "reused_from_order_id": reused})
+        attached.append(
+            {
+                "evidence_id": item.id,
+                "kind": item.kind,
+                "reused": reused,
+                "reused_from_order_id": same_shop_order,
+            }
+        )
     await ctx.session.flush()
     return attached
 
