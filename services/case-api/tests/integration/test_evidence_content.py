@@ -4,16 +4,21 @@ and a photo reused in another shop is flagged without naming that shop's order."
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
 import zlib
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from aftersales_shared import topics
+from aftersales_shared.migrations import alembic_config, upgrade
+from alembic import command
 from case_api_checks import assert_problem, outbox_rows, unchanged, upload
-from case_api_testing import JPEG, Api, box, encoded, image, mp4, mvhd
+from case_api_testing import JPEG, SERVICE_DIR, Api, box, encoded, image, mp4, mvhd
 from PIL import Image, features
+from sqlalchemy.ext.asyncio import create_async_engine
 
 
 def png_chunk(chunk_type: bytes, data: bytes) -> bytes:
@@ -260,6 +265,82 @@ class TestReuseAcrossShops:
         await api.put_order()
         case = await damaged_case(api, [await upload(api, image(n)) for n in range(3)])
         assert [(e["reused"], e["reused_from_order_id"]) for e in case["evidence"]] == [(False, None)] * 3
+
+
+EVIDENCE_LINKS = sa.table(
+    "case_evidence", sa.column("order_id"), sa.column("reused"), sa.column("reused_from_order_id")
+)
+TIMELINE = sa.table("case_events", sa.column("case_id"), sa.column("action"), sa.column("data", sa.JSON))
+
+
+class TestMigration0004:
+    """Rows written before 0004 named another shop's order; the upgrade keeps the flag and drops the name."""
+
+    async def test_another_shops_order_is_removed_from_links_and_timeline(self, any_db_api: Api) -> None:
+        api = any_db_api
+        await api.put_order("o-a1")
+        await api.put_order("o-a2")
+        await api.put_order("o-b1", "storefront_b", shop_id="shop-b")
+        await damaged_case(api, [await upload(api, image(n)) for n in range(3)], "o-a1")
+        cases = {}
+        for order_id, who in (("o-b1", "storefront_b"), ("o-a2", "storefront")):
+            case = await damaged_case(api, [], order_id, who)
+            photos = [await upload(api, image(n), who) for n in range(3)]
+            cases[order_id] = (await api.act(case, "attach_evidence", who, evidence_ids=photos)).json()["id"]
+
+        url = api.app.state.settings.sqlalchemy_url
+        await asyncio.to_thread(command.downgrade, alembic_config(SERVICE_DIR, url), "0003")
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:  # what the code before 0004 stored: every order named
+                await conn.execute(
+                    sa.update(EVIDENCE_LINKS)
+                    .where(EVIDENCE_LINKS.c.order_id != "o-a1")
+                    .values(reused_from_order_id="o-a1")
+                )
+                for case_id in cases.values():
+                    where = (TIMELINE.c.case_id == case_id) & (TIMELINE.c.action == "attach_evidence")
+                    data = (await conn.execute(sa.select(TIMELINE.c.data).where(where))).scalar_one()
+                    old = [
+                        {"evidence_id": a["evidence_id"], "kind": a["kind"], "reused_from_order_id": "o-a1"}
+                        for a in data["attached"]
+                    ]
+                    await conn.execute(
+                        sa.update(TIMELINE).where(where).values(data={**data, "attached": old})
+                    )
+            await upgrade(SERVICE_DIR, url, "0004")
+            async with engine.connect() as conn:
+                links = (
+                    await conn.execute(
+                        sa.select(
+                            EVIDENCE_LINKS.c.order_id,
+                            EVIDENCE_LINKS.c.reused,
+                            EVIDENCE_LINKS.c.reused_from_order_id,
+                        )
+                    )
+                ).all()
+                timeline = {
+                    case_id: (
+                        await conn.execute(
+                            sa.select(TIMELINE.c.data).where(
+                                (TIMELINE.c.case_id == case_id) & (TIMELINE.c.action == "attach_evidence")
+                            )
+                        )
+                    ).scalar_one()["attached"]
+                    for case_id in cases.values()
+                }
+        finally:
+            await engine.dispose()
+            await upgrade(SERVICE_DIR, url)
+        assert sorted((o, bool(r), n) for o, r, n in links) == sorted(
+            [("o-a1", False, None)] * 3 + [("o-a2", True, "o-a1")] * 3 + [("o-b1", True, None)] * 3
+        )
+        assert [(a["reused"], a["reused_from_order_id"]) for a in timeline[cases["o-b1"]]] == [
+            (True, None)
+        ] * 3
+        assert [(a["reused"], a["reused_from_order_id"]) for a in timeline[cases["o-a2"]]] == [
+            (True, "o-a1")
+        ] * 3
 
 
 def test_the_test_jpeg_is_a_real_photo() -> None:
