@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ _CHUNK = 1 << 16
 MAX_IMAGE_PIXELS = 64_000_000
 # A phone's file has a handful of top-level boxes and a few dozen in `moov`: more is an attack, not a video.
 _MAX_BOXES = 10_000
+# A photo at the pixel limit takes up to 256 MB decoded (4 bytes a pixel): two at a time per process at most.
+_DECODING = threading.BoundedSemaphore(2)
 
 pillow_heif.register_heif_opener()
 
@@ -114,7 +117,10 @@ def sniff(head: bytes) -> str | None:
 
 def inspect(path: Path, kind: str) -> Content:
     """Prove the stored file is what it claims: decode a photo, parse a video's container."""
-    return _decode_image(path) if kind == "image" else _parse_video(path)
+    if kind != "image":
+        return _parse_video(path)
+    with _DECODING:
+        return _decode_image(path)
 
 
 def _decode_image(path: Path) -> Content:

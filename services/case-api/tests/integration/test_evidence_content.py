@@ -7,7 +7,11 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
+import threading
+import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +19,7 @@ import sqlalchemy as sa
 from aftersales_shared import topics
 from aftersales_shared.migrations import alembic_config, upgrade
 from alembic import command
+from case_api import evidence
 from case_api_checks import assert_problem, outbox_rows, unchanged, upload
 from case_api_testing import JPEG, SERVICE_DIR, Api, box, encoded, image, mp4, mvhd
 from PIL import Image, features
@@ -348,3 +353,23 @@ def test_the_test_jpeg_is_a_real_photo() -> None:
         img.load()
         assert (img.format, img.size) == ("JPEG", (8, 8))
     assert image(7) != image(8) and image(7) != JPEG
+
+
+def test_at_most_two_photos_are_decoded_at_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Decoding a photo at the pixel limit takes hundreds of MB: uploads beyond two wait their turn."""
+    running, peak, lock = 0, 0, threading.Lock()
+
+    def slow_decode(path: Path) -> evidence.Content:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return evidence.Content("image/jpeg", "image", "jpeg", 8, 8)
+
+    monkeypatch.setattr(evidence, "_decode_image", slow_decode)
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: evidence.inspect(tmp_path / "x", "image"), range(6)))
+    assert len(results) == 6 and peak == 2
