@@ -13,9 +13,11 @@ from watcher_testing import Watcher, scan
 H = timedelta(hours=1)
 
 
-async def request_intercept(w: Watcher, order_id: str = "o-1") -> None:
+async def request_intercept(w: Watcher, order_id: str = "o-1", shop_id: str | None = "shop-a") -> None:
     async with unit_of_work(w.app.state.sessions) as session:
-        await handlers.request_intercept(session, case_id="case_1", order_id=order_id, now=w.clock.now())
+        await handlers.request_intercept(
+            session, case_id="case_1", order_id=order_id, shop_id=shop_id, now=w.clock.now()
+        )
 
 
 async def report_non_receipt(w: Watcher, order_id: str = "o-1") -> int:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aftersales_shared import topics
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.db import unit_of_work
@@ -298,3 +299,127 @@ class TestEscalationJob:
                     break
                 await asyncio.sleep(0.05)
             assert entry["escalated_at"] is not None
+
+
+class TestAParcelOfTheOrdersShop:
+    """Issue 11, item 1: a parcel event acts only on an order of its own shop, and a sign-off is never
+    dated before the order was paid or shipped, nor moved once set."""
+
+    @staticmethod
+    async def intercepting(api: Api) -> dict[str, Any]:
+        await api.put_order(**UNSIGNED)
+        case = (await api.open_case(remedy="refund_only", reason="no_reason")).json()
+        case = (await api.act(case, "record_retention", offer="coupon", outcome="declined")).json()
+        case = (await api.act(case, "approve")).json()
+        return dict((await api.act(case, "request_intercept")).json())
+
+    async def test_another_shops_intercept_is_ignored(self, any_db_api: Api, caplog: Any) -> None:
+        case = await self.intercepting(any_db_api)
+        await deliver(any_db_api, milestone("intercepted", shop_id="shop-b"))
+        case = (await any_db_api.call("GET", f"/v1/cases/{case['id']}", "support")).json()
+        assert case["status"] == "intercepting"
+        refused = (await any_db_api.act(case, "refund")).json()
+        assert (refused["status"], refused["case_status"]) == (409, "intercepting")  # no refund yet
+        assert any(
+            r.levelname == "WARNING" and "intercept of a parcel of shop shop-b" in r.getMessage()
+            for r in caplog.records
+        )
+        await deliver(any_db_api, milestone("intercepted", shop_id="shop-a"))
+        case = (await any_db_api.call("GET", f"/v1/cases/{case['id']}", "support")).json()
+        assert case["status"] == "approved"
+
+    async def test_another_shops_sign_off_and_alerts_are_ignored(self, any_db_api: Api) -> None:
+        await any_db_api.put_order(**UNSIGNED)
+        await deliver(
+            any_db_api,
+            milestone("delivered", shop_id="shop-b"),
+            alert("stalled", shop_id="shop-b"),
+            alert("suspected_lost", shop_id="shop-b"),
+        )
+        assert (await any_db_api.call("GET", "/v1/orders/o-1", "support")).json()["signed_at"] is None
+        assert await cases(any_db_api) == []
+
+    async def test_an_event_without_a_shop_is_applied(self, api: Api) -> None:
+        """From a parcel whose events never named a shop: only the bus or a key for all shops sends those."""
+        await api.put_order(**UNSIGNED)
+        await deliver(api, milestone("delivered", shop_id=None))
+        assert await _signed(api)
+
+    @pytest.mark.parametrize(
+        "at",
+        [
+            NOW - timedelta(days=30),  # before the order was even paid (2026-11-01 10:00)
+            datetime.fromisoformat("2026-11-02T08:59:00+08:00"),  # paid, but before it shipped at 09:00
+        ],
+    )
+    async def test_a_sign_off_before_payment_or_shipment_is_ignored(
+        self, any_db_api: Api, at: datetime
+    ) -> None:
+        await any_db_api.put_order(**UNSIGNED)
+        await deliver(any_db_api, milestone("delivered", at=at, shop_id="shop-a"))
+        order = (await any_db_api.call("GET", "/v1/orders/o-1", "support")).json()
+        assert order["signed_at"] is None
+        no_reason = await self.no_reason_return(any_db_api)  # not refused R-BEYOND-7D: not signed yet
+        assert (no_reason["eligible"], no_reason["deadline"]) == (True, None), no_reason
+
+    async def test_a_sign_off_never_moves_backwards(self, any_db_api: Api) -> None:
+        await any_db_api.put_order()  # signed 2026-11-03 15:20
+        before = (await any_db_api.call("GET", "/v1/orders/o-1", "support")).json()
+        earlier = datetime.fromisoformat("2026-11-02T12:00:00+08:00")  # after shipment, before the sign-off
+        await deliver(any_db_api, milestone("delivered", at=earlier, shop_id="shop-a"))
+        order = (await any_db_api.call("GET", "/v1/orders/o-1", "support")).json()
+        assert (order["signed_at"], order["version"]) == (before["signed_at"], before["version"])
+
+    @staticmethod
+    async def no_reason_return(api: Api) -> dict[str, Any]:
+        options = (await api.call("GET", "/v1/orders/o-1/after-sales-options", "storefront")).json()[
+            "options"
+        ]
+        return dict(next(o for o in options if o["remedy"] == "return_refund" and o["reason"] == "no_reason"))
+
+    async def test_the_attack_through_the_watcher(self, api: Api, tmp_path: Path) -> None:
+        """A warehouse key of shop-a turns back and backdates the sign-off of a shop-b parcel: both refused,
+        and shop-b's intercept, refund and 7-day window stay as they were."""
+        from logistics_watcher.models import InterceptRequest
+        from watcher_testing import running_watcher, scan
+
+        await api.put_order("o-b", who="storefront_b", shop_id="shop-b", **UNSIGNED)
+        case = (await api.open_case("storefront_b", order_id="o-b", remedy="refund_only")).json()
+        case = (
+            await api.act(case, "record_retention", "support_b", offer="coupon", outcome="declined")
+        ).json()
+        case = (await api.act(case, "approve", "support_b")).json()
+        case = (await api.act(case, "request_intercept", "support_b")).json()
+        assert case["status"] == "intercepting"
+        assert isinstance(api.bus, EmbeddedBus)
+        async with running_watcher(tmp_path / "watcher", bus=EmbeddedBus(api.bus.path), background=True) as w:
+            shop_b = scan("picked_up", -30 * H, tracking_no="SFB1", order_id="o-b", shop_id="shop-b")
+            assert (await w.send(shop_b, who="admin"))["accepted"] == 1
+
+            async def intercept_known() -> bool:
+                async with w.app.state.sessions() as session:
+                    return bool((await session.exec(select(InterceptRequest))).all())
+
+            await eventually(intercept_known)
+            attacks = [
+                scan("returning", -1 * H, tracking_no="SFB1", order_id="o-b"),
+                scan("returning", -1 * H, tracking_no="SFA1", order_id="o-b"),  # a parcel of its own
+                scan("delivered", -30 * 24 * H, tracking_no="SFB1", order_id="o-b", signed_by="recipient"),
+            ]
+            for attack in attacks:
+                response = await w.call("POST", "/v1/tracking-events", "warehouse", json={"events": [attack]})
+                assert response.status_code == 422, response.text
+            # Shop-b's own parcel turning back still confirms the intercept, and only then.
+            case = (await api.call("GET", f"/v1/cases/{case['id']}", "support_b")).json()
+            assert case["status"] == "intercepting"
+            await w.send(
+                scan("returning", -1 * H, tracking_no="SFB1", order_id="o-b", shop_id="shop-b"), who="admin"
+            )
+
+            async def approved() -> dict[str, Any] | None:
+                now = (await api.call("GET", f"/v1/cases/{case['id']}", "support_b")).json()
+                return now if now["status"] == "approved" else None
+
+            await eventually(approved)
+        order = (await api.call("GET", "/v1/orders/o-b", "support_b")).json()
+        assert order["signed_at"] is None

@@ -37,7 +37,7 @@ class Settings(ServiceSettings):
     carrier_thresholds: dict[str, CarrierThresholds] = {}
     scan_interval_seconds: float = Field(300.0, gt=0, description="how often the detectors run by themselves")
     future_tolerance: timedelta = Field(
-        timedelta(hours=1), description="scans dated later than now + this are rejected (a fast clock)"
+        timedelta(minutes=10), description="scans dated later than now + this are rejected (a fast clock)"
     )
     max_alerts_per_pass: int = Field(
         5000, ge=1, description="alerts a detection pass opens at most; a backlog takes several passes"

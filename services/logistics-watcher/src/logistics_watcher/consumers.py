@@ -38,7 +38,7 @@ def event_handlers(settings: Settings, clock: Clock) -> tuple[dict[str, Handler]
     async def on_intercept_requested(session: AsyncSession, event: CloudEvent) -> None:
         case = CaseEvent.model_validate(event.data)
         await handlers.request_intercept(
-            session, case_id=case.case_id, order_id=case.order_id, now=clock.now()
+            session, case_id=case.case_id, order_id=case.order_id, shop_id=case.shop_id, now=clock.now()
         )
 
     async def on_case_opened(session: AsyncSession, event: CloudEvent) -> None:

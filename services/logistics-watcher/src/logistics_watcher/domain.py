@@ -3,11 +3,13 @@
 Scans are placed by `occurred_at`, wherever they arrive from and in whatever order. The status never
 moves backwards along the delivery progression: a late or replayed earlier scan joins the history
 without undoing a later status, and a newer scan of an earlier stage (a carrier's "in transit" while
-a refused parcel travels back) counts as movement without changing the status.
+a refused parcel travels back) counts as movement without changing the status. Only a creation or
+shipment scan may be dated before the parcel's earliest one of those (`is_before_shipment`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
@@ -28,6 +30,7 @@ RANK: Final[dict[str, int]] = {
 }
 OFF_PROGRESSION_RANK = 3  # where exception/lost sort among scans with the same time
 NOT_PICKED_UP: Final = ("created",)
+SHIPMENT: Final = ("created", "picked_up")  # the parcel's creation and shipment: nothing happens before
 MOVING: Final = ("picked_up", "in_transit", "out_for_delivery", "delivery_failed", "returning")
 CARRIER_TROUBLE: Final = ("exception", "lost")  # R-LOST: the carrier's lost / 疑难 states
 TURNED_BACK: Final = ("returning", "returned")
@@ -85,6 +88,7 @@ class Track:
     out_for_delivery_seen: bool = False
     delivered_at: datetime | None = None  # the sign-off 签收 that took effect
     returned_at: datetime | None = None
+    shipped_at: datetime | None = None  # its earliest created/picked_up scan: no other scan may be earlier
 
     def is_behind(self, scan: Scan) -> bool:
         """Would `scan` land before (or beside) what is known? Then the history is folded again."""
@@ -96,6 +100,8 @@ class Track:
             self.last_event_at = scan.occurred_at
         if scan.status == "out_for_delivery":
             self.out_for_delivery_seen = True
+        if scan.status in SHIPMENT and (self.shipped_at is None or scan.occurred_at < self.shipped_at):
+            self.shipped_at = scan.occurred_at
         if self.status is not None and _is_regression(self.status, scan.status):
             return
         self.status, self.status_at = scan.status, scan.occurred_at
@@ -132,6 +138,20 @@ def false_delivery_score(direction: str, track: Track) -> float | None:
     if not track.out_for_delivery_seen:
         score += NO_OUT_FOR_DELIVERY_SUSPICION
     return round(min(score, 1.0), 2) if score > 0 else None
+
+
+def shipped_at(known: datetime | None, scans: Iterable[Scan]) -> datetime | None:
+    """When the parcel was created or shipped, as far as `known` (its stored time) and `scans` say."""
+    times = [s.occurred_at for s in scans if s.status in SHIPMENT]
+    if known is not None:
+        times.append(known)
+    return min(times, default=None)
+
+
+def is_before_shipment(scan: Scan, shipped: datetime | None) -> bool:
+    """A scan other than the parcel's creation or shipment, dated before it: a clock gone wrong, or a
+    sign-off backdated to before the order could have been sent."""
+    return shipped is not None and scan.status not in SHIPMENT and scan.occurred_at < shipped
 
 
 def received_back_at(direction: str, track: Track) -> datetime | None:

@@ -7,9 +7,10 @@ Handlers flush; the edge (the request, the consumer's unit of work) commits.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -23,12 +24,24 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from . import store
 from .config import Settings
-from .domain import BIT, TURNED_BACK, Scan, Track, false_delivery_score, fold, received_back_at, still_holds
+from .domain import (
+    BIT,
+    TURNED_BACK,
+    Scan,
+    Track,
+    false_delivery_score,
+    fold,
+    is_before_shipment,
+    received_back_at,
+    shipped_at,
+    still_holds,
+)
 from .models import InterceptRequest, alerts, parcels, scans
 from .outgoing import alert_payload, queue_alerts, queue_milestones
 from .schemas import Duplicate, Rejection, TrackingEventIn, field_errors
 from .sql import execute
 
+log = logging.getLogger(__name__)
 P = parcels.c
 INTERCEPT_LOCKS = 0x1C9  # the advisory-lock class of intercepts (a key per order)
 TRACK_FIELDS = tuple(f.name for f in fields(Track))
@@ -55,6 +68,9 @@ class IngestResult:
         )
 
 
+OWN_SHOPS_ONLY = "this key may only send events of its own shops' parcels"
+
+
 class RejectedEvent(ValueError):
     """A tracking event from the bus that can never be applied (it goes to the DLQ)."""
 
@@ -68,16 +84,25 @@ async def ingest(
     shops: frozenset[str] | None = None,
 ) -> IngestResult:
     """Apply a batch of tracking events. Each is validated on its own; duplicates (by event id) are
-    reported and ignored; `shops` limits the shops the sender may write for."""
+    reported and ignored; `shops` limits the shops the sender may write for (None: a key for all shops,
+    or the bus)."""
     result = IngestResult()
-    candidates = _validate(events, settings, now, result)
+    candidates = _validate(events, settings, now, shops, result)
     rows = await store.lock_parcels(session, {scan.tracking_no for _, scan in candidates})
+    candidates = [
+        (index, scan)
+        for index, scan in candidates
+        if not _refused(result, index, _conflict(rows.get(scan.tracking_no), scan, shops))
+    ]
+    candidates = await _after_shipment(session, rows, candidates, result)
+    owners = await store.order_shops(
+        session, {o for _, scan in candidates if (o := _order_of(rows.get(scan.tracking_no), scan))}
+    )
     new: set[str] = set()
     admitted: list[tuple[int, Scan]] = []
     for index, scan in candidates:
         row = rows.get(scan.tracking_no)
-        if (problem := _conflict(row, scan, shops)) is not None:
-            result.reject(index, *problem)
+        if _refused(result, index, _conflict(row, scan, shops) or _order_conflict(row, scan, owners)):
             continue
         if row is None:
             row = rows[scan.tracking_no] = _new_parcel(scan, now)
@@ -118,7 +143,11 @@ async def ingest(
 
 
 def _validate(
-    events: Sequence[Any], settings: Settings, now: datetime, result: IngestResult
+    events: Sequence[Any],
+    settings: Settings,
+    now: datetime,
+    shops: frozenset[str] | None,
+    result: IngestResult,
 ) -> list[tuple[int, Scan]]:
     valid: list[tuple[int, Scan]] = []
     seen: set[str] = set()
@@ -128,8 +157,14 @@ def _validate(
         except ValidationError as exc:
             result.rejected.append(Rejection(index=index, errors=field_errors(exc)))
             continue
+        if shops is not None and scan.shop_id is None and len(shops) == 1:
+            scan = replace(scan, shop_id=next(iter(shops)))  # the key's one shop
         if scan.occurred_at > now + settings.future_tolerance:
             result.reject(index, "occurred_at", "is in the future")
+        elif shops is not None and scan.shop_id is None:
+            result.reject(index, "shop_id", "is required from a key for several shops")
+        elif shops is not None and scan.shop_id not in shops:
+            result.reject(index, "shop_id", OWN_SHOPS_ONLY)
         elif scan.event_id in seen:
             result.duplicates.append(Duplicate(index=index, event_id=scan.event_id))
         else:
@@ -138,18 +173,67 @@ def _validate(
     return valid
 
 
+def _refused(result: IngestResult, index: int, problem: tuple[str, str] | None) -> bool:
+    if problem is not None:
+        result.reject(index, *problem)
+    return problem is not None
+
+
 def _conflict(row: dict[str, Any] | None, scan: Scan, shops: frozenset[str] | None) -> tuple[str, str] | None:
-    """Why this scan cannot belong to this parcel (or this sender), if it cannot."""
-    shop = scan.shop_id or (row or {}).get("shop_id")
-    if shops is not None and shop not in shops:
-        return "shop_id", "this key may only send events of its own shops' parcels"
+    """Why this scan cannot belong to this parcel (or come from this sender), if it cannot. A parcel's shop
+    is the one its first event named; a parcel without one gets it only from a key for all shops or from
+    the bus, never from a key of some shops (that would take over another shop's parcel)."""
     if row is None:
         return None
+    if shops is not None and row["shop_id"] not in shops:
+        return "shop_id", OWN_SHOPS_ONLY
     for name in ("carrier", "direction", "order_id", "shop_id"):
         value = getattr(scan, name)
         if value is not None and row[name] is not None and value != row[name]:
             return name, f"the parcel's {name} is {row[name]!r}"
     return None
+
+
+def _order_of(row: dict[str, Any] | None, scan: Scan) -> str | None:
+    return scan.order_id or (row["order_id"] if row else None)
+
+
+def _order_conflict(row: dict[str, Any] | None, scan: Scan, owners: dict[str, str]) -> tuple[str, str] | None:
+    """An order is one shop's: a scan of a parcel of another shop naming it is refused. The watcher knows an
+    order's shop only from case-api (its intercept requests), not from the parcels that name the order: the
+    first of those would win, and another shop could claim an order before its own parcels arrived."""
+    order = _order_of(row, scan)
+    shop = scan.shop_id or (row["shop_id"] if row else None)
+    if order is None or shop is None or owners.get(order, shop) == shop:
+        return None
+    return "order_id", "the order is another shop's"
+
+
+async def _after_shipment(
+    session: AsyncSession,
+    rows: dict[str, dict[str, Any]],
+    candidates: list[tuple[int, Scan]],
+    result: IngestResult,
+) -> list[tuple[int, Scan]]:
+    """Refuse the scans dated before their parcel was created or shipped (what its stored history and this
+    batch say); one already in the history is reported as a duplicate."""
+    batches: dict[str, list[Scan]] = defaultdict(list)
+    for _, scan in candidates:
+        batches[scan.tracking_no].append(scan)
+    shipped = {tn: shipped_at((rows.get(tn) or {}).get("shipped_at"), batch) for tn, batch in batches.items()}
+    early = [(i, s) for i, s in candidates if is_before_shipment(s, shipped[s.tracking_no])]
+    if not early:
+        return candidates
+    known = await store.recorded(session, {s.event_id for _, s in early})
+    for index, scan in early:
+        if scan.event_id in known:
+            result.duplicates.append(Duplicate(index=index, event_id=scan.event_id))
+        else:
+            when = shipped[scan.tracking_no]
+            assert when is not None
+            result.reject(index, "occurred_at", f"is before the parcel was shipped ({when.isoformat()})")
+    refused = {index for index, _ in early}
+    return [(i, s) for i, s in candidates if i not in refused]
 
 
 def _new_parcel(scan: Scan, now: datetime) -> dict[str, Any]:
@@ -224,6 +308,7 @@ def _track(row: dict[str, Any]) -> Track:
         row["out_for_delivery_seen"],
         row["delivered_at"],
         row["returned_at"],
+        row["shipped_at"],
     )
 
 
@@ -310,8 +395,12 @@ async def _resolve(
 async def _fulfil_intercepts(
     session: AsyncSession, turned_back: Iterable[dict[str, Any]], now: datetime
 ) -> list[ParcelMilestone]:
-    """R-RO-SHIPPED: an intercept asked for succeeded once the order's parcel turned back."""
-    by_order = {row["order_id"]: row for row in turned_back if row["order_id"]}
+    """R-RO-SHIPPED: an intercept asked for succeeded once the order's parcel turned back (a parcel of the
+    order's shop: another shop's parcel naming the order proves nothing)."""
+    by_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in turned_back:
+        if row["order_id"]:
+            by_order[row["order_id"]].append(row)
     if not by_order:
         return []
     await _lock_intercepts(session, by_order)
@@ -325,11 +414,21 @@ async def _fulfil_intercepts(
     ).all()
     reported: dict[str, ParcelMilestone] = {}
     for request in pending:
-        row = by_order[request.order_id]
+        rows = [r for r in by_order[request.order_id] if _same_shop(request.shop_id, r["shop_id"])]
+        if not rows:
+            ids = {"order_id": request.order_id, "shop_id": request.shop_id}
+            log.warning("an intercepted order's parcel turned back for another shop: ignored", extra=ids)
+            continue
+        row = rows[0]
         request.intercepted_at, request.tracking_no = now, row["tracking_no"]
         session.add(request)
         reported.setdefault(row["tracking_no"], milestone(row, "intercepted", row["status_at"]))
     return list(reported.values())
+
+
+def _same_shop(order_shop: str | None, parcel_shop: str | None) -> bool:
+    # None: a request from before shops were recorded, or a parcel only the bus or a key for all shops sent.
+    return order_shop is None or parcel_shop is None or order_shop == parcel_shop
 
 
 async def _lock_intercepts(session: AsyncSession, order_ids: Iterable[str]) -> None:
@@ -345,11 +444,17 @@ async def _lock_intercepts(session: AsyncSession, order_ids: Iterable[str]) -> N
         await execute(session, select(func.pg_advisory_xact_lock(INTERCEPT_LOCKS, func.hashtext(order_id))))
 
 
-async def request_intercept(session: AsyncSession, *, case_id: str, order_id: str, now: datetime) -> None:
+async def request_intercept(
+    session: AsyncSession, *, case_id: str, order_id: str, shop_id: str | None, now: datetime
+) -> None:
     """case-api asked the carrier to intercept the order's parcel: report it once it turns back
     (at once if it already has)."""
     await _lock_intercepts(session, [order_id])
-    session.add(InterceptRequest(id=new_id("icp"), case_id=case_id, order_id=order_id, requested_at=now))
+    session.add(
+        InterceptRequest(
+            id=new_id("icp"), case_id=case_id, order_id=order_id, shop_id=shop_id, requested_at=now
+        )
+    )
     await session.flush()
     turned = await execute(
         session,

@@ -37,6 +37,7 @@ class Parcel(SQLModel, table=True):
     out_for_delivery_seen: bool = False
     delivered_at: datetime | None = None
     returned_at: datetime | None = None
+    shipped_at: datetime | None = None  # its earliest created/picked_up scan (domain.SHIPMENT)
     false_delivery_score: float | None = None
     open_alerts: int = 0  # a bit per alert kind open for this parcel (domain.BIT)
     created_at: datetime
@@ -99,6 +100,7 @@ class InterceptRequest(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     case_id: str = Field(max_length=40)
     order_id: str = Field(index=True, max_length=64)
+    shop_id: str | None = Field(default=None, max_length=64)  # the order's shop (None: asked before 0004)
     requested_at: datetime
     intercepted_at: datetime | None = None
     tracking_no: str | None = Field(default=None, max_length=64)
@@ -108,3 +110,4 @@ class InterceptRequest(SQLModel, table=True):
 parcels: Table = Parcel.__table__  # type: ignore[attr-defined]
 scans: Table = ScanRecord.__table__  # type: ignore[attr-defined]
 alerts: Table = Alert.__table__  # type: ignore[attr-defined]
+intercept_requests: Table = InterceptRequest.__table__  # type: ignore[attr-defined]

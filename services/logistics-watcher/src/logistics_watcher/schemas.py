@@ -59,7 +59,12 @@ class TrackingEventIn(BaseModel):
     tracking_no: str = Id
     carrier: str = Field(min_length=1, max_length=64)
     order_id: str | None = Field(None, min_length=1, max_length=64)
-    shop_id: str | None = Field(None, min_length=1, max_length=64)
+    shop_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="the parcel's shop, fixed by its first event; a key for one shop may leave it out",
+    )
     warehouse_id: str | None = Field(None, max_length=64)
     direction: Direction | None = Field(None, description="outbound (default for a new parcel) or return")
     status: TrackingStatus | None = None
@@ -181,6 +186,9 @@ class ParcelOut(BaseModel):
     signed_by: str | None
     delivered_at: datetime | None
     returned_at: datetime | None
+    shipped_at: datetime | None = Field(
+        description="its earliest created or picked_up scan: no other scan may be dated before it"
+    )
     false_delivery_score: float | None
     history: list[ScanOut] = Field(description="every scan, in the order they happened")
     open_alerts: list[AlertOut]

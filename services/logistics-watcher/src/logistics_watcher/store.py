@@ -14,7 +14,7 @@ from sqlalchemy import Table, bindparam, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .models import parcels, scans
+from .models import intercept_requests, parcels, scans
 from .sql import dialect_name, execute
 
 P = parcels.c
@@ -63,6 +63,32 @@ async def lock_parcels(session: AsyncSession, tracking_nos: Iterable[str]) -> di
     names = list(found.keys())
     locked = (dict(zip(names, row, strict=True)) for row in found)
     return {row["tracking_no"]: row for row in locked}
+
+
+async def order_shops(session: AsyncSession, order_ids: Iterable[str]) -> dict[str, str]:
+    """The shop of each of these orders that case-api asked to intercept (the request names it)."""
+    keys = sorted(order_ids)
+    if not keys:
+        return {}
+    i = intercept_requests.c
+    if _on_postgres(session):
+        query: Any = text(
+            "SELECT DISTINCT order_id, shop_id FROM intercept_requests "
+            "WHERE order_id = ANY(CAST(:keys AS text[])) AND shop_id IS NOT NULL"
+        )
+        found = await execute(session, query, {"keys": keys})
+    else:
+        query = select(i.order_id, i.shop_id).distinct().where(i.order_id.in_(keys), i.shop_id.is_not(None))
+        found = await execute(session, query)
+    return {row.order_id: row.shop_id for row in found}
+
+
+async def recorded(session: AsyncSession, event_ids: Iterable[str]) -> set[str]:
+    """Which of these events are in a parcel's history already."""
+    keys = sorted(event_ids)
+    if not keys:
+        return set()
+    return set((await execute(session, select(scans.c.event_id).where(scans.c.event_id.in_(keys)))).scalars())
 
 
 async def add_scans(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:

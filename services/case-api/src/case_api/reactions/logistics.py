@@ -6,9 +6,15 @@ keyed by tracking number.
   reports it to the carrier at once and so enters it in the logistics follow-up register with the SLA for
   the carrier's answer (the configured working days); `escalate_overdue` escalates the answers overdue.
 - `delivered` (outbound) sets the order's `signed_at` if unset: the 7-day clock starts (R-7D-WINDOW). A
-  reship already made for the order is flagged for review: its original parcel did arrive (R-RESHIP).
+  sign-off once set never moves (so never backwards), and one dated before the order was paid or shipped is
+  ignored. A reship already made for the order is flagged for review: its original parcel did arrive
+  (R-RESHIP).
 - `intercepted` confirms the intercept of the order's cases in `intercepting`, so that the refund of
   R-RO-SHIPPED can proceed.
+
+An alert or milestone of a parcel of another shop than the order's is logged and ignored: a warehouse of
+one shop cannot sign for, turn back or report another shop's order. (One without a shop comes from a parcel
+whose events never named one, which only the bus or a key for all shops can send.)
 
 The time of each change is the event's time; timeline entries name the watcher as the actor.
 """
@@ -60,6 +66,8 @@ async def alert_opened(session: AsyncSession, event: CloudEvent) -> None:
             "logistics alert for an order we do not know",
             extra={"order_id": alert.order_id, "tracking_no": alert.tracking_no},
         )
+        return
+    if _of_another_shop(order, alert.shop_id, f"{alert.kind} alert", alert.tracking_no):
         return
     if any(
         c.reason in CASE_REASON.values() and c.status in ACTIVE - SETTLED
@@ -115,10 +123,18 @@ async def parcel_delivered(session: AsyncSession, event: CloudEvent) -> None:
     order = (
         await session.exec(select(Order).where(Order.order_id == milestone.order_id).with_for_update())
     ).first()
-    if order is None:
+    if order is None or _of_another_shop(order, milestone.shop_id, "sign-off", milestone.tracking_no):
+        return
+    if as_utc(milestone.occurred_at) < (earliest := _earliest_sign_off(order)):
+        log.warning(
+            "a sign-off dated %s, before the order was paid or shipped (%s): ignored",
+            as_utc(milestone.occurred_at).isoformat(),
+            earliest.isoformat(),
+            extra={"order_id": order.order_id, "tracking_no": milestone.tracking_no},
+        )
         return
     ctx = _context(session, event.time)
-    if order.signed_at is None:  # R-7D-WINDOW starts from the sign-off
+    if order.signed_at is None:  # R-7D-WINDOW starts from the sign-off; once set it never moves
         order.signed_at, order.updated_at, order.version = milestone.occurred_at, ctx.now, order.version + 1
         session.add(order)
     original = (order.shipment or {}).get("tracking_no")
@@ -152,6 +168,9 @@ async def parcel_intercepted(session: AsyncSession, event: CloudEvent) -> None:
     milestone = ParcelMilestone.model_validate(event.data)
     if milestone.order_id is None:
         return
+    order = await session.get(Order, milestone.order_id)
+    if order is None or _of_another_shop(order, milestone.shop_id, "intercept", milestone.tracking_no):
+        return
     ctx = _context(session, event.time)
     for case in await repo.order_cases(session, milestone.order_id):
         if case.status == CaseStatus.intercepting:  # R-RO-SHIPPED: the parcel is on its way back
@@ -165,6 +184,30 @@ async def parcel_intercepted(session: AsyncSession, event: CloudEvent) -> None:
                 ),
                 None,
             )
+
+
+def _of_another_shop(order: Order, parcel_shop_id: str | None, what: str, tracking_no: str) -> bool:
+    """Is the parcel another shop's than the order's? Then its event is not acted on (and logged)."""
+    if parcel_shop_id is None or parcel_shop_id == order.shop_id:
+        return False
+    log.warning(
+        "%s of a parcel of shop %s for an order of shop %s: ignored",
+        what,
+        parcel_shop_id,
+        order.shop_id,
+        extra={"order_id": order.order_id, "tracking_no": tracking_no, "shop_id": order.shop_id},
+    )
+    return True
+
+
+def _earliest_sign_off(order: Order) -> datetime:
+    """No parcel is signed for before its order was paid, nor before it was shipped (when the storefront
+    said when)."""
+    earliest = as_utc(order.paid_at)
+    shipped_at = (order.shipment or {}).get("shipped_at")
+    if isinstance(shipped_at, str):
+        earliest = max(earliest, as_utc(datetime.fromisoformat(shipped_at)))
+    return earliest
 
 
 async def escalate_overdue(session: AsyncSession, now: datetime) -> int:
