@@ -40,6 +40,7 @@ from aftersales_shared.db import make_engine
 from aftersales_shared.events import CashbackApproved, Payee, envelope
 from aftersales_shared.ids import new_id
 from aftersales_shared.migrations import upgrade
+from aftersales_shared.signing import ApprovalSigner, dev_key
 from payout_worker.config import Settings
 from payout_worker.main import create_app
 from payout_worker.models import Payout
@@ -67,7 +68,8 @@ def start_simulator(folder: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the simulator did not start")
 
 
-def approvals(n: int) -> list[OutRecord]:
+def approvals(n: int, signer: ApprovalSigner) -> list[OutRecord]:
+    """n approvals as case-api emits them: signed (payout-worker pays nothing else)."""
     now = SystemClock().now()
     out = []
     for i in range(n):
@@ -80,6 +82,7 @@ def approvals(n: int) -> list[OutRecord]:
             payee=Payee(alipay_account=f"buyer{i}@example.com", name="张三"),
             approved_at=now,
         )
+        data = signer.sign(data)
         event = envelope(
             source="/bench",
             type="aftersales.cashback.approved.v1",
@@ -133,7 +136,9 @@ async def pay(
     await upgrade(SERVICE_DIR, settings.sqlalchemy_url)
     bus = EmbeddedBus(folder / "events.db")
     await bus.start()
-    await bus.publish_batch(approvals(n))  # the input: approvals already on the bus (not timed)
+    # The input: approvals already on the bus (not timed), signed with the data folder's key pair, which
+    # the worker trusts in development.
+    await bus.publish_batch(approvals(n, ApprovalSigner(dev_key(folder))))
     provider = SimulatorProvider(sim_url, timeout=provider_timeout, qps=1000)
     app = create_app(settings, bus=bus, background=False, provider=provider)
     phases: dict[str, float] = {}

@@ -39,6 +39,16 @@ def dev_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def approval_keys(env: dict[str, str]) -> None:
+    """payout-worker pays only approvals signed by case-api: with case-api's key set and payout-worker's
+    public keys not, give it that key's public half. With neither, both use the pair in DATA_DIR."""
+    private = env.get("CASE_API_APPROVAL_SIGNING_KEY")
+    if private and not env.get("PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS"):
+        from aftersales_shared.signing import parse_private_key, public_text
+
+        env["PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS"] = public_text(parse_private_key(private).public_key())
+
+
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
@@ -55,6 +65,7 @@ def main() -> int:
     data_dir = Path(env.setdefault("DATA_DIR", str(ROOT / ".data"))).resolve()
     env["DATA_DIR"] = str(data_dir)
     env["DEV_API_KEY"] = dev_key(data_dir)
+    approval_keys(env)
     services = ports(env)
     env.setdefault("PAYOUT_WORKER_SIMULATOR_URL", f"http://127.0.0.1:{services['payout-simulator']}")
     procs: list[subprocess.Popen[bytes]] = []

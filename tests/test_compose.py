@@ -23,6 +23,8 @@ import uvicorn
 import yaml
 from aftersales_shared import cli as shared_cli
 from aftersales_shared.settings import ServiceSettings
+from aftersales_shared.signing import private_text, public_text
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import AliasChoices
 from sqlalchemy.engine import make_url
 
@@ -34,6 +36,19 @@ SIMULATOR = "payout-simulator"  # runs from the payout-worker image
 IMAGE_OF = {**{name: name for name in SERVICES}, **MIGRATE_STEPS, SIMULATOR: "payout-worker"}
 EXPECTED_SERVICES = {"postgres", "kafka", *SERVICES, *MIGRATE_STEPS, SIMULATOR}
 PASSWORD = "compose-test-password"
+_APPROVAL_KEY = Ed25519PrivateKey.generate()
+# What the operator of a production deployment chooses besides the passwords (docs/operations.md): case-api's
+# approval key and its public half, and Alipay in certificate mode (read when payout-worker starts).
+OPERATOR = {
+    "CASE_API_APPROVAL_SIGNING_KEY": private_text(_APPROVAL_KEY),
+    "PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS": public_text(_APPROVAL_KEY.public_key()),
+    "PAYOUT_WORKER_ALIPAY_APP_ID": "2021000000000001",
+    "PAYOUT_WORKER_ALIPAY_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\n(the app's RSA2 key)\n-----END...",
+    "PAYOUT_WORKER_ALIPAY_APP_CERT": "/run/secrets/appCertPublicKey_2021000000000001.crt",
+    "PAYOUT_WORKER_ALIPAY_PUBLIC_CERT": "/run/secrets/alipayCertPublicKey_RSA2.crt",
+    "PAYOUT_WORKER_ALIPAY_ROOT_CERT": "/run/secrets/alipayRootCert.crt",
+}
+ALIPAY_SETTINGS = [name for name in OPERATOR if name.startswith("PAYOUT_WORKER_ALIPAY_")]
 # Every variable the compose file reads, with its documented default (`:-`) or error (`:?`).
 EXPECTED_VARIABLES = {
     "POSTGRES_PASSWORD": {(":?", "set POSTGRES_PASSWORD")},
@@ -42,11 +57,17 @@ EXPECTED_VARIABLES = {
     "KAFKA_TOPIC_PREFIX": {(":-", "")},
     "KAFKA_REPLICATION_FACTOR": {(":-", "1")},
     "EVENT_RETENTION_DAYS": {(":-", "14")},
-    "PAYOUT_WORKER_PROVIDER": {(":-", "simulator")},
+    "ENVIRONMENT": {(":-", "production")},
+    "CASE_API_APPROVAL_SIGNING_KEY": {(":?", "set CASE_API_APPROVAL_SIGNING_KEY")},
+    "PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS": {(":?", "set PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS")},
+    "PAYOUT_WORKER_PROVIDER": {(":-", "alipay")},
     "PAYOUT_WORKER_CUTOFF": {(":-", "17:30")},
     "PAYOUT_WORKER_ALIPAY_APP_ID": {(":-", "")},
     "PAYOUT_WORKER_ALIPAY_PRIVATE_KEY": {(":-", "")},
     "PAYOUT_WORKER_ALIPAY_PUBLIC_KEY": {(":-", "")},
+    "PAYOUT_WORKER_ALIPAY_APP_CERT": {(":-", "")},
+    "PAYOUT_WORKER_ALIPAY_PUBLIC_CERT": {(":-", "")},
+    "PAYOUT_WORKER_ALIPAY_ROOT_CERT": {(":-", "")},
 }
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
@@ -173,9 +194,11 @@ def image_env(folder: str) -> dict[str, str]:
     return env
 
 
-def container_env(name: str) -> dict[str, str]:
-    """What the container's process sees: the image's ENV, then the service's `environment:`."""
-    given = {"POSTGRES_PASSWORD": PASSWORD}
+def container_env(name: str, **changes: str | None) -> dict[str, str]:
+    """What the container's process sees: the image's ENV, then the service's `environment:`, with the
+    OPERATOR's variables given (`changes` to them: None unsets one)."""
+    given = {"POSTGRES_PASSWORD": PASSWORD, **OPERATOR, **changes}
+    given = {k: v for k, v in given.items() if v is not None}
     environment = service(name).get("environment", {})
     assert isinstance(environment, dict), f"{name}: environment as a mapping"
     return image_env(IMAGE_OF[name]) | {k: interpolate(v, given) for k, v in environment.items()}
@@ -415,6 +438,35 @@ def test_containers_listen_on_all_interfaces_at_the_published_port(
     assert {container for _, container in published_ports(name)} == {calls[0]["port"]}
 
 
+@pytest.mark.parametrize("step", ["payout-worker", "payout-worker-migrate"])
+def test_the_defaults_never_pay_production_through_the_simulator(
+    step: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without Alipay configured, payout-worker (and its migrate step) refuses to start rather than run
+    production through the simulator, which marks cashback paid and tells the buyer with no money moved."""
+    unset: dict[str, str | None] = dict.fromkeys(ALIPAY_SETTINGS)
+    use_only(monkeypatch, container_env(step, **unset))
+    with pytest.raises(ValueError, match="the alipay provider needs"):
+        settings_class("payout-worker")()
+    use_only(monkeypatch, container_env(step, **unset, PAYOUT_WORKER_PROVIDER="simulator"))
+    with pytest.raises(ValueError, match="production cannot pay through the simulator"):
+        settings_class("payout-worker")()
+    # A trial says so: development, and the simulator by name.
+    trial = container_env(step, **unset, ENVIRONMENT="development", PAYOUT_WORKER_PROVIDER="simulator")
+    use_only(monkeypatch, trial)
+    settings = settings_class("payout-worker")()
+    assert (settings.environment, getattr(settings, "provider", None)) == ("development", "simulator")
+
+
+@pytest.mark.parametrize(
+    ("name", "variable"),
+    [("case-api", "CASE_API_APPROVAL_SIGNING_KEY"), ("payout-worker", "PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS")],
+)
+def test_the_approval_keys_are_required(name: str, variable: str) -> None:
+    with pytest.raises(AssertionError, match=f"set {variable}"):
+        container_env(name, **{variable: None})
+
+
 def test_postgres_creates_each_service_database() -> None:
     mounts = [str(v) for v in service("postgres").get("volumes", [])]
     init = [m.split(":")[0] for m in mounts if ":/docker-entrypoint-initdb.d/" in m]
@@ -452,7 +504,7 @@ def test_docker_compose_accepts_the_file() -> None:
         pytest.skip(
             f"`docker compose version` exited {version.returncode}: the compose plugin is not installed"
         )
-    env = {**os.environ, "POSTGRES_PASSWORD": PASSWORD}
+    env = {**os.environ, "POSTGRES_PASSWORD": PASSWORD, **OPERATOR}
     result = subprocess.run(
         [docker, "compose", "-f", str(COMPOSE_FILE), "config", "--quiet"],
         cwd=ROOT,

@@ -11,153 +11,21 @@ event log) and on PostgreSQL with the real Kafka broker. Over HTTP only:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
 from aftersales_shared import topics
 from aftersales_shared.bus import OutRecord
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.events import CloudEvent
-from aftersales_shared.testing import Metrics, free_port, fresh_postgres_database, infra_missing, scrape
+from aftersales_shared.testing import Metrics, scrape
 from case_api_testing import order_body
 from watcher_testing import scan as watcher_scan
 
-ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("case-api", "logistics-watcher", "payout-worker", "payout-simulator")
-DATABASES = {
-    "case-api": "CASE_API",
-    "logistics-watcher": "LOGISTICS_WATCHER",
-    "payout-worker": "PAYOUT_WORKER",
-}
-SHOP = "shop-e2e"
-
-
-@dataclass
-class Stack:
-    clients: dict[str, httpx.AsyncClient]
-    log: Path
-
-    async def call(self, service: str, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self.clients[service].request(method, path, **kwargs)
-        assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
-        return response.json()
-
-    async def until(self, what: str, probe: Callable[[], Awaitable[Any]], timeout: float = 90) -> Any:
-        """Poll `probe` until it returns something truthy (events cross processes asynchronously)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            if result := await probe():
-                return result
-            await asyncio.sleep(0.25)
-        raise AssertionError(f"timed out waiting for {what}; the services' log:\n{self.tail()}")
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-@pytest.fixture(
-    params=["embedded", pytest.param("postgres-kafka", marks=[pytest.mark.postgres, pytest.mark.kafka])]
-)
-async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
-    key = "e2e-" + uuid.uuid4().hex
-    ports = {name: free_port() for name in SERVICES}
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "ENVIRONMENT")
-    }
-    env |= {"DATA_DIR": str(tmp_path / "data"), "DEV_API_KEY": key, "LOG_LEVEL": "INFO"}
-    env |= {name.upper().replace("-", "_") + "_PORT": str(port) for name, port in ports.items()}
-    env["PAYOUT_WORKER_TICK_SECONDS"] = "0.2"
-    async with AsyncExitStack() as stack:
-        if request.param == "postgres-kafka":
-            servers = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
-            if not servers:
-                infra_missing("Apache Kafka", "export TEST_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092")
-            for prefix in DATABASES.values():
-                url = await stack.enter_async_context(fresh_postgres_database(prefix.lower() + "_e2e"))
-                env[f"{prefix}_DATABASE_NAME"] = url.rsplit("/", 1)[1]
-            env["DATABASE_URL"] = os.environ["TEST_DATABASE_URL"]
-            env["KAFKA_BOOTSTRAP_SERVERS"] = servers or ""
-            env["KAFKA_TOPIC_PREFIX"] = f"e2e.{uuid.uuid4().hex[:8]}."
-        log = tmp_path / "services.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, str(ROOT / "scripts" / "run.py")],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            clients = {
-                name: await stack.enter_async_context(
-                    httpx.AsyncClient(
-                        base_url=f"http://127.0.0.1:{port}",
-                        headers={"Authorization": f"Bearer {key}"},
-                        timeout=30,
-                    )
-                )
-                for name, port in ports.items()
-            }
-            running = Stack(clients, log)
-
-            async def ready() -> bool:
-                assert process.poll() is None, f"run.py exited:\n{running.tail()}"
-                try:
-                    return all([(await c.get("/readyz")).status_code == 200 for c in clients.values()])
-                except httpx.TransportError:
-                    return False
-
-            await running.until("every service to be ready", ready, timeout=120)
-            yield running
-        finally:
-            stop(process)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, as an operator's supervisor would: run.py stops its services; anything left is killed."""
-    process.terminate()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=40)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat()
-
-
-def order(tracking_no: str, *, signed: bool) -> dict[str, Any]:
-    """case-api's sample order, of this test's shop, paid four days ago and shipped three days ago."""
-    now = datetime.now(UTC)
-    sample = order_body()
-    return order_body(
-        shop_id=SHOP,
-        paid_at=iso(now - timedelta(days=4)),
-        shipment={
-            **sample["shipment"],
-            "tracking_no": tracking_no,
-            "shipped_at": iso(now - timedelta(days=3)),
-        },
-        signed_at=iso(now - timedelta(days=1)) if signed else None,
-    )
+from .harness import DATABASES, SHOP, Stack, order
 
 
 def scan(tracking_no: str, order_id: str, status: str, ago: timedelta) -> dict[str, Any]:

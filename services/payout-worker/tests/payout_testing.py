@@ -4,6 +4,7 @@ fake provider, and the provider simulator as a real process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -25,12 +26,15 @@ from aftersales_shared.consumer import ConsumerRunner
 from aftersales_shared.events import CashbackApproved, CashbackCancelled, CloudEvent, Payee, envelope
 from aftersales_shared.ids import new_id
 from aftersales_shared.migrations import upgrade
+from aftersales_shared.signing import ApprovalSigner, public_text
 from aftersales_shared.testing import RunningService, free_port, fresh_postgres_database, make_keys, serve
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from payout_worker.config import Settings
 from payout_worker.engine import PayoutEngine
 from payout_worker.main import create_app
 from payout_worker.models import Payout
 from payout_worker.providers import Outcome, PaymentProvider, Transfer, TransferResult
+from pydantic import ValidationError
 from sqlmodel import col, select
 
 SERVICE_DIR = Path(payout_worker.__file__).parent  # alembic.ini and migrations/
@@ -38,6 +42,10 @@ BIN = Path(sys.executable).parent
 # Thursday 2026-11-05, a working day, 10:00 in Shanghai.
 NOW = datetime.fromisoformat("2026-11-05T10:00:00+08:00")
 
+
+# case-api's approval key, as the tests' approvals are signed with it and the worker trusts it.
+SIGNER = ApprovalSigner(Ed25519PrivateKey.generate())
+TRUSTED = {"approval_public_keys": public_text(SIGNER.key.public_key())}
 
 # Risk limits out of the way, for the tests about something else (test_limits.py sets its own).
 NO_LIMITS = {
@@ -65,7 +73,9 @@ def approved(
     account: str = "zhangsan@example.com",
     case_id: str | None = None,
     order_id: str | None = None,
+    signer: ApprovalSigner | None = SIGNER,
 ) -> CloudEvent:
+    """An approval as case-api emits it: signed (with `signer`; None leaves it unsigned)."""
     data = CashbackApproved(
         cashback_task_id=task_id or new_id("cb"),
         order_id=order_id or f"o-{task_id or 'x'}",
@@ -76,6 +86,8 @@ def approved(
         payee=Payee(alipay_account=account, name="张三"),
         approved_at=when,
     )
+    if signer is not None:
+        data = signer.sign(data)
     return envelope(
         source="/case-api",
         type="aftersales.cashback.approved.v1",
@@ -87,10 +99,13 @@ def approved(
 
 def approved_as_sent(task_id: str, **data: Any) -> CloudEvent:
     """An approval whose data is what a sender put on the wire, whatever the shared model allows:
-    approved(task_id)'s data with `data` changed (None removes a field)."""
+    approved(task_id)'s data with `data` changed (None removes a field), signed again by case-api's key
+    where the shared model reads it (as case-api signs whatever it sends)."""
     event = approved(task_id)
-    changed = {**event.data, **data}
-    return event.model_copy(update={"data": {k: v for k, v in changed.items() if v is not None}})
+    changed = {k: v for k, v in {**event.data, **data}.items() if v is not None}
+    with contextlib.suppress(ValidationError):
+        changed = SIGNER.sign(CashbackApproved.model_validate(changed)).model_dump(mode="json")
+    return event.model_copy(update={"data": changed})
 
 
 def cancelled(task_id: str) -> CloudEvent:
@@ -212,7 +227,7 @@ async def running_worker(
     clock: FrozenClock | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Worker]:
-    settings = Settings(data_dir=tmp_path, **{**NO_LIMITS, **overrides})
+    settings = Settings(data_dir=tmp_path, **{**NO_LIMITS, **TRUSTED, **overrides})
     await upgrade(SERVICE_DIR, settings.sqlalchemy_url)
     clock = clock or FrozenClock(NOW)
     if adapter is None and "provider" not in overrides:  # the settings' provider: make_provider builds it

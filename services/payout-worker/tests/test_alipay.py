@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -60,6 +61,11 @@ class FakeAlipay:
     executed: dict[str, dict[str, Any]] = field(default_factory=dict)
     script: list[str] = field(default_factory=list)  # what the next transfer calls do: ok, system_error, ...
     tamper: bool = False
+    signing_key: rsa.RSAPrivateKey = ALIPAY_KEY  # what it signs answers with
+    app_public: str = APP_PUBLIC  # the key it checks requests with
+    # Certificate mode: the (app_cert_sn, alipay_root_cert_sn) it requires, and the alipay_cert_sn it answers.
+    cert_sns: tuple[str, str] | None = None
+    alipay_cert_sn: str | None = None
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -69,7 +75,22 @@ class FakeAlipay:
             params = {k: str(v) for k, v in (await request.form()).items()}
             self.requests.append(params)
             method = params["method"]
-            if not rsa2_verify(load_public_key(APP_PUBLIC), sign_content(params), params.get("sign", "")):
+            if (
+                self.cert_sns
+                and (params.get("app_cert_sn"), params.get("alipay_root_cert_sn")) != self.cert_sns
+            ):
+                return self.answer(
+                    method,
+                    {
+                        "code": "40002",
+                        "msg": "Invalid Arguments",
+                        "sub_code": "isv.cert-sn-mismatch",  # what Alipay does is refuse the call
+                        "sub_msg": "证书序列号不匹配",
+                    },
+                )
+            if not rsa2_verify(
+                load_public_key(self.app_public), sign_content(params), params.get("sign", "")
+            ):
                 return self.answer(
                     method,
                     {
@@ -147,15 +168,17 @@ class FakeAlipay:
 
     def answer(self, method: str, node: dict[str, Any]) -> Response:
         raw = json.dumps(node, ensure_ascii=False)
-        signature = rsa2_sign(ALIPAY_KEY, raw)
+        signature = rsa2_sign(self.signing_key, raw)
         if self.tamper:
             raw = raw.replace("SUCCESS", "SUCCESS ")
-        body = f'{{"{method.replace(".", "_")}_response":{raw},"sign":"{signature}"}}'
+        cert = f',"alipay_cert_sn":"{self.alipay_cert_sn}"' if self.alipay_cert_sn else ""
+        body = f'{{"{method.replace(".", "_")}_response":{raw}{cert},"sign":"{signature}"}}'
         return Response(body, media_type="application/json;charset=utf-8")
 
 
-@pytest.fixture
-async def fake_alipay() -> AsyncIterator[FakeAlipay]:
+@asynccontextmanager
+async def running_gateway() -> AsyncIterator[FakeAlipay]:
+    """The fake gateway, served over HTTP on 127.0.0.1."""
     fake = FakeAlipay()
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning"))
@@ -166,6 +189,12 @@ async def fake_alipay() -> AsyncIterator[FakeAlipay]:
     yield fake
     server.should_exit = True
     await task
+
+
+@pytest.fixture
+async def fake_alipay() -> AsyncIterator[FakeAlipay]:
+    async with running_gateway() as fake:
+        yield fake
 
 
 def provider(

@@ -24,6 +24,7 @@ from aftersales_shared.clock import SystemClock
 from aftersales_shared.testing import fresh_postgres_database, infra_missing
 from payout_testing import (
     BIN,
+    TRUSTED,
     Simulator,
     approved,
     assert_paid_once,
@@ -103,6 +104,7 @@ def worker_env(tmp_path: Path, simulator: Simulator, **extra: str) -> dict[str, 
         "PAYOUT_WORKER_RECOVER_AFTER_SECONDS": "9",
         "PAYOUT_WORKER_RETRY_BASE_SECONDS": "0.5",
         "PAYOUT_WORKER_TICK_SECONDS": "0.2",
+        "PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS": TRUSTED["approval_public_keys"],
         "LOG_LEVEL": "WARNING",
         **extra,
     }

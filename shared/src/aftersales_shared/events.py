@@ -79,6 +79,14 @@ class CashbackApproved(BaseModel):
     amount: Money
     payee: Payee
     approved_at: datetime
+    signature: str | None = Field(
+        None,
+        description="case-api's Ed25519 signature (base64) over the approval's canonical form "
+        "(aftersales_shared.signing); payout-worker pays only an approval whose signature verifies",
+    )
+    signature_key_id: str | None = Field(
+        None, description="which case-api key signed it (`ed25519:` and 16 hex digits), for key rotation"
+    )
 
 
 class CashbackCancelled(BaseModel):

@@ -3,11 +3,14 @@ from __future__ import annotations
 from datetime import date
 
 from aftersales_shared.settings import ServiceSettings
+from aftersales_shared.signing import ApprovalSigner, approval_signer, parse_private_key
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
 class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="CASE_API_", extra="ignore")
+    # hide_input_in_errors: a refused setting is named, its value (a key) never echoed
+    model_config = SettingsConfigDict(env_prefix="CASE_API_", extra="ignore", hide_input_in_errors=True)
 
     service_name: str = "case-api"
     database_name: str = "case_api"
@@ -17,3 +20,24 @@ class Settings(ServiceSettings):
     carrier_sla_working_days: int = 2  # R-LOST: the carrier answers within 1-2 working days
     extra_holidays: list[date] = []
     escalation_interval_seconds: float = 60.0
+    # Signs every aftersales.cashback.approved.v1 (Ed25519; aftersales_shared.signing); never logged.
+    # Unset in development: a key pair kept in the data folder, made on first start.
+    approval_signing_key: SecretStr | None = Field(
+        None, description="Ed25519 private key: a PKCS#8 PEM or the base64 of its 32 bytes"
+    )
+
+    @model_validator(mode="after")
+    def _check_signing_key(self) -> Settings:
+        key = self.approval_signing_key.get_secret_value() if self.approval_signing_key else ""
+        if key:
+            parse_private_key(key)  # a ValueError that never shows the key
+        elif self.environment == "production":
+            raise ValueError(
+                "production needs CASE_API_APPROVAL_SIGNING_KEY: payout-worker pays only signed approvals "
+                "(python -m aftersales_shared.signing new)"
+            )
+        return self
+
+    def signer(self) -> ApprovalSigner:
+        key = self.approval_signing_key.get_secret_value() if self.approval_signing_key else None
+        return approval_signer(key, self.data_dir)

@@ -39,6 +39,7 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings()
     errors.install()
+    signer = settings.signer().load()  # now: a bad key (or data folder) stops the start, not an approval
     return build_app(
         settings,
         title="case-api",
@@ -49,6 +50,6 @@ def create_app(
         consumers=consumers,
         jobs=jobs,
         routers=[orders.router, cases.router, evidence.router, cashback.router, registers.router],
-        state={"calendar": BusinessCalendar(settings.extra_holidays)},
+        state={"calendar": BusinessCalendar(settings.extra_holidays), "approval_signer": signer},
         gauges=[CASES_BY_STATUS],
     )

@@ -5,12 +5,14 @@ from decimal import Decimal
 from typing import Literal
 
 from aftersales_shared.settings import ServiceSettings
+from aftersales_shared.signing import ApprovalVerifier, approval_verifier, parse_public_keys
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
 class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="PAYOUT_WORKER_", extra="ignore")
+    # hide_input_in_errors: a refused setting is named, its value (a key) never echoed
+    model_config = SettingsConfigDict(env_prefix="PAYOUT_WORKER_", extra="ignore", hide_input_in_errors=True)
 
     service_name: str = "payout-worker"
     database_name: str = "payout_worker"
@@ -58,15 +60,67 @@ class Settings(ServiceSettings):
     alipay_gateway: str = "https://openapi.alipay.com/gateway.do"
     alipay_app_id: str | None = None
     alipay_private_key: SecretStr | None = None  # PEM, the app's RSA2 key; never logged
-    alipay_public_key: str | None = None  # PEM, Alipay's key, to verify response signatures
+    # Public-key mode: Alipay's public key (PEM), to verify response signatures.
+    alipay_public_key: str | None = None
+    # Certificate mode (公钥证书), which fund transfers require: each a PEM, or the path of its file.
+    alipay_app_cert: str | None = Field(None, description="appCertPublicKey_<app id>.crt")
+    alipay_public_cert: str | None = Field(None, description="alipayCertPublicKey_RSA2.crt")
+    alipay_root_cert: str | None = Field(None, description="alipayRootCert.crt")
     alipay_order_title: str = "售后返现"
+
+    # The case-api keys whose signed approvals are paid (aftersales_shared.signing): base64 Ed25519 public
+    # keys, comma-separated, so a new key can be trusted before case-api signs with it. Unset in
+    # development: the key pair in the data folder, which case-api signs with too.
+    approval_public_keys: str | None = None
+
+    @property
+    def alipay_certificate_mode(self) -> bool:
+        return any((self.alipay_app_cert, self.alipay_public_cert, self.alipay_root_cert))
 
     @model_validator(mode="after")
     def _check_provider(self) -> Settings:
         if self.recover_after_seconds <= self.provider_timeout_seconds:
             raise ValueError("recover_after_seconds must exceed provider_timeout_seconds")
-        if self.provider == "alipay" and not (self.alipay_app_id and self.alipay_private_key):
-            raise ValueError("the alipay provider needs PAYOUT_WORKER_ALIPAY_APP_ID and _PRIVATE_KEY")
-        if self.environment == "production" and self.provider == "alipay" and not self.alipay_public_key:
-            raise ValueError("production needs PAYOUT_WORKER_ALIPAY_PUBLIC_KEY to verify Alipay's answers")
+        production = self.environment == "production"
+        if production and self.provider == "simulator":
+            # The simulator moves no money: its results would mark cashback paid and tell the buyer so.
+            raise ValueError(
+                "production cannot pay through the simulator: set PAYOUT_WORKER_PROVIDER=alipay "
+                "(or ENVIRONMENT=development for a trial)"
+            )
+        if self.provider == "alipay":
+            self._check_alipay(production)
+        if self.approval_public_keys:
+            if not parse_public_keys(self.approval_public_keys):
+                raise ValueError("PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS names no key")
+        elif production:
+            raise ValueError(
+                "production needs PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS (case-api's approval keys): "
+                "payout-worker pays only approvals it can authenticate"
+            )
         return self
+
+    def _check_alipay(self, production: bool) -> None:
+        if not (self.alipay_app_id and self.alipay_private_key):
+            raise ValueError("the alipay provider needs PAYOUT_WORKER_ALIPAY_APP_ID and _PRIVATE_KEY")
+        certs = {
+            "PAYOUT_WORKER_ALIPAY_APP_CERT": self.alipay_app_cert,
+            "PAYOUT_WORKER_ALIPAY_PUBLIC_CERT": self.alipay_public_cert,
+            "PAYOUT_WORKER_ALIPAY_ROOT_CERT": self.alipay_root_cert,
+        }
+        if self.alipay_certificate_mode:
+            if missing := [name for name, value in certs.items() if not value]:
+                raise ValueError(f"Alipay certificate mode is half configured: set {', '.join(missing)}")
+            if self.alipay_public_key:
+                raise ValueError(
+                    "set either PAYOUT_WORKER_ALIPAY_PUBLIC_KEY (public-key mode) or the three certificates "
+                    "(certificate mode), not both"
+                )
+        elif production:
+            # Alipay takes alipay.fund.trans.uni.transfer only in public-key certificate mode.
+            raise ValueError(
+                "production pays through Alipay in certificate mode: set " + ", ".join(certs)
+            )
+
+    def approval_verifier(self) -> ApprovalVerifier:
+        return approval_verifier(self.approval_public_keys, self.data_dir)

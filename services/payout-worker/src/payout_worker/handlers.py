@@ -2,7 +2,8 @@
 
 aftersales.cashback.approved.v1 → one ledger entry per cashback task (R-CASHBACK-ONCE), due by the
 cut-off of its working day (R-CASHBACK); held for review when it would pass a risk limit (limits.py); failed
-at once (INVALID_APPROVAL) when it cannot be paid as sent, so that case-api releases the money.
+at once when it cannot be paid as sent (INVALID_APPROVAL) or is not signed by a case-api key payout-worker
+trusts (UNAUTHENTICATED_APPROVAL: aftersales_shared.signing), so that it is never paid.
 aftersales.cashback.cancelled.v1 → a payout not yet submitted is cancelled; one that may have been paid
 stands, and a clawback item is recorded for ops.
 Ops: release a held payout (→ pending), or cancel a held or pending one (→ a failed result,
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, time
 from decimal import Decimal
 from typing import Any, TypeAlias
@@ -28,6 +29,7 @@ from aftersales_shared.events import CashbackApproved, CashbackCancelled, CloudE
 from aftersales_shared.money import to_money
 from aftersales_shared.outbox import add_events
 from aftersales_shared.problems import conflict, not_found
+from aftersales_shared.signing import ApprovalVerifier
 from pydantic import TypeAdapter, ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -43,6 +45,7 @@ APPROVED = "aftersales.cashback.approved.v1"
 CANCELLED = "aftersales.cashback.cancelled.v1"
 # failure_code of a payout (and of its failed result) that payout-worker refused or ops cancelled
 INVALID_APPROVAL = "INVALID_APPROVAL"
+UNAUTHENTICATED_APPROVAL = "UNAUTHENTICATED_APPROVAL"
 CANCELLED_BY_OPS = "CANCELLED_BY_OPS"
 MAX_AMOUNT = Decimal("9999999999.99")  # NUMERIC(12, 2)
 # The widths of the columns an approval fills (models.Payout); payee fields are PAYEE_LENGTH.
@@ -68,12 +71,13 @@ class InvalidApproval:
     payee_name: str
     approved_at: datetime
     problem: str
+    code: str = INVALID_APPROVAL
 
 
 Approval: TypeAlias = CashbackApproved | InvalidApproval
 
 
-def read_approval(event: CloudEvent) -> Approval:
+def read_approval(event: CloudEvent, verifier: ApprovalVerifier) -> Approval:
     """The approval an event carries, or what can be read of one payout-worker cannot take. Raises
     ValueError when it names no cashback task and order to answer to (the event goes to the DLQ)."""
     try:
@@ -83,10 +87,28 @@ def read_approval(event: CloudEvent) -> Approval:
             f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in exc.errors()[:3]
         )
     else:
+        if (unauthenticated := verifier.problem(approval)) is not None:
+            return _unauthenticated(event, approval, unauthenticated)
         if (unfit := _unfit(approval)) is None:
             return approval
         problem = unfit
     return _lenient(event, problem)
+
+
+def _unauthenticated(event: CloudEvent, approval: CashbackApproved, problem: str) -> InvalidApproval:
+    """Anyone who can write to the topic can send an approval; only case-api can sign one. Never paid:
+    failed at once, with a result (a forged approval naming a real task fails that task, loudly)."""
+    log.warning(
+        "approval refused, not authenticated: %s",
+        problem,
+        extra={
+            "event_id": event.id,
+            "cashback_task_id": approval.cashback_task_id[:TASK_ID_LENGTH],
+            "order_id": approval.order_id[:ORDER_ID_LENGTH],
+            "shop_id": approval.shop_id[:SHOP_ID_LENGTH],
+        },
+    )
+    return replace(_lenient(event, problem), code=UNAUTHENTICATED_APPROVAL)
 
 
 def _unfit(approval: CashbackApproved) -> str | None:
@@ -146,7 +168,7 @@ def payout_row(
     """The ledger entry of an approval, as column values (pending, or failed when it cannot be paid)."""
     status, failure_code, failure_message = PayoutStatus.pending, None, None
     if isinstance(data, InvalidApproval):
-        status, failure_code = PayoutStatus.failed, INVALID_APPROVAL
+        status, failure_code = PayoutStatus.failed, data.code
         failure_message = f"payout-worker cannot pay this approval: {data.problem}"[:500]
         payee_account, payee_name = data.payee_account, data.payee_name
     else:
@@ -385,7 +407,12 @@ async def cancel_payout(
 
 
 def make_handlers(
-    clock: Clock, calendar: BusinessCalendar, cutoff: time, new_id: Callable[[], str], limits: Limits
+    clock: Clock,
+    calendar: BusinessCalendar,
+    cutoff: time,
+    new_id: Callable[[], str],
+    limits: Limits,
+    verifier: ApprovalVerifier,
 ) -> tuple[dict[str, Handler], dict[str, BatchHandler]]:
     """(handlers, batch handlers): approvals arrive in bursts (a support shift approving a day's cashback),
     so a run of them opens its payouts together."""
@@ -393,7 +420,7 @@ def make_handlers(
     async def cashback_approved(session: AsyncSession, events: list[CloudEvent]) -> None:
         await open_payouts(
             session,
-            [read_approval(e) for e in events],
+            [read_approval(e, verifier) for e in events],
             new_id=new_id,
             calendar=calendar,
             cutoff=cutoff,

@@ -85,7 +85,7 @@ def create_app(
     clock = clock or SystemClock()
     calendar = BusinessCalendar(settings.extra_holidays)
     handlers, batch_handlers = make_handlers(
-        clock, calendar, settings.cutoff, new_payout_id, Limits.of(settings)
+        clock, calendar, settings.cutoff, new_payout_id, Limits.of(settings), settings.approval_verifier()
     )
 
     def consumers(app: FastAPI) -> list[ConsumerRunner]:

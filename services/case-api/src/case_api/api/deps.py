@@ -17,6 +17,7 @@ def get_context(request: Request, session: SessionDep, principal: PrincipalDep) 
         principal=principal,
         now=state.clock.now(),
         calendar=state.calendar,
+        approval_signer=state.approval_signer,
         sla_working_days=state.settings.carrier_sla_working_days,
     )
 

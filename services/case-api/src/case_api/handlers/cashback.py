@@ -192,6 +192,7 @@ def emit_cashback(ctx: Context, task: CashbackTask, what: str, reason: str = "")
             payee=Payee(**task.payee),
             approved_at=ctx.now,
         )
+        data = ctx.approval_signer.sign(data)  # payout-worker pays only what case-api signed
     else:
         data = CashbackCancelled(
             cashback_task_id=task.id, order_id=task.order_id, shop_id=task.shop_id, reason=reason

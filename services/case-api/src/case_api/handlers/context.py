@@ -7,6 +7,7 @@ from datetime import datetime
 
 from aftersales_shared.auth import Principal
 from aftersales_shared.calendar import BusinessCalendar
+from aftersales_shared.signing import ApprovalSigner
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 SOURCE = "/case-api"
@@ -18,4 +19,5 @@ class Context:
     principal: Principal  # a caller's key, or a named system actor for another service's event
     now: datetime
     calendar: BusinessCalendar
+    approval_signer: ApprovalSigner  # signs the cashback approvals a command emits
     sla_working_days: int = 2

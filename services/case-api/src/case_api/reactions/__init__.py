@@ -8,6 +8,7 @@ from functools import cache
 from aftersales_shared.auth import Principal
 from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import as_utc
+from aftersales_shared.signing import ApprovalSigner
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .. import handlers
@@ -24,6 +25,11 @@ def _calendar() -> BusinessCalendar:
     return BusinessCalendar(_settings().extra_holidays)
 
 
+@cache
+def _signer() -> ApprovalSigner:
+    return _settings().signer()  # reads its key only if a reaction approves cashback
+
+
 def system_context(session: AsyncSession, at: datetime, principal: Principal) -> handlers.Context:
     """A handlers context for a change another service's event causes, with the configured calendar."""
     return handlers.Context(
@@ -31,5 +37,6 @@ def system_context(session: AsyncSession, at: datetime, principal: Principal) ->
         principal=principal,
         now=as_utc(at),
         calendar=_calendar(),
+        approval_signer=_signer(),
         sla_working_days=_settings().carrier_sla_working_days,
     )

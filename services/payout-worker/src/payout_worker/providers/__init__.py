@@ -13,8 +13,17 @@ __all__ = ["Outcome", "PaymentProvider", "Transfer", "TransferResult", "make_pro
 def make_provider(settings: Settings, clock: Clock) -> PaymentProvider:
     if settings.provider == "alipay":
         from .alipay import AlipayProvider
+        from .alipay_certs import read_setting
 
         assert settings.alipay_app_id and settings.alipay_private_key  # checked by Settings
+        certificates = None
+        if settings.alipay_certificate_mode:  # all three set: checked by Settings
+            assert settings.alipay_app_cert and settings.alipay_public_cert and settings.alipay_root_cert
+            certificates = (
+                read_setting(settings.alipay_app_cert),
+                read_setting(settings.alipay_public_cert),
+                read_setting(settings.alipay_root_cert),
+            )
         return AlipayProvider(
             gateway=settings.alipay_gateway,
             app_id=settings.alipay_app_id,
@@ -24,6 +33,7 @@ def make_provider(settings: Settings, clock: Clock) -> PaymentProvider:
             timeout=settings.provider_timeout_seconds,
             qps=settings.provider_qps,
             order_title=settings.alipay_order_title,
+            certificates=certificates,
         )
     from .simulator import SimulatorProvider
 

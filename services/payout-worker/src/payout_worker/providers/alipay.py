@@ -1,6 +1,10 @@
 """Alipay fund transfer (`alipay.fund.trans.uni.transfer`) and its status query
 (`alipay.fund.trans.common.query`), over httpx with RSA2 (SHA256withRSA) signing from `cryptography`.
 
+Two ways to know Alipay's key: public-key mode (its public key, configured) and public-key certificate
+mode (公钥证书, alipay_certs.py), which fund transfers require in production: each request then carries
+`app_cert_sn` and `alipay_root_cert_sn`, and answers are verified with the key of Alipay's certificate.
+
 The maintained Alipay SDKs on PyPI (alipay-sdk-python, python-alipay-sdk) are synchronous (urllib) and
 bring pycryptodome, so this adapter speaks the gateway protocol itself; it is a page of code.
 """
@@ -22,6 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from .alipay_certs import AlipayCertificates, load_certificates
 from .base import MIN_AMOUNT, Outcome, RateLimiter, Transfer, TransferResult, unknown
 
 log = logging.getLogger(__name__)
@@ -101,11 +106,27 @@ class AlipayProvider:
         qps: float,
         order_title: str = "售后返现",
         transport: httpx.AsyncBaseTransport | None = None,
+        certificates: tuple[str, str, str] | None = None,
     ) -> None:
+        """`certificates`: the PEMs of the app's certificate, Alipay's, and Alipay's root (certificate
+        mode); checked here, so that a wrong one stops the start rather than every payout."""
         self._gateway = gateway
         self._app_id = app_id
         self._key = load_private_key(private_key_pem)
-        self._alipay_key = load_public_key(alipay_public_key_pem) if alipay_public_key_pem else None
+        self._certs: AlipayCertificates | None = None
+        self._alipay_key: rsa.RSAPublicKey | None = None
+        if certificates is not None:
+            app_cert, alipay_cert, root_cert = certificates
+            self._certs = load_certificates(
+                app_cert=app_cert,
+                alipay_cert=alipay_cert,
+                root_cert=root_cert,
+                app_public_key=self._key.public_key(),
+                now=clock.now(),
+            )
+            self._alipay_key = self._certs.alipay_public_key
+        elif alipay_public_key_pem:
+            self._alipay_key = load_public_key(alipay_public_key_pem)
         self._clock = clock
         self._title = order_title
         self._limiter = RateLimiter(qps)
@@ -146,6 +167,9 @@ class AlipayProvider:
             "version": "1.0",
             "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":"), sort_keys=True),
         }
+        if self._certs is not None:  # signed with the rest
+            params["app_cert_sn"] = self._certs.app_cert_sn
+            params["alipay_root_cert_sn"] = self._certs.alipay_root_cert_sn
         params["sign"] = rsa2_sign(self._key, sign_content(params))
         return params
 
@@ -219,10 +243,24 @@ class AlipayProvider:
             return unknown([out_biz_no], f"HTTP_{response.status_code}", response.text[:200])[0]
         node_name = method.replace(".", "_") + "_response"
         try:
-            raw, signature = _raw_node(response.text, node_name), response.json().get("sign")
+            body = response.json()
+            raw, signature = _raw_node(response.text, node_name), body.get("sign")
             node: dict[str, Any] = json.loads(raw) if raw else {}
-        except ValueError:
+        except (ValueError, AttributeError):
             return unknown([out_biz_no], "UNREADABLE_RESPONSE", response.text[:200])[0]
+        signed_with = body.get("alipay_cert_sn")
+        if self._certs is not None and signed_with and signed_with != self._certs.alipay_cert_sn:
+            # Alipay renewed its certificate: nothing it says can be verified until the new one is set.
+            log.error(
+                "Alipay signs with certificate %s, not the configured %s: download the new one "
+                "(alipay.open.app.alipaycert.download) into PAYOUT_WORKER_ALIPAY_PUBLIC_CERT",
+                str(signed_with)[:40],
+                self._certs.alipay_cert_sn,
+                extra={"payout_id": out_biz_no},
+            )
+            return unknown(
+                [out_biz_no], "ALIPAY_CERT_CHANGED", "the answer is signed with another certificate"
+            )[0]
         if self._alipay_key is not None and not (
             raw and signature and rsa2_verify(self._alipay_key, raw, signature)
         ):

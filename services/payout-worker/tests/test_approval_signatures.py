@@ -1,0 +1,277 @@
+"""payout-worker pays only an approval signed by a case-api key it trusts (defence in depth beside Kafka's
+ACLs, issue 11 item 2): anything else published to aftersales.cashback.v1 is never sent to the provider and
+comes back as a failed result (UNAUTHENTICATED_APPROVAL) with a WARNING. Paid through the provider
+simulator as a real process, whose own record shows what moved."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aftersales_shared.clock import FrozenClock
+from aftersales_shared.events import CashbackApproved
+from aftersales_shared.signing import (
+    DEV_PRIVATE_FILE,
+    DEV_PUBLIC_FILE,
+    ApprovalSigner,
+    dev_key,
+    key_id,
+    private_text,
+    public_text,
+)
+from case_api.config import Settings as CaseApiSettings
+from case_api_testing import Api, running_api
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from payout_testing import (
+    NOW,
+    SIGNER,
+    TRUSTED,
+    Simulator,
+    Worker,
+    approved,
+    approved_as_sent,
+    running_worker,
+)
+from payout_worker.config import Settings
+from payout_worker.providers.simulator import SimulatorProvider
+
+ROOT = Path(__file__).resolve().parents[3]
+ATTACKER = "attacker@example.com"
+FORGED_AMOUNT = "88888.88"
+
+
+@pytest.fixture
+async def paying(tmp_path: Path, simulator: Simulator) -> AsyncIterator[Worker]:
+    provider = SimulatorProvider(simulator.url, timeout=2, qps=100)
+    async for w in running_worker(tmp_path, provider, clock=FrozenClock(NOW)):
+        yield w
+
+
+async def pay_everything(w: Worker) -> None:
+    assert (await w.call("POST", "/v1/batches/flush", "ops")).status_code == 202
+    await w.tick()
+
+
+def forged(task_id: str, **changes: Any) -> Any:
+    """An approval nobody approved: an invented task, 88,888.88, the attacker's account."""
+    return approved(task_id, amount=FORGED_AMOUNT, account=ATTACKER, **changes)
+
+
+async def refused_with_a_failed_result(w: Worker, task_id: str, simulator: Simulator) -> str:
+    payout = await w.payout(task_id)
+    assert (payout.status, payout.failure_code) == ("failed", "UNAUTHENTICATED_APPROVAL")
+    results = [r for r in await w.results() if r.data["cashback_task_id"] == task_id]
+    assert [(r.type, r.data["status"], r.data["failure_code"]) for r in results] == [
+        ("payouts.payout.failed.v1", "failed", "UNAUTHENTICATED_APPROVAL")
+    ]
+    assert all(t["remark"] != task_id for t in simulator.transfers()), "the simulator executed it"
+    return payout.failure_message or ""
+
+
+class TestForgedApprovals:
+    async def test_an_unsigned_forgery_is_never_paid_and_comes_back_failed(
+        self, paying: Worker, simulator: Simulator, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.WARNING)
+        await paying.deliver(forged("cb-invented", signer=None), approved("cb-genuine"))
+        await pay_everything(paying)
+        assert await paying.statuses() == {"cb-invented": "failed", "cb-genuine": "paid"}
+        message = await refused_with_a_failed_result(paying, "cb-invented", simulator)
+        assert "no signature" in message
+        assert [t["remark"] for t in simulator.transfers()] == ["cb-genuine"]
+        assert ATTACKER not in {t["payee_account"] for t in simulator.transfers()}
+        (warning,) = [r for r in caplog.records if "not authenticated" in r.getMessage()]
+        assert warning.levelno == logging.WARNING
+        assert warning.__dict__["cashback_task_id"] == "cb-invented"
+        assert ATTACKER not in caplog.text  # the payee is not logged
+
+    async def test_a_forgery_signed_with_another_key_is_refused(
+        self, paying: Worker, simulator: Simulator
+    ) -> None:
+        attacker = ApprovalSigner(Ed25519PrivateKey.generate())
+        await paying.deliver(forged("cb-invented", signer=attacker))
+        await pay_everything(paying)
+        message = await refused_with_a_failed_result(paying, "cb-invented", simulator)
+        assert "does not trust" in message and attacker.key_id in message
+        assert simulator.stats()["transfer_items"] == 0
+
+    async def test_a_forgery_claiming_the_trusted_key_id_is_refused(
+        self, paying: Worker, simulator: Simulator
+    ) -> None:
+        attacker = ApprovalSigner(Ed25519PrivateKey.generate())
+        event = forged("cb-invented", signer=attacker)
+        event.data["signature_key_id"] = SIGNER.key_id
+        await paying.deliver(event)
+        await pay_everything(paying)
+        assert "does not match" in await refused_with_a_failed_result(paying, "cb-invented", simulator)
+
+    @pytest.mark.parametrize(
+        "tamper",
+        [
+            {"amount": FORGED_AMOUNT},
+            {"payee": {"alipay_account": ATTACKER, "name": "张三"}},
+            {"payee": {"alipay_account": "zhangsan@example.com", "name": "李四"}},
+            {"cashback_task_id": "cb-other"},
+            {"approved_at": "2026-11-06T10:00:00+08:00"},
+            {"case_id": "case-1"},
+        ],
+    )
+    async def test_a_genuine_signature_over_other_data_is_refused(
+        self, paying: Worker, simulator: Simulator, tamper: dict[str, Any]
+    ) -> None:
+        """A real approval for 12.00, its data changed on the way, its signature kept."""
+        event = approved("cb-1")
+        event.data.update(tamper)
+        await paying.deliver(event)
+        await pay_everything(paying)
+        task_id = event.data["cashback_task_id"]
+        assert "does not match" in await refused_with_a_failed_result(paying, task_id, simulator)
+        assert simulator.stats()["transfer_items"] == 0
+
+    async def test_a_genuine_approval_is_paid(self, paying: Worker, simulator: Simulator) -> None:
+        await paying.deliver(approved("cb-1", amount="88.00"))
+        await pay_everything(paying)
+        payout = await paying.payout("cb-1")
+        assert (payout.status, payout.failure_code) == ("paid", None)
+        assert [(t["remark"], t["amount"]) for t in simulator.transfers()] == [("cb-1", "88.00")]
+
+    async def test_a_forgery_after_the_genuine_approval_changes_nothing(
+        self, paying: Worker, simulator: Simulator
+    ) -> None:
+        """R-CASHBACK-ONCE: the task already has its payout; the forgery is refused and dropped."""
+        await paying.deliver(approved("cb-1"))
+        await paying.deliver(forged("cb-1", signer=None))
+        await pay_everything(paying)
+        assert await paying.statuses() == {"cb-1": "paid"}
+        assert [t["payee_account"] for t in simulator.transfers()] == ["zhangsan@example.com"]
+        assert [r.type for r in await paying.results()] == ["payouts.payout.paid.v1"]
+
+
+class TestKeyRotation:
+    async def test_every_listed_key_is_trusted_and_no_other(self, tmp_path: Path) -> None:
+        new = ApprovalSigner(Ed25519PrivateKey.generate())
+        retired = ApprovalSigner(Ed25519PrivateKey.generate())
+        keys = f"{TRUSTED['approval_public_keys']}, {public_text(new.key.public_key())}"
+        async for w in running_worker(tmp_path, approval_public_keys=keys):
+            await w.deliver(
+                approved("cb-old"), approved("cb-new", signer=new), approved("cb-retired", signer=retired)
+            )
+            assert await w.statuses() == {"cb-old": "pending", "cb-new": "pending", "cb-retired": "failed"}
+            assert (await w.payout("cb-retired")).failure_code == "UNAUTHENTICATED_APPROVAL"
+
+    def test_the_keys_are_base64_or_pem_and_checked_at_start(self) -> None:
+        key = Ed25519PrivateKey.generate().public_key()
+        pem = key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+        assert list(Settings(approval_public_keys=pem).approval_verifier().keys) == [key_id(key)]
+        for bad in ("not-base64!", base64.b64encode(b"short").decode(), " , "):
+            with pytest.raises(ValueError, match=r"public key|names no key"):
+                Settings(approval_public_keys=bad)
+
+
+# The provider production accepts: Alipay in certificate mode (the files are read when the provider starts).
+ALIPAY = {
+    "provider": "alipay",
+    "alipay_app_id": "2021000000000001",
+    "alipay_private_key": "-----BEGIN PRIVATE KEY-----...",
+    "alipay_app_cert": "/run/secrets/appCertPublicKey.crt",
+    "alipay_public_cert": "/run/secrets/alipayCertPublicKey_RSA2.crt",
+    "alipay_root_cert": "/run/secrets/alipayRootCert.crt",
+}
+
+
+class TestProduction:
+    PRODUCTION = {
+        "environment": "production",
+        "database_url": "postgresql+asyncpg://u:p@db:5432/",
+        "kafka_bootstrap_servers": "kafka:9092",
+        "kafka_security_protocol": "SASL_SSL",
+        "kafka_username": "svc",
+        "kafka_password": "secret",
+    }
+
+    def test_it_refuses_to_start_without_the_keys(self) -> None:
+        with pytest.raises(ValueError, match="PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS"):
+            Settings(**self.PRODUCTION, **ALIPAY)
+        Settings(**self.PRODUCTION, **ALIPAY, **TRUSTED)
+
+    def test_case_api_refuses_to_start_without_its_key(self) -> None:
+        with pytest.raises(ValueError, match="CASE_API_APPROVAL_SIGNING_KEY"):
+            CaseApiSettings(**self.PRODUCTION)
+        with pytest.raises(ValueError, match="not an Ed25519 private key") as refused:
+            CaseApiSettings(**self.PRODUCTION, approval_signing_key="c2VjcmV0" * 5)
+        assert "c2VjcmV0" not in str(refused.value)  # the value is never echoed
+
+
+class TestTheDataFolderConvention:
+    """`make run`: case-api and payout-worker share DATA_DIR and, with no key configured, the key pair in
+    it, made by whichever starts first."""
+
+    async def test_an_approval_case_api_signs_is_paid_and_one_it_did_not_is_not(self, tmp_path: Path) -> None:
+        async for api in running_api(CaseApiSettings(data_dir=tmp_path), tmp_path):
+            task = await approve_a_task(api)
+            async for w in running_worker(tmp_path, approval_public_keys=None):
+                for _ in range(200):  # case-api's relay publishes after its commit
+                    await w.consume()
+                    if task["id"] in await w.statuses():
+                        break
+                    await asyncio.sleep(0.05)
+                await w.deliver(forged("cb-invented", signer=None))
+                assert await w.statuses() == {task["id"]: "pending", "cb-invented": "failed"}
+        assert (tmp_path / DEV_PRIVATE_FILE).stat().st_mode & 0o077 == 0
+        public = (tmp_path / DEV_PUBLIC_FILE).read_text().strip()
+        assert public == public_text(dev_key(tmp_path).public_key())
+
+    def test_make_run_gives_payout_worker_the_public_half_of_a_configured_key(self) -> None:
+        spec = importlib.util.spec_from_file_location("run_script", ROOT / "scripts" / "run.py")
+        assert spec is not None and spec.loader is not None
+        run = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(run)
+        key = Ed25519PrivateKey.generate()
+        env = {"CASE_API_APPROVAL_SIGNING_KEY": private_text(key)}
+        run.approval_keys(env)
+        assert env["PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS"] == public_text(key.public_key())
+        mine = {
+            "CASE_API_APPROVAL_SIGNING_KEY": private_text(key),
+            "PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS": "a,b",
+        }
+        run.approval_keys(mine)
+        assert mine["PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS"] == "a,b"  # what the operator set stands
+        nothing: dict[str, str] = {}
+        run.approval_keys(nothing)
+        assert nothing == {}  # the data folder's pair, then
+
+    def test_the_pair_is_made_once(self, tmp_path: Path) -> None:
+        first = dev_key(tmp_path / "new")
+        assert public_text(dev_key(tmp_path / "new").public_key()) == public_text(first.public_key())
+
+
+async def approve_a_task(api: Api) -> dict[str, Any]:
+    await api.put_order()
+    body = {
+        "order_id": "o-1",
+        "line_id": "L1",
+        "reason": "price_difference",
+        "amount": "15.00",
+        "payee": {"alipay_account": "zhangsan@example.com", "name": "张三"},
+    }
+    created = await api.call("POST", "/v1/cashback-tasks", "support", json=body)
+    assert created.status_code == 201, created.text
+    task = created.json()
+    approved_ = await api.call("POST", f"/v1/cashback-tasks/{task['id']}/approve", "support")
+    assert approved_.status_code == 200, approved_.text
+    return dict(task)
+
+
+def test_approved_as_sent_keeps_the_tests_signing_honest() -> None:
+    """The harness signs what case-api would send; changed data no longer verifies under the old
+    signature (a check that the tamper tests tamper)."""
+    event = approved_as_sent("cb-1", amount="13.00")
+    approval = CashbackApproved.model_validate(event.data)
+    assert approval.signature and approval.signature != approved("cb-1").data["signature"]

@@ -1,0 +1,237 @@
+"""case-api signs every cashback approval it emits; payout-worker pays only an approval whose signature it
+can verify. Defence in depth beside Kafka's ACLs: a principal that can write to aftersales.cashback.v1
+still cannot invent, or change, an approval that pays.
+
+The signature is Ed25519 over a canonical form of the approval (`approval_message`): the fields that
+decide who is paid what and for which task, in a fixed JSON rendering, behind the event type. Keys are
+named by a key id derived from the public key, so payout-worker can trust several (rotation).
+
+Keys as settings: the private key as a PEM (PKCS#8) or the base64 of its 32 raw bytes; public keys as
+base64 of their 32 raw bytes (or PEM), several separated by commas. In the embedded development mode
+with no key configured, both services use a key pair kept in the data folder (`dev_key`), made on first
+start. `python -m aftersales_shared.signing new` prints a fresh pair as settings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .clock import as_utc
+from .events import CashbackApproved
+
+DOMAIN = b"aftersales.cashback.approved.v1\n"  # a signature over an approval is good for nothing else
+DEV_PRIVATE_FILE = "approval-signing-key.pem"
+DEV_PUBLIC_FILE = "approval-signing-key.pub"
+_PEM = re.compile(r"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", re.S)
+
+
+def approval_message(approval: CashbackApproved) -> bytes:
+    """The bytes signed: every field that says who is paid, how much, and for what."""
+    fields = {
+        "cashback_task_id": approval.cashback_task_id,
+        "order_id": approval.order_id,
+        "shop_id": approval.shop_id,
+        "case_id": approval.case_id,
+        "reason": approval.reason,
+        "amount": f"{approval.amount:.2f}",
+        "payee_account": approval.payee.alipay_account,
+        "payee_name": approval.payee.name,
+        "approved_at": as_utc(approval.approved_at).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+    return DOMAIN + json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    return "ed25519:" + hashlib.sha256(raw_public(key)).hexdigest()[:16]
+
+
+def public_text(key: Ed25519PublicKey) -> str:
+    """A public key as PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS takes it."""
+    return base64.b64encode(raw_public(key)).decode()
+
+
+def private_text(key: Ed25519PrivateKey) -> str:
+    """A private key as CASE_API_APPROVAL_SIGNING_KEY takes it."""
+    raw = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return base64.b64encode(raw).decode()
+
+
+def parse_private_key(text: str) -> Ed25519PrivateKey:
+    """A PEM (PKCS#8) or the base64 of the 32 raw bytes. Raises ValueError, never echoing the key."""
+    text = text.strip()
+    try:
+        if text.startswith("-----"):
+            key = serialization.load_pem_private_key(text.encode(), password=None)
+        else:
+            raw = base64.b64decode(text, validate=True)
+            key = (
+                Ed25519PrivateKey.from_private_bytes(raw)
+                if len(raw) == 32
+                else serialization.load_der_private_key(raw, password=None)
+            )
+    except (ValueError, TypeError, binascii.Error, NotImplementedError):
+        raise ValueError("not an Ed25519 private key (a PKCS#8 PEM or the base64 of 32 bytes)") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("the approval signing key must be an Ed25519 key")
+    return key
+
+
+def parse_public_keys(text: str) -> list[Ed25519PublicKey]:
+    """One or more public keys: PEM blocks, or base64 of 32 raw bytes separated by commas or spaces."""
+    keys: list[Ed25519PublicKey] = []
+    for block in _PEM.finditer(text):
+        key = serialization.load_pem_public_key(block.group(0).encode())
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("an approval public key must be an Ed25519 key")
+        keys.append(key)
+    for token in re.split(r"[\s,]+", _PEM.sub(" ", text).strip()):
+        if not token:
+            continue
+        try:
+            raw = base64.b64decode(token, validate=True)
+        except binascii.Error:
+            raise ValueError(f"not a base64 public key: {token[:12]}...") from None
+        if len(raw) != 32:
+            raise ValueError(f"an Ed25519 public key is 32 bytes, not {len(raw)}: {token[:12]}...")
+        keys.append(Ed25519PublicKey.from_public_bytes(raw))
+    return keys
+
+
+def dev_key(data_dir: Path) -> Ed25519PrivateKey:
+    """The embedded mode's key pair in the data folder: read, or made once (by whichever service starts
+    first; the private half readable by the owner only) with its public half written beside it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / DEV_PRIVATE_FILE
+    if not path.exists():
+        fresh = Ed25519PrivateKey.generate()
+        pem = fresh.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".approval-key-")  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(pem)
+            with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    key = parse_private_key(path.read_text())
+    public = data_dir / DEV_PUBLIC_FILE
+    text = public_text(key.public_key()) + "\n"
+    if not public.exists() or public.read_text() != text:
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".approval-pub-")
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, public)
+    return key
+
+
+class ApprovalSigner:
+    """Signs approvals with case-api's key, read when first needed (or at `load`)."""
+
+    def __init__(self, key: Ed25519PrivateKey | Callable[[], Ed25519PrivateKey]) -> None:
+        self._load = key if callable(key) else (lambda: key)
+        self._key: Ed25519PrivateKey | None = None
+
+    def __repr__(self) -> str:  # never show the key
+        return "ApprovalSigner()" if self._key is None else f"ApprovalSigner(key_id={self.key_id!r})"
+
+    def load(self) -> ApprovalSigner:
+        """Read the key now (at start), so that a bad one stops the service rather than an approval."""
+        _ = self.key
+        return self
+
+    @property
+    def key(self) -> Ed25519PrivateKey:
+        if self._key is None:
+            self._key = self._load()
+        return self._key
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.key.public_key())
+
+    def sign(self, approval: CashbackApproved) -> CashbackApproved:
+        signature = base64.b64encode(self.key.sign(approval_message(approval))).decode()
+        return approval.model_copy(update={"signature": signature, "signature_key_id": self.key_id})
+
+
+def approval_signer(configured: str | None, data_dir: Path) -> ApprovalSigner:
+    """The configured key, or (development) the data folder's."""
+    if configured:
+        return ApprovalSigner(parse_private_key(configured))
+    return ApprovalSigner(lambda: dev_key(data_dir))
+
+
+class ApprovalVerifier:
+    """Checks approvals against the public keys payout-worker trusts."""
+
+    def __init__(self, keys: Iterable[Ed25519PublicKey]) -> None:
+        self.keys = {key_id(k): k for k in keys}
+
+    def __repr__(self) -> str:
+        return f"ApprovalVerifier(key_ids={sorted(self.keys)!r})"
+
+    def problem(self, approval: CashbackApproved) -> str | None:
+        """Why the approval is not authenticated, or None when its signature verifies."""
+        if not approval.signature:
+            return "it carries no signature"
+        key = self.keys.get(approval.signature_key_id or "")
+        if key is None:
+            return f"it is signed with a key payout-worker does not trust ({approval.signature_key_id!r:.40})"
+        try:
+            key.verify(base64.b64decode(approval.signature, validate=True), approval_message(approval))
+        except (InvalidSignature, binascii.Error, ValueError):
+            return f"its signature does not match its content (key {approval.signature_key_id})"
+        return None
+
+
+def approval_verifier(configured: str | None, data_dir: Path) -> ApprovalVerifier:
+    """The configured public keys, or (development) the data folder's key pair's."""
+    if configured:
+        return ApprovalVerifier(parse_public_keys(configured))
+    return ApprovalVerifier([dev_key(data_dir).public_key()])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`new`: a fresh key pair as the two settings. `public`: the public half and key id of the private
+    key read from stdin (for rotation: add it to payout-worker's list before case-api signs with it)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["new"]:
+        key = Ed25519PrivateKey.generate()
+        print(f"CASE_API_APPROVAL_SIGNING_KEY={private_text(key)}")
+        print(f"PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS={public_text(key.public_key())}")
+        print(f"# key id {key_id(key.public_key())}")
+        return 0
+    if args == ["public"]:
+        public = parse_private_key(sys.stdin.read()).public_key()
+        print(public_text(public))
+        print(f"# key id {key_id(public)}")
+        return 0
+    print("usage: python -m aftersales_shared.signing new | public < private-key", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
