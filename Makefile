@@ -48,7 +48,7 @@ format: sync
 typecheck: sync
 	$(BIN)/mypy shared/src services/case-api/src services/logistics-watcher/src services/payout-worker/src
 
-kafka-up:
+kafka-up: sync  # the ACLs are made with the project's Python
 	infra/kafka/kafka.sh up
 
 kafka-down:

@@ -26,8 +26,8 @@ backlog drained at >= 10k events/s). Ratios are printed, never asserted.
 
     .venv/bin/python bench/outbox_kafka.py [--database-url URL] [--bootstrap-servers HOST:PORT]
         [--rate 1000] [--seconds 10] [--txn-size 10] [--consumers 1] [--backlog 100000] [--only latency|drain]
-Needs the broker of `infra/kafka/kafka.sh up` and the database of `infra/postgres/pg.sh up`; uses a
-database and topics of its own, dropped at the end. Takes about a minute.
+Needs the broker of `infra/kafka/kafka.sh up` (reached as its admin: `kafka.sh env`) and the database of
+`infra/postgres/pg.sh up`; uses a database and topics of its own, dropped at the end. Takes about a minute.
 """
 
 from __future__ import annotations
@@ -100,14 +100,14 @@ async def consume(kind: str, servers: str, topic: str, group: str, database_url:
             await work
 
     if kind == "runner":
-        from aftersales_shared.bus.kafka import KafkaBus
         from aftersales_shared.clock import SystemClock
         from aftersales_shared.db import make_engine, session_factory
         from aftersales_shared.events import CloudEvent
+        from aftersales_shared.testing_kafka import broker_access
         from sqlmodel.ext.asyncio.session import AsyncSession
 
         engine = make_engine(database_url)
-        bus = KafkaBus(servers, client_id="bench-consumer", topics=[topic])
+        bus = broker_access(servers).bus(client_id="bench-consumer", topics=[topic])
 
         async def handle(_session: AsyncSession, event: CloudEvent) -> None:
             seen(event.data)  # consume time: when the handler gets the event
@@ -131,9 +131,11 @@ async def consume(kind: str, servers: str, topic: str, group: str, database_url:
         await until_stopped(task)
         await engine.dispose()
     else:
+        from aftersales_shared.testing_kafka import broker_access
+
         consumer = AIOKafkaConsumer(
             topic,
-            bootstrap_servers=servers,
+            **broker_access(servers).client_options(),
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -291,11 +293,12 @@ async def paced(
 
 
 def bare_producer(servers: str) -> Any:
+    from aftersales_shared.testing_kafka import broker_access
     from aiokafka import AIOKafkaProducer
 
     # The settings of KafkaBus's producer.
     return AIOKafkaProducer(
-        bootstrap_servers=servers,
+        **broker_access(servers).client_options(),
         client_id="bench-bare",
         enable_idempotence=True,
         acks="all",
@@ -328,9 +331,10 @@ async def fresh_database(server_url: str) -> AsyncIterator[str]:
 
 async def delete_topics(servers: str, topics: list[str]) -> None:
     """Leave the broker as we found it: topics add up, and slow down a broker restart."""
+    from aftersales_shared.testing_kafka import broker_access
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(**broker_access(servers).client_options(), request_timeout_ms=10_000)
     try:
         await admin.start()
         await admin.delete_topics(topics, timeout_ms=10_000)
@@ -487,11 +491,11 @@ async def drain_outbox(s: Setup) -> tuple[float, float, float]:
 
 
 async def run(args: argparse.Namespace) -> None:
-    from aftersales_shared.bus.kafka import KafkaBus
     from aftersales_shared.clock import SystemClock
     from aftersales_shared.db import make_engine, session_factory
     from aftersales_shared.events import envelope
     from aftersales_shared.outbox import InboxEntry, OutboxMessage
+    from aftersales_shared.testing_kafka import broker_access
 
     run_id = uuid.uuid4().hex[:8]
     names = ("bare-latency", "outbox-latency-runner", "bare-drain", "outbox-drain")
@@ -509,8 +513,7 @@ async def run(args: argparse.Namespace) -> None:
         async with engine.begin() as conn:
             await conn.run_sync(lambda c: OutboxMessage.__table__.create(c))
             await conn.run_sync(lambda c: InboxEntry.__table__.create(c))
-        bus = KafkaBus(
-            args.bootstrap_servers,
+        bus = broker_access(args.bootstrap_servers).bus(
             client_id=f"bench-{run_id}",
             partitions=PARTITIONS,
             topics=list(topics.values()),

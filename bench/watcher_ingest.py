@@ -17,7 +17,7 @@ watcher/bare beside the P3 targets (>= 20k events/s per process; >= 0.3x bare). 
 
     .venv/bin/python bench/watcher_ingest.py [--events 200000] [--bootstrap-servers 127.0.0.1:19092]
         [--database-url postgresql+asyncpg://aftersales:aftersales@127.0.0.1:15432/]
-Needs `infra/kafka/kafka.sh up` and `infra/postgres/pg.sh up`.
+Needs `infra/kafka/kafka.sh up` (reached as its admin: `kafka.sh env`) and `infra/postgres/pg.sh up`.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
-from aftersales_shared.bus.kafka import KafkaBus
 from aftersales_shared.clock import FrozenClock
 from aftersales_shared.consumer import ConsumerRunner
 from aftersales_shared.db import make_engine, session_factory
 from aftersales_shared.events import CloudEvent
 from aftersales_shared.migrations import upgrade
+from aftersales_shared.testing_kafka import broker_access
 from logistics_watcher.config import Settings
 from logistics_watcher.consumers import SCAN, event_handlers
 from sqlalchemy.engine import make_url
@@ -79,9 +79,10 @@ def events(total: int) -> list[tuple[str, bytes]]:
 async def produce(servers: str, topic: str, total: int) -> None:
     from aiokafka import AIOKafkaProducer
 
-    bus = KafkaBus(servers, client_id="bench-admin", partitions=PARTITIONS, topics=[topic])
+    broker = broker_access(servers)  # the admin: the bench's topics are its own
+    bus = broker.bus(client_id="bench-admin", partitions=PARTITIONS, topics=[topic])
     await bus.ensure_topics()
-    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5, max_batch_size=512 * 1024)
+    producer = AIOKafkaProducer(**broker.client_options(), acks="all", linger_ms=5, max_batch_size=512 * 1024)
     await producer.start()
     try:
         started = time.perf_counter()
@@ -97,7 +98,7 @@ async def bare(servers: str, topic: str, total: int) -> float:
 
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=servers,
+        **broker_access(servers).client_options(),
         group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -140,7 +141,7 @@ async def through_watcher(
     async with fresh_database(server_url) as url:
         engine = make_engine(url)
         settings, clock = Settings(), FrozenClock(START + timedelta(days=2))
-        bus = KafkaBus(servers, client_id="bench-watcher", partitions=PARTITIONS, topics=[topic])
+        bus = broker_access(servers).bus(client_id="bench-watcher", partitions=PARTITIONS, topics=[topic])
         common = {
             "bus": bus,
             "sessions": session_factory(engine),

@@ -5,13 +5,17 @@ the compose plugin is installed."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import importlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +26,7 @@ import pytest
 import uvicorn
 import yaml
 from aftersales_shared import cli as shared_cli
+from aftersales_shared import topics as shared_topics
 from aftersales_shared.settings import ServiceSettings
 from aftersales_shared.signing import private_text, public_text
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -33,7 +38,13 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 SERVICES = ("case-api", "logistics-watcher", "payout-worker")  # services/<name>: one image each
 MIGRATE_STEPS = {f"{name}-migrate": name for name in SERVICES}  # one-shot step -> the service it migrates
 SIMULATOR = "payout-simulator"  # runs from the payout-worker image
-IMAGE_OF = {**{name: name for name in SERVICES}, **MIGRATE_STEPS, SIMULATOR: "payout-worker"}
+ACLS_STEP = "kafka-acls"  # one-shot, from the case-api image: the Kafka ACLs, before the services start
+IMAGE_OF = {
+    **{name: name for name in SERVICES},
+    **MIGRATE_STEPS,
+    SIMULATOR: "payout-worker",
+    ACLS_STEP: "case-api",
+}
 EXPECTED_SERVICES = {"postgres", "kafka", *SERVICES, *MIGRATE_STEPS, SIMULATOR}
 PASSWORD = "compose-test-password"
 _APPROVAL_KEY = Ed25519PrivateKey.generate()
@@ -49,9 +60,23 @@ OPERATOR = {
     "PAYOUT_WORKER_ALIPAY_ROOT_CERT": "/run/secrets/alipayRootCert.crt",
 }
 ALIPAY_SETTINGS = [name for name in OPERATOR if name.startswith("PAYOUT_WORKER_ALIPAY_")]
+# The Kafka users' passwords: the broker's SCRAM users and the services' (or the ACL step's) credentials.
+KAFKA_PASSWORDS = {
+    "KAFKA_ADMIN_PASSWORD": "admin",
+    **{
+        f"{env_name}_KAFKA_PASSWORD": name
+        for name, env_name in (
+            ("case-api", "CASE_API"),
+            ("logistics-watcher", "LOGISTICS_WATCHER"),
+            ("payout-worker", "PAYOUT_WORKER"),
+        )
+    },
+    "KAFKA_WAREHOUSE_PASSWORD": "warehouse",
+}
 # Every variable the compose file reads, with its documented default (`:-`) or error (`:?`).
 EXPECTED_VARIABLES = {
     "POSTGRES_PASSWORD": {(":?", "set POSTGRES_PASSWORD")},
+    **{variable: {(":?", f"set {variable}")} for variable in KAFKA_PASSWORDS},
     "LOG_LEVEL": {(":-", "INFO")},
     "KAFKA_TOPIC_PARTITIONS": {(":-", "6")},
     "KAFKA_TOPIC_PREFIX": {(":-", "")},
@@ -194,14 +219,19 @@ def image_env(folder: str) -> dict[str, str]:
     return env
 
 
-def container_env(name: str, **changes: str | None) -> dict[str, str]:
-    """What the container's process sees: the image's ENV, then the service's `environment:`, with the
-    OPERATOR's variables given (`changes` to them: None unsets one)."""
-    given = {"POSTGRES_PASSWORD": PASSWORD, **OPERATOR, **changes}
-    given = {k: v for k, v in given.items() if v is not None}
+def environment_of(name: str, **changes: str | None) -> dict[str, str]:
+    """The service's `environment:`, its variables given (every password set, and the OPERATOR's choices;
+    `changes` to them, None unsetting one)."""
+    given = {"POSTGRES_PASSWORD": PASSWORD, **{v: f"{v.lower()}-value" for v in KAFKA_PASSWORDS}}
+    given = {k: v for k, v in {**given, **OPERATOR, **changes}.items() if v is not None}
     environment = service(name).get("environment", {})
     assert isinstance(environment, dict), f"{name}: environment as a mapping"
-    return image_env(IMAGE_OF[name]) | {k: interpolate(v, given) for k, v in environment.items()}
+    return {k: interpolate(v, given) for k, v in environment.items()}
+
+
+def container_env(name: str, **changes: str | None) -> dict[str, str]:
+    """What the container's process sees: the image's ENV, then the service's `environment:`."""
+    return image_env(IMAGE_OF[name]) | environment_of(name, **changes)
 
 
 def use_only(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
@@ -260,7 +290,9 @@ def test_every_dependency_names_a_condition_its_target_can_meet() -> None:
                     f"{name} waits for {target} to be healthy, but it has no healthcheck"
                 )
             elif condition == "service_completed_successfully":
-                assert target in MIGRATE_STEPS, f"{name} waits for {target} to exit, but it keeps running"
+                assert target in {*MIGRATE_STEPS, ACLS_STEP}, (
+                    f"{name} waits for {target} to exit, but it keeps running"
+                )
             else:
                 pytest.fail(f"{name} -> {target}: condition {condition!r}")
 
@@ -515,3 +547,178 @@ def test_docker_compose_accepts_the_file() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def scram_password(user: str) -> str:
+    return environment_of("kafka")["SCRAM_PASSWORD_" + user.upper().replace("-", "_")]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_reaches_kafka_as_its_own_scram_user(name: str) -> None:
+    env = container_env(name)
+    prefix = env_prefix(name)
+    assert (
+        env["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT" and env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    )
+    assert env[f"{prefix}KAFKA_USERNAME"] == name  # the principal its ACLs name (bus/acls.py)
+    assert env[f"{prefix}KAFKA_PASSWORD"] == scram_password(name)
+    assert service(name)["depends_on"].get(ACLS_STEP) == {"condition": "service_completed_successfully"}
+
+
+def test_the_broker_knows_every_user_and_the_acl_step_runs_as_its_super_user() -> None:
+    kafka = environment_of("kafka")
+    assert set(kafka["SCRAM_USERS"].split()) == {"admin", *SERVICES, "warehouse"}
+    assert service("kafka")["command"] == ["bash", "/opt/aftersales/compose-kafka.sh"]
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in service("kafka")["volumes"]}
+    assert (
+        ROOT / mounted["/opt/aftersales/compose-kafka.sh"]
+    ).resolve() == ROOT / "infra/kafka/compose-kafka.sh"
+    assert "--command-config" in healthcheck_command("kafka")
+    step = service(ACLS_STEP)
+    assert step["command"] == ["python", "-m", "aftersales_shared.bus.acls"] and step["restart"] == "no"
+    assert step["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+    env = container_env(ACLS_STEP)
+    assert (env["KAFKA_ADMIN_USERNAME"], env["KAFKA_ADMIN_PASSWORD"]) == ("admin", scram_password("admin"))
+    for name in SERVICES:  # the same cluster and namespace as the services
+        for key in ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_TOPIC_PREFIX"):
+            assert env[key] == container_env(name)[key], key
+
+
+SASL = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512"}
+
+
+async def until_the_broker_answers(
+    servers: str, admin_password: str, broker: subprocess.Popen[bytes]
+) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    for _ in range(240):
+        assert broker.poll() is None, "the broker exited"
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=servers,
+            **SASL,
+            sasl_plain_username="admin",
+            sasl_plain_password=admin_password,
+            request_timeout_ms=3000,
+        )
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except KafkaError:
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+    raise AssertionError("the compose broker did not answer")
+
+
+async def services_on_the_broker(servers: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each service with compose's settings: its topics created and its events published as itself; the
+    watcher refused a cashback approval; a client without credentials refused altogether."""
+    from aftersales_shared.bus.factory import make_bus
+    from aftersales_shared.bus.kafka import KafkaBus
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+
+    for name in SERVICES:
+        # development: the same Kafka settings, without production's other requirements (keys, Alipay)
+        env = container_env(name) | {"KAFKA_BOOTSTRAP_SERVERS": servers, "ENVIRONMENT": "development"}
+        use_only(monkeypatch, env)
+        bus = make_bus(settings_class(name)())
+        assert isinstance(bus, KafkaBus) and bus.security.username == name
+        try:
+            await bus.ensure_topics()
+            for topic in shared_topics.produced_by(name):
+                await bus.publish(topic, "key", b"event")
+        finally:
+            await bus.stop()
+    forger = AIOKafkaProducer(
+        bootstrap_servers=servers,
+        **SASL,
+        sasl_plain_username="logistics-watcher",
+        sasl_plain_password=container_env("logistics-watcher")["LOGISTICS_WATCHER_KAFKA_PASSWORD"],
+        enable_idempotence=True,
+    )
+    await forger.start()
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await forger.send_and_wait(shared_topics.CASHBACK, b"a forged approval")
+    finally:
+        await forger.stop()
+    anonymous = AIOKafkaProducer(bootstrap_servers=servers, request_timeout_ms=3000)
+    with pytest.raises(KafkaConnectionError):
+        await anonymous.start()
+    await anonymous.stop()
+
+
+@pytest.mark.kafka
+def test_the_compose_broker_authenticates_and_the_acl_step_authorizes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """infra/kafka/compose-kafka.sh run here, the test broker's jars in place of the image's scripts, on free
+    ports; then the `kafka-acls` step's command, and the services with the settings compose gives them."""
+    from aftersales_shared.testing import free_port, infra_missing
+
+    lib = Path(os.environ.get("KAFKA_CACHE_DIR", ROOT / ".cache" / "kafka" / "lib"))
+    if not shutil.which("java") or not list(lib.glob("kafka_2.13-*.jar")):
+        infra_missing(
+            "Java and the Kafka jars", "run `make kafka-up` once (infra/kafka/kafka.sh fetches them)"
+        )
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    logging = f"-Dlog4j2.configurationFile={ROOT}/infra/kafka/log4j2.xml -Dkafka.log.level=WARN"
+    for script, main_class, heap in (
+        ("kafka-storage.sh", "kafka.tools.StorageTool", "256m"),
+        ("kafka-server-start.sh", "kafka.Kafka", "512m"),
+    ):
+        (shims / script).write_text(
+            f'#!/usr/bin/env bash\nexec java -Xmx{heap} -cp "{lib}/*" {logging} {main_class} "$@"\n'
+        )
+        (shims / script).chmod(0o755)
+    port = free_port()
+    servers = f"127.0.0.1:{port}"
+    broker_env = environment_of("kafka") | {
+        "PATH": os.environ["PATH"],
+        "BROKER_BIN": str(shims),
+        "BROKER_DATA": str(tmp_path / "data"),
+        "BROKER_CONFIG": str(tmp_path / "config"),
+        "ADVERTISED_HOST": "127.0.0.1",
+        "BROKER_PORT": str(port),
+        "CONTROLLER_PORT": str(free_port()),
+    }
+    log = tmp_path / "broker.log"
+    with log.open("wb") as out:
+        broker = subprocess.Popen(
+            ["bash", str(ROOT / "infra" / "kafka" / "compose-kafka.sh")],
+            env=broker_env,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    try:
+        acl_env = container_env(ACLS_STEP) | {"KAFKA_BOOTSTRAP_SERVERS": servers}
+        try:
+            asyncio.run(until_the_broker_answers(servers, acl_env["KAFKA_ADMIN_PASSWORD"], broker))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{log.read_text()[-3000:]}") from None
+        command = service(ACLS_STEP)["command"]
+        assert command[0] == "python"
+        step = subprocess.run(
+            [sys.executable, *command[1:]],
+            env={**os.environ, **acl_env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert step.returncode == 0, step.stderr
+        asyncio.run(services_on_the_broker(servers, monkeypatch))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(broker.pid, signal.SIGTERM)
+        try:
+            broker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(broker.pid, signal.SIGKILL)
+            broker.wait()

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -8,7 +7,7 @@ from pathlib import Path
 import pytest
 from aftersales_shared.bus import Bus
 from aftersales_shared.bus.embedded import EmbeddedBus
-from aftersales_shared.testing import infra_missing
+from aftersales_shared.testing_kafka import kafka_broker
 
 
 @pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
@@ -17,16 +16,8 @@ async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[B
     if request.param == "embedded":
         the_bus: Bus = EmbeddedBus(tmp_path / "events.db")
     else:
-        from aftersales_shared.bus.kafka import KafkaBus
-
-        servers = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
-        if not servers:
-            infra_missing(
-                "Apache Kafka", "run `make kafka-up` and export TEST_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092"
-            )
         suffix = uuid.uuid4().hex[:8]
-        the_bus = KafkaBus(
-            servers,
+        the_bus = kafka_broker().bus(  # the admin: these topics are the test's own
             client_id=f"test-{suffix}",
             partitions=3,
             topics=["a", "b"],

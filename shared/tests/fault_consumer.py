@@ -29,16 +29,16 @@ effects = Table(
 
 
 async def main(url: str, servers: str, topic: str, group: str) -> None:
-    from aftersales_shared.bus.kafka import KafkaBus
     from aftersales_shared.clock import SystemClock
     from aftersales_shared.consumer import ConsumerRunner
     from aftersales_shared.db import make_engine, session_factory
     from aftersales_shared.events import CloudEvent
+    from aftersales_shared.testing_kafka import broker_access
     from sqlmodel.ext.asyncio.session import AsyncSession
 
     pid = os.getpid()
     engine = make_engine(url, pool_size=2, max_overflow=0)
-    bus = KafkaBus(servers, client_id=f"fault-consumer-{pid}", topics=[topic])
+    bus = broker_access(servers).bus(client_id=f"fault-consumer-{pid}", topics=[topic])  # as the admin
 
     async def apply(session: AsyncSession, event: CloudEvent) -> None:
         await session.exec(insert(effects).values(event_id=event.id, pid=pid))

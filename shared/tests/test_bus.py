@@ -228,7 +228,7 @@ class TestTopicPrefix:
         await bus.publish(topic, "k", event(1))
         [record] = await drain(bus, "g-prefix", topic, 1)
         assert record.topic == topic
-        admin = AIOKafkaAdminClient(bootstrap_servers=bus.bootstrap_servers)
+        admin = AIOKafkaAdminClient(**bus.client_options())
         await admin.start()
         try:
             names = set(await admin.list_topics())

@@ -30,6 +30,7 @@ from aftersales_shared.clock import SystemClock
 from aftersales_shared.db import make_engine, session_factory, unit_of_work
 from aftersales_shared.outbox import InboxEntry, OutboxMessage, OutboxRelay, add_event
 from aftersales_shared.testing import fresh_postgres_database, infra_missing
+from aftersales_shared.testing_kafka import broker_access
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -74,7 +75,7 @@ async def kafka_sh(command: str, within: float = 90) -> int:
 
 async def delete_topics(servers: str, topics: list[str]) -> None:
     """Fresh topics per test add up, and a broker restarted after kill -9 recovers every partition."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(**broker_access(servers).client_options(), request_timeout_ms=10_000)
     try:
         await admin.start()
         await admin.delete_topics(topics, timeout_ms=10_000)
@@ -173,7 +174,7 @@ class Rig:
     async def records_on_topic(self) -> int:
         """How many records the topic holds (end offsets; no transactions, so no control records)."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.servers, enable_auto_commit=False, request_timeout_ms=10_000
+            **self.bus.client_options(), enable_auto_commit=False, request_timeout_ms=10_000
         )
         await consumer.start()
         try:
@@ -260,8 +261,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             await conn.run_sync(lambda c: InboxEntry.__table__.create(c))  # type: ignore[attr-defined]
             await conn.run_sync(effects_metadata.create_all)
         sessions = session_factory(engine)
-        bus = KafkaBus(
-            servers or "",
+        bus = broker_access(servers or "").bus(
             client_id=f"faults-{suffix}",
             partitions=PARTITIONS,
             topics=[f"test.faults.{suffix}"],

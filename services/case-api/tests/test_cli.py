@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -17,9 +16,9 @@ import pytest
 from aftersales_shared import topics
 from aftersales_shared.bus import Bus, Record
 from aftersales_shared.bus.embedded import EmbeddedBus
-from aftersales_shared.bus.kafka import KafkaBus
 from aftersales_shared.events import CloudEvent
-from aftersales_shared.testing import free_port, fresh_postgres_database, infra_missing
+from aftersales_shared.testing import free_port, fresh_postgres_database
+from aftersales_shared.testing_kafka import kafka_broker
 from aftersales_shared.topics import dlq
 from case_api.cli import main
 from sqlalchemy import text
@@ -139,13 +138,13 @@ class TestDeadLetters:
         if request.param == "embedded":
             monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
             return EmbeddedBus(tmp_path / "events.db")
-        servers = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
-        if not servers:
-            infra_missing("Apache Kafka", "export TEST_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092")
+        broker = kafka_broker()
         prefix = f"dlq{uuid.uuid4().hex[:8]}."
-        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", servers or "")
+        # A replay writes payouts.results.v1, which only payout-worker may: an operator runs it as the admin.
+        for name, value in broker.service_env("case-api", principal="admin").items():
+            monkeypatch.setenv(name, value)
         monkeypatch.setenv("KAFKA_TOPIC_PREFIX", prefix)
-        return KafkaBus(servers or "", client_id="dlq-test", topic_prefix=prefix)
+        return broker.bus(client_id="dlq-test", topic_prefix=prefix)
 
     async def test_list_then_replay_once(self, bus_env: Bus, capsys: pytest.CaptureFixture[str]) -> None:
         bus = bus_env

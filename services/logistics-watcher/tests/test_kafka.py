@@ -4,7 +4,6 @@ through the outbox."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -13,9 +12,9 @@ from typing import Any
 
 import pytest
 from aftersales_shared import topics
-from aftersales_shared.bus.kafka import KafkaBus
 from aftersales_shared.events import CloudEvent
-from aftersales_shared.testing import fresh_postgres_database, infra_missing
+from aftersales_shared.testing import fresh_postgres_database
+from aftersales_shared.testing_kafka import kafka_broker
 from test_consumer import cloud_event, eventually, publish_case
 from watcher_testing import Watcher, running_watcher, scan
 
@@ -27,17 +26,13 @@ H = timedelta(hours=1)
 async def kafka_watcher(tmp_path: Path) -> AsyncIterator[Watcher]:
     """A fresh database each time; the consumer group is kept, so a run reads only the scans published
     since the last (older ones would only add other parcels)."""
-    servers = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
-    if not servers:
-        infra_missing(
-            "Apache Kafka", "run `make kafka-up` and export TEST_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092"
-        )
+    broker = kafka_broker()  # as the admin: the test publishes the warehouse's scans as well
     async with (
         fresh_postgres_database("logistics_watcher_k") as url,
         running_watcher(
             tmp_path,
             database_url=url,
-            bus=KafkaBus(servers or "", client_id="watcher-test"),
+            bus=broker.bus(client_id="watcher-test"),
             background=True,
             consumer_group="logistics-watcher-kafka-test",
         ) as watcher,

@@ -9,7 +9,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +21,8 @@ from aftersales_shared import topics
 from aftersales_shared.bus import Bus
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.clock import SystemClock
-from aftersales_shared.testing import fresh_postgres_database, infra_missing
+from aftersales_shared.testing import fresh_postgres_database
+from aftersales_shared.testing_kafka import BrokerAccess, kafka_broker
 from payout_testing import (
     BIN,
     TRUSTED,
@@ -160,13 +161,13 @@ class TestCrashEmbedded:
             await bus.stop()
 
 
-async def group_at_end(servers: str, group: str) -> None:
+async def group_at_end(broker: BrokerAccess, group: str) -> None:
     """A new consumer group that starts after what the topic already holds (other runs' approvals)."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
         topics.CASHBACK,
-        bootstrap_servers=servers,
+        **broker.client_options(),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="latest",
@@ -182,13 +183,8 @@ async def group_at_end(servers: str, group: str) -> None:
 
 
 @pytest.fixture
-async def kafka_servers() -> AsyncIterator[str]:
-    servers = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
-    if not servers:
-        infra_missing(
-            "Apache Kafka", "run `make kafka-up` and export TEST_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092"
-        )
-    yield servers or ""
+def broker() -> BrokerAccess:
+    return kafka_broker()
 
 
 @pytest.mark.kafka
@@ -196,14 +192,12 @@ async def kafka_servers() -> AsyncIterator[str]:
 class TestCrashKafkaPostgres:
     @pytest.mark.parametrize("moment", ["in_flight", "executed"])
     async def test_kill_between_submit_and_record(
-        self, tmp_path: Path, simulator: Simulator, kafka_servers: str, moment: str
+        self, tmp_path: Path, simulator: Simulator, broker: BrokerAccess, moment: str
     ) -> None:
-        from aftersales_shared.bus.kafka import KafkaBus
-
-        bus = KafkaBus(kafka_servers, client_id="payout-crash-test")
+        bus = broker.bus(client_id="payout-crash-test")  # the admin publishes case-api's approvals
         await bus.start()
         group = f"payout-worker-crash-{uuid.uuid4().hex[:8]}"
-        await group_at_end(kafka_servers, group)
+        await group_at_end(broker, group)
         try:
             async with fresh_postgres_database("payout_worker_crash") as url:
                 env = worker_env(
@@ -211,7 +205,8 @@ class TestCrashKafkaPostgres:
                     simulator,
                     DATABASE_URL=url,
                     PAYOUT_WORKER_DATABASE_NAME=url.rsplit("/", 1)[1],
-                    KAFKA_BOOTSTRAP_SERVERS=kafka_servers,
+                    # a group of this test's own, which only the admin may join
+                    **broker.service_env("payout-worker", principal="admin"),
                     PAYOUT_WORKER_CONSUMER_GROUP=group,
                 )
                 await crash_and_recover(tmp_path, simulator, bus, env, moment)

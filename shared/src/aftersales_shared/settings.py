@@ -10,6 +10,8 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from .bus.security import KafkaSecurity, Mechanism, Protocol
+
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
@@ -26,6 +28,15 @@ class ServiceSettings(BaseSettings):
     # Used when a service creates a missing topic; partitions bound how many replicas share the work.
     kafka_topic_partitions: int = Field(6, ge=1, validation_alias="KAFKA_TOPIC_PARTITIONS")
     kafka_replication_factor: int = Field(1, ge=1, validation_alias="KAFKA_REPLICATION_FACTOR")
+    # How the services authenticate to the brokers (docs/operations.md, "Kafka security"): the protocol and
+    # the TLS files are shared; each service has its own principal (<PREFIX>KAFKA_USERNAME / _PASSWORD).
+    kafka_security_protocol: Protocol = Field("PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL")
+    kafka_sasl_mechanism: Mechanism = Field("SCRAM-SHA-512", validation_alias="KAFKA_SASL_MECHANISM")
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(None, validation_alias="KAFKA_SSL_CAFILE")
+    kafka_ssl_certfile: Path | None = Field(None, validation_alias="KAFKA_SSL_CERTFILE")
+    kafka_ssl_keyfile: Path | None = Field(None, validation_alias="KAFKA_SSL_KEYFILE")
     # Published outbox rows and inbox entries are deleted once this old (see retention.py).
     event_retention_days: int = Field(14, ge=1, validation_alias="EVENT_RETENTION_DAYS")
     dev_api_key: SecretStr | None = Field(None, validation_alias="DEV_API_KEY")
@@ -41,7 +52,33 @@ class ServiceSettings(BaseSettings):
                 raise ValueError("DEV_API_KEY is for the embedded development mode only")
             if not self.database_url or not self.kafka_bootstrap_servers:
                 raise ValueError("production needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS")
+            # Whoever reaches an unauthenticated broker can publish a cashback approval.
+            if self.kafka_security_protocol == "PLAINTEXT":
+                raise ValueError(
+                    "production refuses KAFKA_SECURITY_PROTOCOL=PLAINTEXT (no authentication): "
+                    "use SASL_SSL, or SASL_PLAINTEXT on a private network"
+                )
+            if self.kafka_security_protocol == "SSL" and not self.kafka_ssl_certfile:
+                raise ValueError("KAFKA_SECURITY_PROTOCOL=SSL authenticates by KAFKA_SSL_CERTFILE: set it")
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if self.kafka_bootstrap_servers and sasl and not (self.kafka_username and self.kafka_password):
+            prefix = self.model_config.get("env_prefix", "")
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs this service's "
+                f"{prefix}KAFKA_USERNAME and {prefix}KAFKA_PASSWORD"
+            )
         return self
+
+    def kafka_security(self) -> KafkaSecurity:
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_username,
+            password=self.kafka_password.get_secret_value() if self.kafka_password else None,
+            cafile=self.kafka_ssl_cafile,
+            certfile=self.kafka_ssl_certfile,
+            keyfile=self.kafka_ssl_keyfile,
+        )
 
     @property
     def sqlalchemy_url(self) -> str:

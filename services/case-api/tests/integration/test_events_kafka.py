@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aftersales_shared import topics
-from aftersales_shared.bus.kafka import KafkaBus
 from aftersales_shared.clock import SystemClock
 from aftersales_shared.consumer import ConsumerRunner
 from aftersales_shared.events import CloudEvent
-from aftersales_shared.testing import fresh_postgres_database, infra_missing
+from aftersales_shared.testing import fresh_postgres_database
+from aftersales_shared.testing_kafka import kafka_broker
 from case_api.config import Settings
 from case_api_testing import Api, running_api
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,14 +23,10 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 @pytest.fixture
 async def kafka_api(tmp_path: Path) -> AsyncIterator[Api]:
-    servers = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
-    if not servers:
-        infra_missing(
-            "Apache Kafka", "run `make kafka-up` and export TEST_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092"
-        )
+    broker = kafka_broker()  # as the admin: the test also reads case events in a group of its own
     async with fresh_postgres_database("case_api_k") as url:
         settings = Settings(data_dir=tmp_path, database_url=url, database_name=url.rsplit("/", 1)[1])
-        async for api in running_api(settings, tmp_path, KafkaBus(servers or "", client_id="case-api-test")):
+        async for api in running_api(settings, tmp_path, broker.bus(client_id="case-api-test")):
             yield api
 
 

@@ -11,6 +11,9 @@ consumers' inbox makes no-ops.
 With a `topic_prefix` ("staging."), every topic and consumer group on the cluster carries it, so that
 several environments can share one cluster; the services keep using the names in `topics`, and records
 come back under those names.
+
+Every client authenticates as `security` says (SASL/SCRAM, TLS): the broker's ACLs (acls.py) decide what
+this principal may write, read and create. A topic it may not use fails at once, naming the topic.
 """
 
 from __future__ import annotations
@@ -21,12 +24,19 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAuthorizationFailedError,
+)
 
 from .. import topics as topic_names
 from .base import Headers, OutRecord, Record
+from .security import KafkaSecurity
 
 log = logging.getLogger(__name__)
+TOPIC_AUTHORIZATION_FAILED = TopicAuthorizationFailedError.errno
 
 
 class KafkaBus:
@@ -38,15 +48,20 @@ class KafkaBus:
         partitions: int = 6,
         replication_factor: int = 1,
         topics: Sequence[str] = topic_names.ALL,
+        dead_letter_topics: Sequence[str] | None = None,
         publish_timeout: float = 30.0,
         topic_prefix: str = "",
+        security: KafkaSecurity | None = None,
     ) -> None:
+        """Creates `topics` at start, with the `.dlq` of `dead_letter_topics` (by default of each one)."""
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
         self.partitions = partitions
         self.replication_factor = replication_factor
         self.prefix = topic_prefix
-        self.topics = [*topics, *(topic_names.dlq(t) for t in topics)]
+        self.security = security or KafkaSecurity()
+        parked = topics if dead_letter_topics is None else dead_letter_topics
+        self.topics = [*topics, *(topic_names.dlq(t) for t in parked)]
         self.publish_timeout = publish_timeout
         self._producer: AIOKafkaProducer | None = None
         self._connecting = asyncio.Lock()
@@ -67,7 +82,7 @@ class KafkaBus:
                 return self._producer
             await self.ensure_topics()
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap_servers,
+                **self.client_options(),
                 client_id=self.client_id,
                 enable_idempotence=True,
                 acks="all",
@@ -85,8 +100,10 @@ class KafkaBus:
 
     async def ensure_topics(self) -> None:
         """Create the topics that do not exist yet (idempotent; several services may race)."""
+        if not self.topics:
+            return
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.bootstrap_servers,
+            **self.client_options(),
             client_id=f"{self.client_id}-admin",
             request_timeout_ms=10_000,
         )
@@ -100,7 +117,11 @@ class KafkaBus:
                 if name not in existing
             ]
             if missing:
-                await admin.create_topics(missing)  # "already exists" comes back as an error code, not raised
+                # "already exists" comes back as an error code, not raised; so does a refusal
+                response = await admin.create_topics(missing)
+                refused = [t for t, code, *_ in response.topic_errors if code == TOPIC_AUTHORIZATION_FAILED]
+                if refused:
+                    raise TopicAuthorizationFailedError(f"{self.security.username} may not create {refused}")
             await self._until_led(admin, names)
         finally:
             await admin.close()
@@ -112,6 +133,10 @@ class KafkaBus:
         async with asyncio.timeout(30):
             while True:
                 described = await admin.describe_topics(names)
+                if refused := [
+                    t["topic"] for t in described if t["error_code"] == TOPIC_AUTHORIZATION_FAILED
+                ]:
+                    raise TopicAuthorizationFailedError(f"may not describe {refused}")
                 if len(described) == len(names) and all(
                     t["error_code"] == 0
                     and t["partitions"]
@@ -158,10 +183,14 @@ class KafkaBus:
         for future in futures:
             future.result()
 
+    def client_options(self) -> dict[str, object]:
+        """Where the brokers are and how to authenticate to them: for any aiokafka client."""
+        return {"bootstrap_servers": self.bootstrap_servers, **self.security.client_options()}
+
     async def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
         consumer = AIOKafkaConsumer(
             *(self.prefix + t for t in topics),
-            bootstrap_servers=self.bootstrap_servers,
+            **self.client_options(),
             group_id=self.prefix + group,
             client_id=f"{self.client_id}-{group}",
             enable_auto_commit=False,
@@ -169,7 +198,11 @@ class KafkaBus:
             max_poll_interval_ms=300_000,
             metadata_max_age_ms=30_000,  # a topic created after it joined is read within 30 s
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:  # refused (ACLs) or unreachable: nothing left open
+            await consumer.stop()
+            raise
         return KafkaConsumer(consumer, self.prefix)
 
 
