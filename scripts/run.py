@@ -60,12 +60,24 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) 
     return False
 
 
+def kafka_credentials_note(env: dict[str, str]) -> str | None:
+    """A hint when Kafka is named without any security settings (the broker of `make kafka-up` wants SASL)."""
+    if env.get("KAFKA_BOOTSTRAP_SERVERS") and not env.get("KAFKA_SECURITY_PROTOCOL"):
+        return (
+            "note: KAFKA_SECURITY_PROTOCOL is not set: the services connect without credentials, which "
+            'the broker of `make kafka-up` refuses; eval "$(infra/kafka/kafka.sh env)" first'
+        )
+    return None
+
+
 def main() -> int:
     env = dict(os.environ)
     data_dir = Path(env.setdefault("DATA_DIR", str(ROOT / ".data"))).resolve()
     env["DATA_DIR"] = str(data_dir)
     env["DEV_API_KEY"] = dev_key(data_dir)
     approval_keys(env)
+    if note := kafka_credentials_note(env):
+        print(note, file=sys.stderr)
     services = ports(env)
     env.setdefault("PAYOUT_WORKER_SIMULATOR_URL", f"http://127.0.0.1:{services['payout-simulator']}")
     procs: list[subprocess.Popen[bytes]] = []
