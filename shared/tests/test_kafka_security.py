@@ -186,6 +186,25 @@ class TestAclTable:
             in spaced
         )
 
+    def test_production_over_sasl_plaintext_warns_that_the_traffic_is_not_encrypted(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        settings = ServiceSettings.model_validate(
+            {
+                "environment": "production",
+                "database_url": "postgresql+asyncpg://u:p@db/",
+                "kafka_bootstrap_servers": SERVERS,
+                "kafka_security_protocol": "SASL_PLAINTEXT",
+                "kafka_username": "case-api",
+                "kafka_password": "secret",
+            }
+        )
+        make_bus(settings)
+        assert "not encrypted" in caplog.text
+        caplog.clear()
+        make_bus(settings.model_copy(update={"kafka_security_protocol": "SASL_SSL"}))
+        assert "not encrypted" not in caplog.text
+
     def test_each_service_creates_only_the_topics_it_uses(self) -> None:
         for service in SERVICES:
             bus = make_bus(ServiceSettings(service_name=service, kafka_bootstrap_servers=SERVERS))
@@ -374,6 +393,19 @@ class TestOnTheBroker:
         async with asyncio.timeout(15):
             with pytest.raises(TopicAuthorizationFailedError, match=topics.CASHBACK):
                 await bus.ensure_topics()
+
+    async def test_a_service_its_acls_refuse_says_so_at_start(
+        self, broker: BrokerAccess, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        prefix = f"svc.{uuid.uuid4().hex[:8]}."
+        await broker.grant(prefix)
+        bus = broker.bus("payout-worker", client_id="pw-test", topics=[topics.CASES], topic_prefix=prefix)
+        await bus.start()  # the service keeps starting: its events wait in the outbox
+        await bus.stop()
+        assert any(
+            r.levelname == "ERROR" and "refused payout-worker" in r.getMessage() and "ACLs" in r.getMessage()
+            for r in caplog.records
+        ), caplog.text
 
     async def test_dead_letters_are_listed_by_their_consumer_and_replayed_by_the_topics_owner(
         self, broker: BrokerAccess, namespace: str

@@ -25,7 +25,9 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
     CommitFailedError,
+    GroupAuthorizationFailedError,
     KafkaError,
     KafkaTimeoutError,
     TopicAuthorizationFailedError,
@@ -37,6 +39,8 @@ from .security import KafkaSecurity
 
 log = logging.getLogger(__name__)
 TOPIC_AUTHORIZATION_FAILED = TopicAuthorizationFailedError.errno
+# What the ACLs answer to a principal that may not do something (not a broker that is away).
+REFUSALS = (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError)
 
 
 class KafkaBus:
@@ -69,6 +73,13 @@ class KafkaBus:
     async def start(self) -> None:
         try:
             await self._connect()
+        except REFUSALS as exc:
+            log.error(
+                "Kafka at %s refused %s (%s): check its ACLs; events wait in the outbox",
+                self.bootstrap_servers,
+                self.security.username or "a client without credentials",
+                exc,
+            )
         except (KafkaError, OSError) as exc:
             log.warning(
                 "Kafka at %s is not reachable yet (%s); events wait in the outbox",
