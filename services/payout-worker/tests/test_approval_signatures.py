@@ -9,13 +9,15 @@ import asyncio
 import base64
 import importlib.util
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aftersales_shared.clock import FrozenClock
-from aftersales_shared.events import CashbackApproved
+from aftersales_shared import topics
+from aftersales_shared.clock import FrozenClock, SystemClock
+from aftersales_shared.events import CashbackApproved, CloudEvent
 from aftersales_shared.signing import (
     DEV_PRIVATE_FILE,
     DEV_PUBLIC_FILE,
@@ -25,6 +27,8 @@ from aftersales_shared.signing import (
     private_text,
     public_text,
 )
+from aftersales_shared.testing import fresh_postgres_database
+from aftersales_shared.testing_kafka import kafka_broker
 from case_api.config import Settings as CaseApiSettings
 from case_api_testing import Api, running_api
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -37,10 +41,12 @@ from payout_testing import (
     Worker,
     approved,
     approved_as_sent,
+    publish,
     running_worker,
 )
 from payout_worker.config import Settings
 from payout_worker.providers.simulator import SimulatorProvider
+from test_crash import WorkerProcess, group_at_end, wait_for, worker_env
 
 ROOT = Path(__file__).resolve().parents[3]
 ATTACKER = "attacker@example.com"
@@ -275,3 +281,91 @@ def test_approved_as_sent_keeps_the_tests_signing_honest() -> None:
     event = approved_as_sent("cb-1", amount="13.00")
     approval = CashbackApproved.model_validate(event.data)
     assert approval.signature and approval.signature != approved("cb-1").data["signature"]
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+class TestOnTheBroker:
+    async def test_forgeries_with_case_apis_own_kafka_password_are_not_paid(
+        self, tmp_path: Path, simulator: Simulator
+    ) -> None:
+        """A leaked Kafka password of case-api's (the one principal the ACLs let write approvals) is enough
+        to publish, not to be paid: a worker process on Apache Kafka and PostgreSQL refuses every forgery,
+        sends only the genuine approval to the simulator, and reports the forgeries as failed results."""
+        broker = kafka_broker()
+        group = f"payout-worker-forgery-{uuid.uuid4().hex[:8]}"
+        await group_at_end(broker, group)
+        run = uuid.uuid4().hex[:8]
+        genuine, unsigned, other_key, tampered = (
+            f"cb-{kind}-{run}" for kind in ("ok", "nosig", "key", "amt")
+        )
+        events = [
+            approved(genuine, when=SystemClock().now()),
+            forged(unsigned, signer=None),
+            forged(other_key, signer=ApprovalSigner(Ed25519PrivateKey.generate())),
+            approved(tampered),
+        ]
+        events[3].data["amount"] = FORGED_AMOUNT  # a genuine signature over 12.00
+        publisher = broker.bus(
+            "case-api", client_id="leaked-case-api-password", topics=[topics.CASHBACK], dead_letter_topics=[]
+        )
+        await publisher.start()
+        try:
+            async with fresh_postgres_database("payout_worker_forgery") as url:
+                env = worker_env(
+                    tmp_path,
+                    simulator,
+                    DATABASE_URL=url,
+                    PAYOUT_WORKER_DATABASE_NAME=url.rsplit("/", 1)[1],
+                    **broker.service_env("payout-worker", principal="admin"),  # its group is the test's own
+                    PAYOUT_WORKER_CONSUMER_GROUP=group,
+                )
+                worker = WorkerProcess(env, int(env["PAYOUT_WORKER_PORT"]))
+                try:
+                    worker.start()
+                    await publish(publisher, events)
+                    wait_for(lambda: len(worker.payouts()) == 4, "the approvals to be consumed")
+                    assert worker.call("POST", "/v1/batches/flush").status_code == 202
+                    wait_for(
+                        lambda: payout_of(worker, genuine).status == "paid", "the genuine one to be paid"
+                    )
+                    refused = {
+                        p.cashback_task_id: p.failure_code for p in worker.payouts() if p.status == "failed"
+                    }
+                finally:
+                    worker.stop()
+        finally:
+            await publisher.stop()
+        assert refused == dict.fromkeys((unsigned, other_key, tampered), "UNAUTHENTICATED_APPROVAL")
+        assert [t["remark"] for t in simulator.transfers()] == [genuine]
+        results = await results_on_the_broker(broker, {unsigned, other_key, tampered, genuine})
+        assert results == {
+            unsigned: ("payouts.payout.failed.v1", "UNAUTHENTICATED_APPROVAL"),
+            other_key: ("payouts.payout.failed.v1", "UNAUTHENTICATED_APPROVAL"),
+            tampered: ("payouts.payout.failed.v1", "UNAUTHENTICATED_APPROVAL"),
+            genuine: ("payouts.payout.paid.v1", None),
+        }
+
+
+def payout_of(worker: WorkerProcess, task_id: str) -> Any:
+    (payout,) = [p for p in worker.payouts() if p.cashback_task_id == task_id]
+    return payout
+
+
+async def results_on_the_broker(broker: Any, task_ids: set[str]) -> dict[str, tuple[str, str | None]]:
+    """The results payouts.results.v1 holds for these tasks, read as the admin from the beginning."""
+    bus = broker.bus(client_id="results-reader")
+    await bus.start()
+    found: dict[str, tuple[str, str | None]] = {}
+    try:
+        consumer = await bus.consumer(f"results-reader-{uuid.uuid4().hex[:8]}", [topics.PAYOUT_RESULTS])
+        for _ in range(120):
+            for record in await consumer.fetch(max_records=1000, timeout_ms=500):
+                event = CloudEvent.from_bytes(record.value)
+                if event.data.get("cashback_task_id") in task_ids:
+                    found[event.data["cashback_task_id"]] = (event.type, event.data.get("failure_code"))
+            if set(found) == task_ids:
+                break
+    finally:
+        await bus.stop()
+    return found
