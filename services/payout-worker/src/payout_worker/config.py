@@ -118,9 +118,7 @@ class Settings(ServiceSettings):
                 )
         elif production:
             # Alipay takes alipay.fund.trans.uni.transfer only in public-key certificate mode.
-            raise ValueError(
-                "production pays through Alipay in certificate mode: set " + ", ".join(certs)
-            )
+            raise ValueError("production pays through Alipay in certificate mode: set " + ", ".join(certs))
 
     def approval_verifier(self) -> ApprovalVerifier:
         return approval_verifier(self.approval_public_keys, self.data_dir)
