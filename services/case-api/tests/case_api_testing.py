@@ -20,13 +20,14 @@ from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.clock import FrozenClock
 from aftersales_shared.events import CloudEvent, PayoutResult, envelope
 from aftersales_shared.migrations import upgrade
+from aftersales_shared.money import MoneyType
 from aftersales_shared.outbox import OutboxMessage
 from aftersales_shared.testing import RunningService, make_keys, serve
 from case_api.config import Settings
 from case_api.main import create_app
 from case_api.models import Order, OrderLine
 from PIL import Image as PILImage
-from sqlalchemy import Numeric, column, table
+from sqlalchemy import column, table
 from sqlalchemy import select as sql_select
 from sqlmodel import col, select
 
@@ -177,7 +178,7 @@ LEDGER = table(
     column("line_id"),
     column("bucket"),
     column("kind"),
-    column("amount", Numeric(12, 2, asdecimal=True)),
+    column("amount", MoneyType()),
     column("status"),
     column("case_id"),
     column("cashback_task_id"),

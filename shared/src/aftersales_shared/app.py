@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -41,9 +41,11 @@ def build_app(
     jobs: JobsFactory | None = None,
     state: dict[str, Any] | None = None,
     gauges: Sequence[CountBy] = (),
+    body_limits: Mapping[str, int] | None = None,
 ) -> FastAPI:
     """`background=False` leaves the relay and consumers stopped, for tests that drive them by hand.
-    `gauges` are counted from the database at each scrape of /metrics, beside the outbox's."""
+    `gauges` are counted from the database at each scrape of /metrics, beside the outbox's.
+    `body_limits`: path prefixes that take bodies larger than `settings.max_body_bytes` (uploads)."""
     clock = clock or SystemClock()
 
     @asynccontextmanager
@@ -85,7 +87,7 @@ def build_app(
     app.state.clock = clock
     for key, value in (state or {}).items():
         setattr(app.state, key, value)
-    configure_app(app, settings.service_name)
+    configure_app(app, settings.service_name, settings.max_body_bytes, body_limits)
 
     async def bus_check() -> None:
         if not await app.state.bus.healthy():

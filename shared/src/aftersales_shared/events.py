@@ -11,8 +11,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import topics
+from .fields import Instant, NulFree
 from .ids import new_id
-from .money import Money
+from .money import Money, MoneyOut
 
 
 class CloudEvent(BaseModel):
@@ -23,7 +24,7 @@ class CloudEvent(BaseModel):
     source: str
     type: str = Field(examples=["aftersales.case.approved.v1"])
     subject: str | None = None
-    time: datetime
+    time: Instant
     datacontenttype: Literal["application/json"] = "application/json"
     data: dict[str, Any]
 
@@ -46,7 +47,7 @@ def envelope(*, source: str, type: str, subject: str | None, data: BaseModel, at
     )
 
 
-class CaseEvent(BaseModel):
+class CaseEvent(NulFree):
     """`aftersales.case.<action>.v1` on aftersales.cases.v1, keyed by order id."""
 
     case_id: str
@@ -56,19 +57,19 @@ class CaseEvent(BaseModel):
     reason: str
     status: str
     action: str
-    amount: Money | None = None
+    amount: MoneyOut | None = None
     version: int
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class Payee(BaseModel):
+class Payee(NulFree):
     """Who receives a cashback: within what payout-worker's ledger and the provider take."""
 
     alipay_account: str = Field(min_length=1, max_length=100, description="Alipay login: phone or email")
     name: str = Field(min_length=1, max_length=100, description="the account holder's real name")
 
 
-class CashbackApproved(BaseModel):
+class CashbackApproved(NulFree):
     """`aftersales.cashback.approved.v1` on aftersales.cashback.v1, keyed by cashback task id."""
 
     cashback_task_id: str
@@ -78,7 +79,7 @@ class CashbackApproved(BaseModel):
     reason: str
     amount: Money
     payee: Payee
-    approved_at: datetime
+    approved_at: Instant
     signature: str | None = Field(
         None,
         description="case-api's Ed25519 signature (base64) over the approval's canonical form "
@@ -89,7 +90,7 @@ class CashbackApproved(BaseModel):
     )
 
 
-class CashbackCancelled(BaseModel):
+class CashbackCancelled(NulFree):
     """`aftersales.cashback.cancelled.v1`: a task withdrawn before it was paid."""
 
     cashback_task_id: str
@@ -114,7 +115,7 @@ TrackingStatus = Literal[
 SignedBy = Literal["recipient", "agent", "locker", "station", "other"]
 
 
-class TrackingEvent(BaseModel):
+class TrackingEvent(NulFree):
     """`logistics.tracking.scan.v1` on logistics.tracking.v1, keyed by tracking number."""
 
     event_id: str
@@ -123,7 +124,7 @@ class TrackingEvent(BaseModel):
     order_id: str | None = None
     direction: Direction = "outbound"
     status: TrackingStatus
-    occurred_at: datetime
+    occurred_at: Instant
     location: str | None = None
     description: str | None = None
     signed_by: SignedBy | None = None
@@ -140,7 +141,7 @@ class TrackingEvent(BaseModel):
 AlertKind = Literal["no_first_scan", "stalled", "suspected_lost", "suspected_false_delivery"]
 
 
-class LogisticsAlert(BaseModel):
+class LogisticsAlert(NulFree):
     """`logistics.alert.<opened|resolved|confirmed>.v1` on logistics.alerts.v1, keyed by tracking number."""
 
     alert_id: str
@@ -162,7 +163,7 @@ class LogisticsAlert(BaseModel):
     )
 
 
-class ParcelMilestone(BaseModel):
+class ParcelMilestone(NulFree):
     """`logistics.parcel.<delivered|intercepted|returned>.v1` on logistics.parcels.v1, keyed by tracking
     number."""
 
@@ -176,7 +177,7 @@ class ParcelMilestone(BaseModel):
     shop_id: str | None = None
 
 
-class PayoutResult(BaseModel):
+class PayoutResult(NulFree):
     """`payouts.payout.<paid|failed>.v1` on payouts.results.v1, keyed by cashback task id."""
 
     payout_id: str
@@ -190,7 +191,7 @@ class PayoutResult(BaseModel):
     paid_at: datetime | None = None
 
 
-class CustomerNotification(BaseModel):
+class CustomerNotification(NulFree):
     """`aftersales.notification.requested.v1` on aftersales.cases.v1, keyed by order id: a message for
     the customer (e.g. `cashback_paid`, R-CASHBACK), for the messaging channel to deliver."""
 

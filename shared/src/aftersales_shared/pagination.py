@@ -26,11 +26,13 @@ def decode_cursor(cursor: str | None) -> str | None:
     if not cursor:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        last_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
-        raise Problem(
-            400, "invalid_cursor", "Invalid cursor", "use the next_cursor of a previous page"
-        ) from None
+        last_id = "\x00"
+    # An id is short and has no NUL (which PostgreSQL text cannot hold): anything else is no cursor of ours.
+    if "\x00" in last_id or len(last_id) > 64:
+        raise Problem(400, "invalid_cursor", "Invalid cursor", "use the next_cursor of a previous page")
+    return last_id
 
 
 def next_cursor(rows: Sequence[object], limit: int, id_attr: str = "id") -> str | None:

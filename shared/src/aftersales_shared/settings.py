@@ -42,6 +42,9 @@ class ServiceSettings(BaseSettings):
     dev_api_key: SecretStr | None = Field(None, validation_alias="DEV_API_KEY")
     data_dir: Path = Field(Path(".data"), validation_alias="DATA_DIR")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    # The largest request body taken (<PREFIX>MAX_BODY_BYTES); a larger one is answered 413 before it is read
+    # in full (web.BodyLimit). Uploads may have a larger limit of their own (case-api's evidence).
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -196,3 +200,63 @@ def service_metadata(package: str) -> MetaData:
         ):
             table.to_metadata(metadata)
     return metadata
+
+
+def fuzz_openapi(
+    service: str, tmp_path: Path, *, max_examples: int = 25, seed: int = 20261126, timeout: float = 900
+) -> None:
+    """Start `<service> serve` (the embedded default, a development key with every role) on a free port
+    and run schemathesis against its own OpenAPI document over real HTTP: fail, with the end of both
+    outputs, if any generated request gets a 5xx."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path),
+        "DEV_API_KEY": "fuzz-key",
+        f"{service.upper().replace('-', '_')}_PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+    }
+    for variable in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "ENVIRONMENT"):
+        env.pop(variable, None)
+    bin_dir = Path(sys.executable).parent
+    server_log = tmp_path / "server.log"
+    with server_log.open("wb") as log:
+        server = subprocess.Popen(
+            [str(bin_dir / service), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=log
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    started = server_log.read_text()[-4000:]
+                    raise AssertionError(f"{service} did not start:\n{started}") from None
+                time.sleep(0.1)
+        result = subprocess.run(
+            [
+                str(bin_dir / "schemathesis"),
+                "run",
+                base + "/openapi.json",
+                "--checks",
+                "not_a_server_error",
+                "-H",
+                "Authorization: Bearer fuzz-key",
+                "--max-examples",
+                str(max_examples),
+                "--seed",
+                str(seed),
+                "--request-timeout",
+                "10",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stdout[-6000:] + server_log.read_text()[-4000:]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import Principal, authenticate
-from .problems import install_problem_handlers
+from .problems import Problem, install_problem_handlers, problem_response
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,92 @@ class RequestMetrics:
             )
 
 
-def configure_app(app: FastAPI, service: str) -> None:
+class BodyTooLarge(Exception):
+    """Raised into the app by BodyLimit's receive when a body passes its limit."""
+
+
+class BodyLimit:
+    """Pure ASGI middleware refusing a request body over its limit with 413 problem+json: at once when
+    Content-Length says so, otherwise as soon as the bytes received (a chunked body) pass it, so that no
+    caller can make a service hold a body of any size. `limits` maps path prefixes to their own limit (an
+    upload endpoint); every other path has `default`."""
+
+    def __init__(self, app: ASGIApp, default: int, limits: Mapping[str, int] | None = None) -> None:
+        self.app = app
+        self.default = default
+        self.limits = dict(limits or {})
+
+    def limit_for(self, path: str) -> int:
+        for prefix, limit in self.limits.items():
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                return limit
+        return self.default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await self._refuse(scope, receive, send, limit)
+            return
+        received = 0
+        exceeded = started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    exceeded = True
+                    raise BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded and not started:
+                return  # whatever the app made of the interrupted body: the 413 below answers instead
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except BodyTooLarge:
+            pass
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await self._refuse(scope, receive, send, limit)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        problem = Problem(
+            413,
+            "body_too_large",
+            "Request body too large",
+            f"this endpoint takes bodies of at most {limit} bytes",
+            limit=limit,
+        )
+        # The rest of the body is not read: the connection is closed after the answer.
+        await problem_response(problem, headers={"Connection": "close"})(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def configure_app(
+    app: FastAPI, service: str, max_body_bytes: int, body_limits: Mapping[str, int] | None = None
+) -> None:
     install_problem_handlers(app)
-    app.add_middleware(RequestMetrics, service=service)
+    app.add_middleware(BodyLimit, default=max_body_bytes, limits=body_limits)
+    app.add_middleware(RequestMetrics, service=service)  # outermost: it also times the 413s

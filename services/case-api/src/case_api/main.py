@@ -25,6 +25,14 @@ by the after-sales policy is a 422 with `code: policy_refused`, the `rule`, and 
 `expected_version` (or `If-Match`) on actions.
 """
 
+UPLOAD_FORM_ALLOWANCE = 64 * 1024  # multipart boundaries and part headers
+
+
+def upload_limit(settings: Settings) -> int:
+    """The body an evidence upload may have: one file in a multipart form, and room for the form around it."""
+    return max(settings.evidence_max_bytes, settings.evidence_max_image_bytes) + UPLOAD_FORM_ALLOWANCE
+
+
 CASES_BY_STATUS = CountBy(
     Gauge("cases_by_status", "cases by status", ["status"]), Case.status, list(CaseStatus)
 )
@@ -52,4 +60,5 @@ def create_app(
         routers=[orders.router, cases.router, evidence.router, cashback.router, registers.router],
         state={"calendar": BusinessCalendar(settings.extra_holidays), "approval_signer": signer},
         gauges=[CASES_BY_STATUS],
+        body_limits={"/v1/evidence": upload_limit(settings)},
     )

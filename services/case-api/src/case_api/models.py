@@ -1,4 +1,5 @@
-"""case-api tables. Money columns are NUMERIC(12, 2); times are stored in UTC."""
+"""case-api tables. Money columns are NUMERIC(12, 2) (integer cents in SQLite: MoneyType); times are
+stored in UTC."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 
 from aftersales_shared.auth import ApiKey
 from aftersales_shared.idempotency import IdempotencyRecord
+from aftersales_shared.money import MoneyType
 from aftersales_shared.outbox import InboxEntry, OutboxMessage
-from sqlalchemy import JSON, Column, Index, Numeric, text
+from sqlalchemy import JSON, Column, Index, text
 from sqlmodel import Field, SQLModel
 
 SHARED_TABLES = (ApiKey, IdempotencyRecord, OutboxMessage, InboxEntry)
@@ -18,7 +20,7 @@ SHARED_TABLES = (ApiKey, IdempotencyRecord, OutboxMessage, InboxEntry)
 def money_column(nullable: bool = False) -> Any:
     return Field(
         default=None if nullable else Decimal("0.00"),
-        sa_column=Column(Numeric(12, 2, asdecimal=True), nullable=nullable),
+        sa_column=Column(MoneyType(), nullable=nullable),
     )
 
 

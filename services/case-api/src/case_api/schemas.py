@@ -7,13 +7,14 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from aftersales_shared.events import Payee
-from aftersales_shared.money import Money
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from aftersales_shared.fields import ID_MAX_LENGTH, ID_PATTERN, Instant, NulFree
+from aftersales_shared.money import Money, MoneyOut
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Id = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+Id = Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)
 
 
-class Strict(BaseModel):
+class Strict(NulFree):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -57,7 +58,7 @@ class Shipment(Strict):
     carrier: str = Field(min_length=1, max_length=64)
     tracking_no: str = Field(min_length=1, max_length=64)
     warehouse_id: str | None = Field(None, max_length=64)
-    shipped_at: AwareDatetime | None = None
+    shipped_at: Instant | None = None
 
 
 class OrderIn(Strict):
@@ -106,12 +107,12 @@ class OrderIn(Strict):
     shop_id: str = Id
     platform: Literal["tmall", "taobao", "jd", "douyin", "other"]
     buyer: Buyer
-    paid_at: AwareDatetime
+    paid_at: Instant
     lines: list[LineIn] = Field(min_length=1, max_length=200)
     shipping_fee: Money = Decimal("0.00")
     shipping_insurance: bool = False
     shipment: Shipment | None = None
-    signed_at: AwareDatetime | None = None
+    signed_at: Instant | None = None
 
     _fee = field_validator("shipping_fee")(not_negative)
 
@@ -126,8 +127,12 @@ class OrderIn(Strict):
 
 
 class LinePublic(LineIn):
-    compensated: Money = Field(description="refunds, price protection, cashback and reshipped value so far")
-    remaining_allowance: Money
+    unit_price: MoneyOut
+    paid_amount: MoneyOut
+    compensated: MoneyOut = Field(
+        description="refunds, price protection, cashback and reshipped value so far"
+    )
+    remaining_allowance: MoneyOut
 
 
 class OrderPublic(BaseModel):
@@ -137,7 +142,7 @@ class OrderPublic(BaseModel):
     buyer: Buyer
     paid_at: datetime
     lines: list[LinePublic]
-    shipping_fee: Money
+    shipping_fee: MoneyOut
     shipping_insurance: bool
     shipment: Shipment | None
     signed_at: datetime | None
@@ -213,7 +218,11 @@ class CaseCreate(Strict):
     amount: Money | None = None
     evidence_ids: list[str] = Field(default_factory=list, max_length=20)
     new_order_id: str | None = Field(
-        None, max_length=64, description="price protection: the new, cheaper order"
+        None,
+        min_length=1,
+        max_length=ID_MAX_LENGTH,
+        pattern=ID_PATTERN,
+        description="price protection: the new, cheaper order",
     )
     new_unit_price: Money | None = None
 
@@ -257,7 +266,7 @@ class CasePublic(BaseModel):
     stage: str
     description: str | None
     lines: list[dict[str, Any]]
-    amount: Money | None
+    amount: MoneyOut | None
     line_amounts: dict[str, str]
     details: dict[str, Any]
     needs_retention: bool
@@ -379,7 +388,7 @@ class CashbackPublic(BaseModel):
     line_id: str
     case_id: str | None
     reason: str
-    amount: Money
+    amount: MoneyOut
     payee: dict[str, Any]
     status: str
     note: str | None
@@ -390,7 +399,7 @@ class CashbackPublic(BaseModel):
     out_biz_no: str | None
     failure_code: str | None
     paid_at: datetime | None
-    postage_receipt: Money | None = None
+    postage_receipt: MoneyOut | None = None
     cancelled_at: datetime | None = None
     clawback_requested_at: datetime | None = Field(
         None, description="the grant was withdrawn after the transfer: ops recovers the money"

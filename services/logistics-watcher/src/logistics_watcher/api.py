@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aftersales_shared.auth import Principal, Role
+from aftersales_shared.fields import TextQuery
 from aftersales_shared.idempotency import idempotent, request_hash
 from aftersales_shared.pagination import Page, decode_cursor, next_cursor
 from aftersales_shared.problems import Problem, not_found
 from aftersales_shared.web import IdempotencyKey, PrincipalDep, SessionDep
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -17,11 +18,26 @@ from sqlmodel import col, select
 from . import detectors, handlers
 from .domain import KINDS
 from .models import Alert, Parcel, ScanRecord
-from .schemas import AlertOut, ParcelOut, ScanOut, ScanRunOut, TrackingBatchIn, TrackingBatchOut
+from .schemas import (
+    TRACKING_NO_MAX_LENGTH,
+    TRACKING_NO_PATTERN,
+    AlertOut,
+    ParcelOut,
+    ScanOut,
+    ScanRunOut,
+    TrackingBatchIn,
+    TrackingBatchOut,
+)
 
 router = APIRouter(prefix="/v1")
 AlertKindQuery = Annotated[str | None, Query(pattern="^(" + "|".join(KINDS) + ")$")]
 PROBLEM = {"description": "problem+json"}
+TrackingNoPath = Annotated[
+    str, Path(min_length=1, max_length=TRACKING_NO_MAX_LENGTH, pattern=TRACKING_NO_PATTERN)
+]
+TrackingNoQuery = Annotated[
+    str | None, Query(min_length=1, max_length=TRACKING_NO_MAX_LENGTH, pattern=TRACKING_NO_PATTERN)
+]
 
 
 def _visible(principal: Principal, shop_id: str | None) -> bool:
@@ -90,7 +106,9 @@ async def post_tracking_events(
     summary="A parcel's state, history and open alerts",
     responses={404: PROBLEM},
 )
-async def get_parcel(tracking_no: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+async def get_parcel(
+    tracking_no: TrackingNoPath, session: SessionDep, principal: PrincipalDep
+) -> dict[str, Any]:
     principal.require(Role.warehouse, Role.support, Role.ops)
     parcel = await session.get(Parcel, tracking_no)
     if parcel is None or not _visible(principal, parcel.shop_id):
@@ -116,9 +134,9 @@ async def list_alerts(
     principal: PrincipalDep,
     kind: AlertKindQuery = None,
     status: Annotated[str | None, Query(pattern="^(open|resolved)$")] = None,
-    carrier: str | None = None,
-    tracking_no: str | None = None,
-    order_id: str | None = None,
+    carrier: TextQuery = None,
+    tracking_no: TrackingNoQuery = None,
+    order_id: TextQuery = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:

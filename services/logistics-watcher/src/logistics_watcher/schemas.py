@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from aftersales_shared.events import AlertKind, Direction, SignedBy, TrackingStatus
+from aftersales_shared.fields import Instant, NulFree
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,10 +19,12 @@ from pydantic import (
 from .carriers import UnknownCarrierStatus, normalise
 from .domain import Scan
 
-Id = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+TRACKING_NO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+TRACKING_NO_MAX_LENGTH = 64
+Id = Field(min_length=1, max_length=TRACKING_NO_MAX_LENGTH, pattern=TRACKING_NO_PATTERN)
 
 
-class TrackingEventIn(BaseModel):
+class TrackingEventIn(NulFree):
     """One scan: the normalised `status`, or the carrier's own code in `carrier_status` with its
     `carrier_format` (the watcher maps it), or both (they must agree)."""
 
@@ -70,7 +72,7 @@ class TrackingEventIn(BaseModel):
     status: TrackingStatus | None = None
     carrier_format: Literal["kuaidi100"] | None = None
     carrier_status: Annotated[str, Field(min_length=1, max_length=32)] | int | None = None
-    occurred_at: AwareDatetime
+    occurred_at: Instant
     location: str | None = Field(None, max_length=200)
     description: str | None = Field(None, max_length=500)
     signed_by: SignedBy | None = None

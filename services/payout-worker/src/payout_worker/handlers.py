@@ -26,7 +26,8 @@ from aftersales_shared.clock import Clock, as_utc
 from aftersales_shared.consumer import BatchHandler, Handler
 from aftersales_shared.db import log_on_commit
 from aftersales_shared.events import CashbackApproved, CashbackCancelled, CloudEvent, PayoutResult
-from aftersales_shared.money import to_money
+from aftersales_shared.fields import Instant
+from aftersales_shared.money import MAX_AMOUNT, to_money
 from aftersales_shared.outbox import add_events
 from aftersales_shared.problems import conflict, not_found
 from aftersales_shared.signing import ApprovalVerifier
@@ -47,10 +48,9 @@ CANCELLED = "aftersales.cashback.cancelled.v1"
 INVALID_APPROVAL = "INVALID_APPROVAL"
 UNAUTHENTICATED_APPROVAL = "UNAUTHENTICATED_APPROVAL"
 CANCELLED_BY_OPS = "CANCELLED_BY_OPS"
-MAX_AMOUNT = Decimal("9999999999.99")  # NUMERIC(12, 2)
 # The widths of the columns an approval fills (models.Payout); payee fields are PAYEE_LENGTH.
 TASK_ID_LENGTH, ORDER_ID_LENGTH, SHOP_ID_LENGTH, CASE_ID_LENGTH = 40, 64, 64, 40
-_INSTANT = TypeAdapter(datetime)
+_INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
 
 
 # ---------------------------------------------------------------- approvals
@@ -129,13 +129,16 @@ def _unfit(approval: CashbackApproved) -> str | None:
 
 
 def _text(value: Any) -> str:
-    return "" if value is None else value if isinstance(value, str) else str(value)
+    text = "" if value is None else value if isinstance(value, str) else str(value)
+    return text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
 
 
 def _lenient(event: CloudEvent, problem: str) -> InvalidApproval:
     data = event.data
     task_id, order_id = data.get("cashback_task_id"), data.get("order_id")
-    if not (isinstance(task_id, str) and 0 < len(task_id) <= TASK_ID_LENGTH and order_id):
+    if not (
+        isinstance(task_id, str) and 0 < len(task_id) <= TASK_ID_LENGTH and "\x00" not in task_id and order_id
+    ):
         raise ValueError(f"not an approval payout-worker can answer (no cashback task and order): {problem}")
     payee = data.get("payee") if isinstance(data.get("payee"), dict) else {}
     try:

@@ -1,4 +1,5 @@
-"""payout-worker tables: the payout ledger and its batches. Money is NUMERIC(12, 2); times are UTC."""
+"""payout-worker tables: the payout ledger and its batches. Money is NUMERIC(12, 2) (integer cents in
+SQLite: MoneyType); times are UTC."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from enum import StrEnum
 
 from aftersales_shared.auth import ApiKey
 from aftersales_shared.idempotency import IdempotencyRecord
+from aftersales_shared.money import MoneyType
 from aftersales_shared.outbox import InboxEntry, OutboxMessage
-from sqlalchemy import Column, Index, Numeric
+from sqlalchemy import Column, Index
 from sqlmodel import Field, SQLModel
 
 SHARED_TABLES = (ApiKey, IdempotencyRecord, OutboxMessage, InboxEntry)
@@ -65,7 +67,7 @@ class Payout(SQLModel, table=True):
     shop_id: str = Field(max_length=64)
     case_id: str | None = Field(default=None, max_length=40)
     reason: str
-    amount: Decimal = Field(sa_column=Column(Numeric(12, 2, asdecimal=True), nullable=False))
+    amount: Decimal = Field(sa_column=Column(MoneyType(), nullable=False))
     payee_account: str = Field(max_length=PAYEE_LENGTH)
     payee_name: str = Field(max_length=PAYEE_LENGTH)
     status: str = Field(default=PayoutStatus.pending, max_length=16)

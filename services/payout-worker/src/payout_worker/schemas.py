@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from aftersales_shared.money import Money
+from aftersales_shared.fields import NulFree
+from aftersales_shared.money import MoneyOut
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -53,7 +54,7 @@ class PayoutPublic(BaseModel):
     shop_id: str
     case_id: str | None
     reason: str
-    amount: Money
+    amount: MoneyOut
     payee_name: str
     payee_account: str
     status: str
@@ -82,7 +83,7 @@ class PayoutPublic(BaseModel):
     updated_at: datetime
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(NulFree):
     """What ops says when releasing or cancelling a payout (optional)."""
 
     model_config = ConfigDict(
@@ -100,8 +101,8 @@ class BatchPublic(BaseModel):
     size: int
     count: int
     counts: dict[str, int]
-    total: Money
-    paid_total: Money
+    total: MoneyOut
+    paid_total: MoneyOut
     created_at: datetime
     submitted_at: datetime | None
     completed_at: datetime | None

@@ -3,12 +3,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aftersales_shared.auth import Role
+from aftersales_shared.fields import IdQuery, Instant, ResourceIdPath
 from aftersales_shared.idempotency import idempotent, request_hash
 from aftersales_shared.pagination import Page, next_cursor
 from aftersales_shared.web import IdempotencyKey
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime
 
 from .. import handlers
 from .. import repository as repo
@@ -74,9 +74,9 @@ async def list_cases(
     status: CaseStatus | None = None,
     remedy: Remedy | None = None,
     reason: Reason | None = None,
-    order_id: str | None = None,
-    shop_id: str | None = None,
-    created_after: AwareDatetime | None = None,
+    order_id: IdQuery = None,
+    shop_id: IdQuery = None,
+    created_after: Instant | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
@@ -94,7 +94,7 @@ async def list_cases(
 
 
 @router.get("/{case_id}", response_model=CasePublic, summary="Read a case")
-async def get_case(case_id: str, ctx: ContextDep) -> dict[str, Any]:
+async def get_case(case_id: ResourceIdPath, ctx: ContextDep) -> dict[str, Any]:
     ctx.principal.require(*READERS)
     return await public(ctx, await repo.get_case(ctx.session, ctx.principal, case_id))
 
@@ -102,7 +102,7 @@ async def get_case(case_id: str, ctx: ContextDep) -> dict[str, Any]:
 @router.get(
     "/{case_id}/timeline", response_model=list[TimelineEntry], summary="Every change, with actor and data"
 )
-async def get_timeline(case_id: str, ctx: ContextDep) -> list[TimelineEntry]:
+async def get_timeline(case_id: ResourceIdPath, ctx: ContextDep) -> list[TimelineEntry]:
     ctx.principal.require(*READERS)
     await repo.get_case(ctx.session, ctx.principal, case_id)
     return [TimelineEntry(**e.model_dump()) for e in await repo.timeline(ctx.session, case_id)]
@@ -115,7 +115,11 @@ async def get_timeline(case_id: str, ctx: ContextDep) -> list[TimelineEntry]:
     responses={422: POLICY_REFUSAL, 409: CONFLICT},
 )
 async def run_action(
-    case_id: str, action: Action, ctx: ContextDep, if_match: IfMatchDep, body: ActionIn | None = None
+    case_id: ResourceIdPath,
+    action: Action,
+    ctx: ContextDep,
+    if_match: IfMatchDep,
+    body: ActionIn | None = None,
 ) -> dict[str, Any]:
     """Send `expected_version` (or `If-Match`) to be safe against concurrent edits; stale → 409.
 

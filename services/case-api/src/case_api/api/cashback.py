@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from aftersales_shared.auth import Role
+from aftersales_shared.fields import IdQuery, ResourceIdPath, ResourceIdQuery
 from aftersales_shared.idempotency import idempotent, request_hash
 from aftersales_shared.pagination import Page, next_cursor
 from aftersales_shared.web import IdempotencyKey
@@ -47,8 +48,8 @@ async def create(
 async def list_tasks(
     ctx: ContextDep,
     status: Status | None = None,
-    order_id: str | None = None,
-    case_id: str | None = None,
+    order_id: IdQuery = None,
+    case_id: ResourceIdQuery = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
@@ -75,7 +76,7 @@ async def list_tasks(
 
 
 @router.get("/{task_id}", response_model=CashbackPublic, summary="Read a cashback task")
-async def get_task(task_id: str, ctx: ContextDep) -> CashbackPublic:
+async def get_task(task_id: ResourceIdPath, ctx: ContextDep) -> CashbackPublic:
     ctx.principal.require(Role.support, Role.ops, Role.storefront)
     return CashbackPublic(**(await repo.get_task(ctx.session, ctx.principal, task_id)).model_dump())
 
@@ -86,7 +87,7 @@ def _expected(body: CashbackDecision, if_match: int | None) -> int | None:
 
 @router.post("/{task_id}/approve", response_model=CashbackPublic, summary="Verify and approve (support)")
 async def approve(
-    task_id: str, ctx: ContextDep, if_match: IfMatchDep, body: CashbackDecision | None = None
+    task_id: ResourceIdPath, ctx: ContextDep, if_match: IfMatchDep, body: CashbackDecision | None = None
 ) -> CashbackPublic:
     """Approval emits `aftersales.cashback.approved.v1`; the payout worker pays it before the day's cut-off.
     Send `expected_version` (or `If-Match`); stale → 409."""
@@ -99,7 +100,7 @@ async def approve(
 
 @router.post("/{task_id}/reject", response_model=CashbackPublic, summary="Reject (support)")
 async def reject(
-    task_id: str, ctx: ContextDep, if_match: IfMatchDep, body: CashbackDecision | None = None
+    task_id: ResourceIdPath, ctx: ContextDep, if_match: IfMatchDep, body: CashbackDecision | None = None
 ) -> CashbackPublic:
     body = body or CashbackDecision()
     task = await handlers.decide_cashback(ctx, task_id, False, _expected(body, if_match), body.reason)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from aftersales_shared.auth import Role
+from aftersales_shared.fields import OrderIdPath
 from fastapi import APIRouter, Response
 
 from .. import handlers, ledger
@@ -42,7 +43,7 @@ async def _public(ctx: handlers.Context, order: Order) -> OrderPublic:
     summary="Upsert an order snapshot",
     responses={201: {"description": "created", "model": OrderPublic}},
 )
-async def put_order(order_id: str, body: OrderIn, ctx: ContextDep, response: Response) -> OrderPublic:
+async def put_order(order_id: OrderIdPath, body: OrderIn, ctx: ContextDep, response: Response) -> OrderPublic:
     """Storefronts push the order as it is now; later pushes (shipment, sign-off) replace it."""
     order, created = await handlers.upsert_order(ctx, order_id, body)
     public = await _public(ctx, order)
@@ -52,7 +53,7 @@ async def put_order(order_id: str, body: OrderIn, ctx: ContextDep, response: Res
 
 
 @router.get("/{order_id}", response_model=OrderPublic, summary="Read an order with what was compensated")
-async def get_order(order_id: str, ctx: ContextDep) -> OrderPublic:
+async def get_order(order_id: OrderIdPath, ctx: ContextDep) -> OrderPublic:
     ctx.principal.require(Role.storefront, Role.support, Role.ops)
     return await _public(ctx, await repo.visible_order(ctx.session, ctx.principal, order_id))
 
@@ -62,7 +63,7 @@ async def get_order(order_id: str, ctx: ContextDep) -> OrderPublic:
     response_model=OptionsPublic,
     summary="What the buyer may still ask for, per line, with deadlines",
 )
-async def get_options(order_id: str, ctx: ContextDep) -> OptionsPublic:
+async def get_options(order_id: OrderIdPath, ctx: ContextDep) -> OptionsPublic:
     ctx.principal.require(Role.storefront, Role.support)
     order = await repo.visible_order(ctx.session, ctx.principal, order_id)
     domain = await handlers.load_domain_order(ctx.session, order)

@@ -4,9 +4,9 @@ from typing import Annotated, Any
 
 from aftersales_shared.auth import Role
 from aftersales_shared.export import Format, register_response
+from aftersales_shared.fields import Instant
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import AwareDatetime
 from sqlmodel import SQLModel, col, select
 
 from ..models import CashbackTask, LogisticsFollowUp, RetentionEntry
@@ -70,7 +70,7 @@ RETENTION = (
 
 
 async def _rows(
-    ctx: ContextDep, model: type[SQLModel], time_column: object, since: AwareDatetime | None, limit: int
+    ctx: ContextDep, model: type[SQLModel], time_column: object, since: Instant | None, limit: int
 ) -> list[dict[str, Any]]:
     ctx.principal.require(Role.support, Role.ops)
     query = select(model)
@@ -82,7 +82,7 @@ async def _rows(
     return [row.model_dump(mode="json") for row in rows.all()]
 
 
-Since = Annotated[AwareDatetime | None, Query(description="entries from this time on")]
+Since = Annotated[Instant | None, Query(description="entries from this time on")]
 Limit = Annotated[int, Query(ge=1, le=10_000)]
 
 

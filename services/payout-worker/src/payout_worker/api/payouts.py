@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from aftersales_shared.auth import Principal, Role
 from aftersales_shared.clock import Clock
+from aftersales_shared.fields import ResourceIdPath, ResourceIdQuery, TextQuery
 from aftersales_shared.idempotency import idempotent, request_hash
 from aftersales_shared.pagination import Page, next_cursor
 from aftersales_shared.problems import not_found
@@ -36,10 +37,10 @@ def _reader(principal: Principal) -> Principal:
 async def list_payouts(
     session: SessionDep,
     principal: PrincipalDep,
-    cashback_task_id: str | None = None,
+    cashback_task_id: ResourceIdQuery = None,
     status: PayoutStatus | None = None,
-    order_id: str | None = None,
-    batch_id: str | None = None,
+    order_id: TextQuery = None,
+    batch_id: ResourceIdQuery = None,
     clawback: Annotated[
         bool | None, Query(description="true: only clawback items (cancelled after the transfer)")
     ] = None,
@@ -68,7 +69,7 @@ async def list_payouts(
 
 
 @router.get("/payouts/{payout_id}", response_model=PayoutPublic, summary="One ledger entry")
-async def get_payout(payout_id: str, session: SessionDep, principal: PrincipalDep) -> PayoutPublic:
+async def get_payout(payout_id: ResourceIdPath, session: SessionDep, principal: PrincipalDep) -> PayoutPublic:
     _reader(principal)
     payout = await session.get(Payout, payout_id)
     if payout is None:
@@ -157,7 +158,7 @@ async def _review(
     responses={404: {"description": "no such payout for this key"}, 409: {"description": "not held"}},
 )
 async def release_payout(
-    payout_id: str,
+    payout_id: ResourceIdPath,
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
@@ -181,7 +182,7 @@ async def release_payout(
     },
 )
 async def cancel_payout(
-    payout_id: str,
+    payout_id: ResourceIdPath,
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,

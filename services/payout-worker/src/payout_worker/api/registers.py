@@ -3,12 +3,13 @@ cashback task was cancelled after it was sent shows its clawback columns: money 
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Annotated
 
 from aftersales_shared.auth import Role
 from aftersales_shared.clock import SHANGHAI, as_utc
 from aftersales_shared.export import Format, register_response
+from aftersales_shared.fields import Day
 from aftersales_shared.money import fmt
 from aftersales_shared.web import PrincipalDep, SessionDep
 from fastapi import APIRouter, Query, Request
@@ -46,7 +47,7 @@ async def cashback_register(
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
-    day: Annotated[date | None, Query(alias="date", description="YYYY-MM-DD; today")] = None,
+    day: Annotated[Day | None, Query(alias="date", description="YYYY-MM-DD (2000 up to 2099); today")] = None,
     format: Annotated[Format, Query(alias="format")] = "json",
 ) -> Response:
     principal.require(Role.ops, Role.support)
