@@ -1,8 +1,9 @@
-"""API keys: stored hashed, each with roles and the shops it may touch (or all shops)."""
+"""API keys: stored hashed, each with roles, the shops it may touch (or all shops) and an optional expiry."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .ids import new_id
 from .problems import Problem, not_found
+
+log = logging.getLogger(__name__)
 
 
 class Role(StrEnum):
@@ -35,6 +38,11 @@ class ApiKey(SQLModel, table=True):
     shops: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime
     revoked_at: datetime | None = None
+    expires_at: datetime | None = None  # None: until revoked
+
+    def usable(self, now: datetime) -> bool:
+        """Neither revoked nor expired at `now`."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
 def hash_key(secret: str) -> str:
@@ -88,6 +96,7 @@ async def create_key(
     shops: Iterable[str] | None,
     now: datetime,
     secret: str | None = None,
+    expires_at: datetime | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret, which is shown once and never stored."""
     secret = secret or "ask_" + secrets.token_urlsafe(32)
@@ -99,28 +108,37 @@ async def create_key(
         roles=sorted(Role(r).value for r in roles),
         shops=None if shops is None else sorted(shops),
         created_at=now,
+        expires_at=expires_at,
     )
     session.add(key)
     await session.flush()
     return key, secret
 
 
-async def ensure_key(session: AsyncSession, *, name: str, secret: str, now: datetime) -> None:
-    """Make `secret` a key with every role for every shop (the embedded mode's DEV_API_KEY)."""
+async def ensure_key(session: AsyncSession, *, name: str, secret: str, now: datetime) -> bool:
+    """Make `secret` a key with every role for every shop (the embedded mode's DEV_API_KEY), once: a key
+    revoked since stays revoked (a restart must not undo a revocation). Whether the key is usable."""
     existing = (await session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(secret)))).first()
     if existing is None:
         await create_key(session, name=name, roles=list(Role), shops=None, now=now, secret=secret)
-    elif existing.revoked_at is not None:
-        existing.revoked_at = None
+        return True
+    if not existing.usable(now):
+        log.warning(
+            "DEV_API_KEY is key %s, revoked or expired: it stays so; set another DEV_API_KEY for a new one",
+            existing.id,
+        )
+        return False
+    return True
 
 
-async def authenticate(session: AsyncSession, authorization: str | None) -> Principal:
+async def authenticate(session: AsyncSession, authorization: str | None, *, now: datetime) -> Principal:
+    """The caller of a request: 401 for no key, an unknown one, or one revoked or expired at `now`."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Problem(401, "unauthenticated", "Unauthenticated", "send Authorization: Bearer <api key>")
     key = (await session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(token.strip())))).first()
-    if key is None or key.revoked_at is not None:
-        raise Problem(401, "unauthenticated", "Unauthenticated", "unknown or revoked api key")
+    if key is None or not key.usable(now):
+        raise Problem(401, "unauthenticated", "Unauthenticated", "unknown, revoked or expired api key")
     return Principal(
         key_id=key.id,
         name=key.name,

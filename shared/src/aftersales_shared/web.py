@@ -37,9 +37,9 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
 async def current_principal(
-    session: SessionDep, authorization: Annotated[str | None, Header()] = None
+    request: Request, session: SessionDep, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
-    return await authenticate(session, authorization)
+    return await authenticate(session, authorization, now=request.app.state.clock.now())
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
