@@ -23,7 +23,7 @@ from .domain import ledger as dl
 from .domain import model as dm
 from .domain.policy import allocate
 from .domain.workflow import RELEASED
-from .models import Case, CashbackTask, LedgerEntry, Order
+from .models import Case, CashbackTask, LedgerEntry, Order, OrderLine
 
 LIVE = col(LedgerEntry.status) != dl.EntryStatus.RELEASED
 
@@ -34,18 +34,48 @@ async def lock_orders(
     """Take the orders' row locks, in id order (two commands naming the same two orders cannot deadlock),
     and return the orders. PostgreSQL: SELECT ... FOR UPDATE; SQLite: the database's one writer lock, taken
     now rather than at the first write. Another shop's order is 404, as on GET."""
+    return {
+        order_id: order
+        for order_id, (order, _) in (await _lock(session, principal, order_ids, with_lines=False)).items()
+    }
+
+
+async def lock_orders_with_lines(
+    session: AsyncSession, principal: Principal | None, *order_ids: str
+) -> dict[str, tuple[Order, list[OrderLine]]]:
+    """`lock_orders`, with each order's lines read in the same statement (FOR UPDATE OF the orders only)."""
+    return await _lock(session, principal, order_ids, with_lines=True)
+
+
+async def _lock(
+    session: AsyncSession, principal: Principal | None, order_ids: tuple[str, ...], *, with_lines: bool
+) -> dict[str, tuple[Order, list[OrderLine]]]:
     ids = sorted(set(order_ids))
     if session.get_bind().dialect.name == "sqlite":
         await session.exec(update(Order).where(col(Order.order_id).in_(ids)).values(version=Order.version))
-    rows = await session.exec(
-        select(Order).where(col(Order.order_id).in_(ids)).order_by(col(Order.order_id)).with_for_update()
-    )
-    orders = {order.order_id: order for order in rows.all()}
+    orders: dict[str, tuple[Order, list[OrderLine]]] = {}
+    if with_lines:
+        joined = (
+            select(Order, OrderLine)
+            .outerjoin(OrderLine, col(OrderLine.order_id) == col(Order.order_id))
+            .where(col(Order.order_id).in_(ids))
+            .order_by(col(Order.order_id), col(OrderLine.position))
+            .with_for_update(of=Order)
+        )
+        for order, line in (await session.exec(joined)).all():
+            lines = orders.setdefault(order.order_id, (order, []))[1]
+            if line is not None:
+                lines.append(line)
+    else:
+        query = (
+            select(Order).where(col(Order.order_id).in_(ids)).order_by(col(Order.order_id)).with_for_update()
+        )
+        orders = {order.order_id: (order, []) for order in (await session.exec(query)).all()}
     for order_id in ids:
         if order_id not in orders:
             raise not_found("order", order_id)
         if principal is not None:
-            principal.require_shop(orders[order_id].shop_id, hide=True, what="order", ident=order_id)
+            principal.require_shop(orders[order_id][0].shop_id, hide=True, what="order", ident=order_id)
     return orders
 
 

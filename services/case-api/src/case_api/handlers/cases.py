@@ -45,7 +45,7 @@ from ..models import (
 from ..schemas import ActionIn, CaseCreate
 from .cashback import LIVE_TASK, cancel_task, emit_cashback, request_clawback
 from .context import SOURCE, Context
-from .orders import load_domain_order
+from .orders import domain_order
 
 log = logging.getLogger(__name__)
 S = CaseStatus
@@ -85,12 +85,12 @@ async def open_case(ctx: Context, body: CaseCreate) -> Case:
     protection): R-COMP-CAP, R-POSTAGE and R-PRICE-PROTECT-ONCE hold however many arrive at once."""
     ctx.principal.require(Role.storefront, Role.support)
     named = [body.order_id] + ([body.new_order_id] if body.new_order_id is not None else [])
-    orders = await ledger.lock_orders(ctx.session, ctx.principal, *named)
-    order = orders[body.order_id]
+    orders = await ledger.lock_orders_with_lines(ctx.session, ctx.principal, *named)
+    order = orders[body.order_id][0]
     evidence = await repo.evidence_by_ids(ctx.session, body.evidence_ids)
     new_order = None
     if body.new_order_id is not None:
-        new_order = await load_domain_order(ctx.session, orders[body.new_order_id])
+        new_order = domain_order(*orders[body.new_order_id])
     request = dm.CaseRequest(
         remedy=dm.Remedy(body.remedy),
         reason=dm.Reason(body.reason),
@@ -101,7 +101,7 @@ async def open_case(ctx: Context, body: CaseCreate) -> Case:
         new_order=new_order,
         new_unit_price=body.new_unit_price,
     )
-    domain = await load_domain_order(ctx.session, order)
+    domain = domain_order(*orders[body.order_id])
     decision = policy.evaluate(
         domain, request, await ledger.line_history(ctx.session, order.order_id), ctx.now
     )

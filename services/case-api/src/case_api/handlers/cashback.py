@@ -23,7 +23,7 @@ from ..domain.workflow import CaseStatus
 from ..models import CashbackTask, Order
 from ..schemas import CashbackCreate
 from .context import SOURCE, Context
-from .orders import load_domain_order
+from .orders import domain_order
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,10 @@ async def create_cashback(ctx: Context, body: CashbackCreate) -> CashbackTask:
     ctx.principal.require(Role.support, Role.storefront)
     if body.postage_receipt is not None:
         ctx.principal.require(Role.support)  # support saw the receipt
-    order = (await ledger.lock_orders(ctx.session, ctx.principal, body.order_id))[body.order_id]
-    domain = await load_domain_order(ctx.session, order)
+    order, lines = (await ledger.lock_orders_with_lines(ctx.session, ctx.principal, body.order_id))[
+        body.order_id
+    ]
+    domain = domain_order(order, lines)
     if body.line_id not in {li.line_id for li in domain.lines}:
         raise Problem(
             422,
