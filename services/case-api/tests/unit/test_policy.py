@@ -502,9 +502,7 @@ class TestCompensationCap:
 
     def test_shipping_reimbursement_is_outside_the_cap(self) -> None:
         spent = history(L1={"compensated": D("180.00"), "shipping_reimbursed": D("2.00")})
-        decision = decide(
-            self.ORDER, ask(Remedy.CASHBACK, Reason.SHIPPING_FEE, amount="8.00"), DURING, spent
-        )
+        decision = decide(self.ORDER, ask(Remedy.CASHBACK, Reason.SHIPPING_FEE, amount="8.00"), DURING, spent)
         assert decision.amount == D("8.00")
         assert decision.line_amounts == {"L1": D("0.00")}
         assert decision.shipping_amounts == {"L1": D("8.00")}
