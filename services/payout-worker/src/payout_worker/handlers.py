@@ -140,7 +140,8 @@ def _lenient(event: CloudEvent, problem: str) -> InvalidApproval:
         isinstance(task_id, str) and 0 < len(task_id) <= TASK_ID_LENGTH and "\x00" not in task_id and order_id
     ):
         raise ValueError(f"not an approval payout-worker can answer (no cashback task and order): {problem}")
-    payee = data.get("payee") if isinstance(data.get("payee"), dict) else {}
+    sent_payee = data.get("payee")
+    payee: dict[str, Any] = sent_payee if isinstance(sent_payee, dict) else {}
     try:
         amount = to_money(data.get("amount"))
         if abs(amount) > MAX_AMOUNT:
@@ -247,7 +248,7 @@ async def open_payouts(
         rows.append(row)
         if row["status"] != PayoutStatus.pending or not isinstance(a, CashbackApproved):
             continue
-        claim = {
+        claim: dict[str, Any] = {
             "amount": a.amount,
             "payee": a.payee.alipay_account,
             "shop_id": a.shop_id,
