@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .domain import ledger as dl
 from .domain import model as dm
+from .domain.case import CaseDetails
 from .domain.policy import allocate
 from .domain.workflow import RELEASED
 from .models import Case, CashbackTask, LedgerEntry, Order, OrderLine
@@ -107,9 +108,9 @@ async def line_history(session: AsyncSession, order_id: str) -> dict[str, dm.Lin
         )
     )
     for case in exchanges.all():
-        signed = case.details.get("replacement_signed_at")
+        signed = CaseDetails.model_validate(case.details).replacement_signed_at  # the case's typed details
         for line in case.lines:
-            replacements[line["line_id"]] = as_utc(datetime.fromisoformat(signed)) if signed else None
+            replacements[line["line_id"]] = as_utc(signed) if signed else None
     return dl.line_histories(domain_entries(await entries(session, order_id)), replacements)
 
 
