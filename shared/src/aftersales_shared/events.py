@@ -15,6 +15,11 @@ from .fields import Instant, NulFree
 from .ids import new_id
 from .money import Money, MoneyOut
 
+# The CloudEvents Kafka protocol binding, structured mode: the record's value is the whole event as JSON and
+# its `content-type` header says so. Every record the services publish carries it (the embedded log too).
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+KAFKA_HEADERS: tuple[tuple[str, bytes], ...] = (("content-type", STRUCTURED_CONTENT_TYPE.encode()),)
+
 
 class CloudEvent(BaseModel):
     model_config = ConfigDict(extra="allow")

@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from .background import BackgroundLoop
 from .bus import Bus, OutRecord
 from .clock import Clock
-from .events import CloudEvent, envelope
+from .events import KAFKA_HEADERS, CloudEvent, envelope
 
 log = logging.getLogger(__name__)
 RELAY_LOCK_ID = 0x0A5_0B0C  # the PostgreSQL advisory lock that elects the publishing relay
@@ -217,7 +217,9 @@ class OutboxRelay(BackgroundLoop):
             rows = (await session.exec(query.order_by(col(OutboxMessage.id)).limit(self._batch_size))).all()
             if not rows:
                 return 0, None
-            await self._bus.publish_batch([OutRecord(topic, key, payload) for _, topic, key, payload in rows])
+            await self._bus.publish_batch(
+                [OutRecord(topic, key, payload, KAFKA_HEADERS) for _, topic, key, payload in rows]
+            )
             await session.exec(
                 update(OutboxMessage)
                 .where(col(OutboxMessage.id).in_([r[0] for r in rows]))
