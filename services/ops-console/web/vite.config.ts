@@ -1,0 +1,11 @@
+/// <reference types="vitest/config" />
+import react from "@vitejs/plugin-react";
+import { defineConfig } from "vite";
+
+// The console's backend serves dist/ and answers /api on the same origin; `npm run dev` proxies /api to it.
+export default defineConfig({
+  plugins: [react()],
+  build: { outDir: "dist", emptyOutDir: true, chunkSizeWarningLimit: 2500 },
+  server: { proxy: { "/api": "http://127.0.0.1:8003" } },
+  test: { environment: "jsdom", globals: true },
+});
