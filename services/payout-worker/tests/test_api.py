@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import io
+from datetime import datetime
+
+import openpyxl
+from aftersales_shared.export import XLSX
 from payout_testing import Worker, approved, at
+from payout_worker.api.registers import COLUMNS
 
 
 async def paid_day(worker: Worker) -> None:
@@ -116,8 +122,43 @@ class TestCashbackRegister:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
         assert 'filename="cashback-2026-11-05.csv"' in response.headers["content-disposition"]
         lines = response.content.decode("utf-8-sig").splitlines()
-        assert lines[0].startswith("paid_at,payout_id,out_biz_no,cashback_task_id") and len(lines) == 5
+        assert lines[0].startswith("打款时间,打款单号,商户转账单号,返现任务单号") and len(lines) == 5
         assert "张三" in lines[1]
+
+    async def test_xlsx_and_csv_carry_beijing_time_only(self, worker: Worker) -> None:
+        await paid_day(worker)
+        params = {"date": "2026-11-05"}
+        xlsx = await worker.call(
+            "GET", "/v1/registers/cashback", "admin", params={**params, "format": "xlsx"}
+        )
+        assert xlsx.status_code == 200 and xlsx.headers["content-type"].startswith(XLSX)
+        sheet = openpyxl.load_workbook(io.BytesIO(xlsx.content)).active
+        assert sheet is not None and sheet.title == "返现表"
+        header, *rows = list(sheet.iter_rows(values_only=True))
+        assert list(header) == [c.header for c in COLUMNS] and len(rows) == 4
+        row = dict(zip([c.key for c in COLUMNS], rows[0], strict=True))
+        assert (row["paid_at"], row["approved_at"]) == (
+            datetime(2026, 11, 5, 17, 30),
+            datetime(2026, 11, 5, 10),
+        )
+        assert row["amount"] == 12 and isinstance(row["order_id"], str)
+        text = (
+            await worker.call("GET", "/v1/registers/cashback", "admin", params={**params, "format": "csv"})
+        ).text
+        (first,) = [line for line in text.splitlines()[1:] if ",cb-0," in line]
+        assert first.startswith("2026-11-05 17:30:00,") and ",2026-11-05 10:00:00," in first
+        assert "+08:00" not in text and "+00:00" not in text and "Z," not in text
+        (item,) = [
+            i
+            for i in (await worker.call("GET", "/v1/registers/cashback", "admin", params=params)).json()[
+                "items"
+            ]
+            if i["cashback_task_id"] == "cb-0"
+        ]
+        assert (item["paid_at"], item["approved_at"]) == (
+            "2026-11-05T17:30:00+08:00",
+            "2026-11-05T10:00:00+08:00",
+        )
 
     async def test_register_roles(self, worker: Worker) -> None:
         assert (await worker.call("GET", "/v1/registers/cashback", "storefront")).status_code == 403

@@ -93,7 +93,7 @@ class TestCancelAfterSubmit:
         assert rows["cb-2"]["clawback_requested_at"] is None and rows["cb-2"]["clawback_reason"] is None
         csv = await any_db.call("GET", "/v1/registers/cashback?date=2026-11-05&format=csv", "ops")
         header = csv.content.decode("utf-8-sig").splitlines()[0]
-        assert header.endswith(",clawback_requested_at,clawback_reason")
+        assert header.endswith(",追回申请时间,追回原因")
         items = (await any_db.call("GET", "/v1/payouts?clawback=true", "ops")).json()["items"]
         assert [(p["cashback_task_id"], p["status"]) for p in items] == [("cb-1", "paid")]
         others = (await any_db.call("GET", "/v1/payouts?clawback=false", "ops")).json()["items"]

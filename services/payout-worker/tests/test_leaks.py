@@ -15,6 +15,7 @@ import pytest
 from aftersales_shared import deadletters, topics
 from aftersales_shared.logging import JsonFormatter
 from payout_testing import Worker, any_db_worker, approved, approved_as_sent, at
+from payout_worker.api.registers import COLUMNS
 from sqlalchemy import text
 
 ACCOUNT = "ouyang.nana@example.com"
@@ -80,9 +81,14 @@ class TestAnotherShopsPayoutIsNotFound:
         assert (await worker.payout("cb-b")).status == "pending"  # nothing changed
 
 
+KEYS = {c.header: c.key for c in COLUMNS}
+
+
 def csv_rows(response: httpx.Response) -> list[dict[str, str]]:
+    """The rows keyed by the register's JSON keys (the CSV's headers are Chinese)."""
     assert response.status_code == 200, response.text
-    return list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
+    rows = csv.DictReader(io.StringIO(response.content.decode("utf-8-sig")))
+    return [{KEYS[header]: value for header, value in row.items()} for row in rows]
 
 
 class TestRegisterCsv:

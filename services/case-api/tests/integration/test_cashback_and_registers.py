@@ -6,11 +6,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import openpyxl
 import pytest
 from aftersales_shared import topics
+from aftersales_shared.export import XLSX, Column
+from case_api.api import registers
 from case_api_checks import assert_problem, outbox_rows, snapshot, unchanged, upload
 from case_api_testing import Api, image, order_body
 
@@ -119,14 +123,16 @@ class TestCashbackVerification:
         assert [t["id"] for t in everything["items"]] == [second["id"], first["id"]]
 
 
-def csv_rows(response: Any) -> tuple[list[str], list[dict[str, str]]]:
+def csv_rows(response: Any, columns: Sequence[Column]) -> tuple[list[str], list[dict[str, str]]]:
+    """The CSV's Chinese header, and its rows keyed by the register's JSON keys."""
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/csv")
     raw = response.content
     assert raw.startswith("\ufeff".encode()), "UTF-8 BOM, so Excel reads the Chinese"
-    reader = csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))
-    rows = list(reader)
-    return list(reader.fieldnames or []), rows
+    reader = csv.reader(io.StringIO(raw.decode("utf-8-sig")))
+    header, *rows = list(reader)
+    assert header == [c.header for c in columns]
+    return header, [dict(zip([c.key for c in columns], row, strict=True)) for row in rows]
 
 
 async def damaged_case(api: Api, order_id: str = "o-1", photos: int = 3, first: int = 1) -> dict[str, Any]:
@@ -225,10 +231,11 @@ class TestLogisticsFollowUp:
         await api.put_order(shipment={"carrier": "顺丰速运", "tracking_no": "SF1000001"})
         case = await damaged_case(api)
         header, rows = csv_rows(
-            await api.call("GET", "/v1/registers/logistics-follow-up", "ops", params={"format": "csv"})
+            await api.call("GET", "/v1/registers/logistics-follow-up", "ops", params={"format": "csv"}),
+            registers.FOLLOW_UP,
         )
-        assert header[:3] == ["id", "created_at", "order_id"]
-        assert {"carrier", "tracking_no", "sla_due_at", "evidence_ids"} <= set(header)
+        assert header[:3] == ["登记编号", "登记时间", "订单号"]
+        assert {"快递公司", "快递单号", "快递答复期限", "凭证"} <= set(header)
         (row,) = rows
         assert (row["case_id"], row["carrier"], row["tracking_no"]) == (case["id"], "顺丰速运", "SF1000001")
         assert len(row["evidence_ids"].split(";")) == 3
@@ -261,20 +268,21 @@ class TestRetentionRegister:
             case, "record_retention", offer="gift", outcome="declined", real_reason="=尺码偏小，想换大一码"
         )
         header, rows = csv_rows(
-            await api.call("GET", "/v1/registers/retention", "ops", params={"format": "csv"})
+            await api.call("GET", "/v1/registers/retention", "ops", params={"format": "csv"}),
+            registers.RETENTION,
         )
         assert header == [
-            "id",
-            "recorded_at",
-            "order_id",
-            "case_id",
-            "shop_id",
-            "remedy",
-            "reason",
-            "real_reason",
-            "offer",
-            "outcome",
-            "recorded_by",
+            "登记编号",
+            "登记时间",
+            "订单号",
+            "售后单号",
+            "店铺",
+            "售后类型",
+            "原因",
+            "客户真实原因",
+            "挽留方案",
+            "结果",
+            "登记人",
         ]
         (row,) = rows
         # a leading "=" would run as a formula in a spreadsheet: it is quoted
@@ -298,9 +306,10 @@ class TestCashbackRegister:
             "zhangsan@example.com",
         )
         header, rows = csv_rows(
-            await api.call("GET", "/v1/registers/cashback", "ops", params={"format": "csv"})
+            await api.call("GET", "/v1/registers/cashback", "ops", params={"format": "csv"}),
+            registers.CASHBACK,
         )
-        assert "payee_name" in header and "payee" not in header
+        assert "收款人" in header and "支付宝账号" in header
         assert (rows[0]["payee_name"], rows[0]["amount"], rows[0]["verified_by"]) == (
             "张三",
             "15.00",
@@ -309,12 +318,13 @@ class TestCashbackRegister:
 
     async def test_an_empty_register_is_a_header_only_csv(self, api: Api) -> None:
         header, rows = csv_rows(
-            await api.call("GET", "/v1/registers/cashback", "ops", params={"format": "csv"})
+            await api.call("GET", "/v1/registers/cashback", "ops", params={"format": "csv"}),
+            registers.CASHBACK,
         )
-        assert header[0] == "id" and rows == []
+        assert header[0] == "返现任务单号" and rows == []
 
     async def test_an_unknown_format_is_422(self, api: Api) -> None:
-        response = await api.call("GET", "/v1/registers/cashback", "ops", params={"format": "xlsx"})
+        response = await api.call("GET", "/v1/registers/cashback", "ops", params={"format": "xls"})
         assert_problem(response, 422, "validation_failed")
 
 
@@ -378,3 +388,57 @@ class TestSnapshotKeepsTheLedger:
         assert (problem["line_id"], problem["compensated"]) == ("L1", "100.00")
         lowered["lines"][0]["paid_amount"] = "100.00"
         assert (await api.call("PUT", "/v1/orders/o-1", "storefront", json=lowered)).status_code == 200
+
+
+LONG_ORDER_ID = "4012345678901234567"  # 19 digits: a number in Excel would lose the last ones
+
+
+class TestRegisterSpreadsheets:
+    """Every register as xlsx and CSV: Chinese headers, Beijing time, ids as text."""
+
+    async def cashback_on_a_long_order(self, api: Api) -> dict[str, Any]:
+        api.clock.set(datetime.fromisoformat("2026-11-05T23:30:15.123456+00:00"))  # 07:30:15 next day
+        await api.put_order(LONG_ORDER_ID)
+        return await create_task(api, order_id=LONG_ORDER_ID)
+
+    async def test_xlsx_has_chinese_headers_real_dates_and_ids_as_text(self, api: Api) -> None:
+        task = await self.cashback_on_a_long_order(api)
+        response = await api.call("GET", "/v1/registers/cashback", "ops", params={"format": "xlsx"})
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith(XLSX)
+        assert 'filename="cashback.xlsx"' in response.headers["content-disposition"]
+        sheet = openpyxl.load_workbook(io.BytesIO(response.content)).active
+        assert sheet is not None and sheet.title == "返现表"
+        header, _ = list(sheet.iter_rows(values_only=True))
+        assert list(header) == [c.header for c in registers.CASHBACK]
+        cells = dict(zip([c.key for c in registers.CASHBACK], sheet[2], strict=True))
+        assert (cells["id"].value, cells["order_id"].value) == (task["id"], LONG_ORDER_ID)
+        assert cells["order_id"].data_type == "s"
+        assert cells["created_at"].value == datetime(2026, 11, 6, 7, 30, 15)  # Beijing time, a date cell
+        assert cells["created_at"].is_date
+        assert cells["amount"].value == 15 and cells["amount"].number_format == "0.00"
+        assert cells["paid_at"].value is None
+
+    async def test_csv_times_are_beijing_time_to_the_second(self, api: Api) -> None:
+        await self.cashback_on_a_long_order(api)
+        _, (row,) = csv_rows(
+            await api.call("GET", "/v1/registers/cashback", "ops", params={"format": "csv"}),
+            registers.CASHBACK,
+        )
+        assert (row["order_id"], row["created_at"]) == (LONG_ORDER_ID, "2026-11-06 07:30:15")
+
+    @pytest.mark.parametrize("name", ["logistics-follow-up", "cashback", "retention"])
+    async def test_every_register_downloads_as_xlsx(self, api: Api, name: str) -> None:
+        response = await api.call("GET", f"/v1/registers/{name}", "support", params={"format": "xlsx"})
+        assert response.status_code == 200, response.text
+        (header,) = openpyxl.load_workbook(io.BytesIO(response.content)).active.iter_rows(values_only=True)
+        assert all(any("\u4e00" <= ch <= "\u9fff" for ch in str(h)) for h in header)
+
+    async def test_a_formula_is_a_text_cell_in_xlsx(self, api: Api) -> None:
+        await api.put_order()
+        case = (await api.open_case()).json()
+        await api.act(case, "record_retention", offer="gift", outcome="declined", real_reason="=1+2\x01")
+        response = await api.call("GET", "/v1/registers/retention", "ops", params={"format": "xlsx"})
+        sheet = openpyxl.load_workbook(io.BytesIO(response.content)).active
+        cell = sheet.cell(row=2, column=[c.key for c in registers.RETENTION].index("real_reason") + 1)
+        assert (cell.value, cell.data_type) == ("=1+2", "s")

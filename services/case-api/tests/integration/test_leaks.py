@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from aftersales_shared.logging import JsonFormatter
+from case_api.api import registers
 from case_api_checks import assert_problem
 from case_api_testing import Api, order_body
 from sqlalchemy import text
@@ -160,9 +161,14 @@ class TestAnotherShopsThingIsNotFound:
         assert other.json()["title"] == "cashback task not found"
 
 
+KEYS = {c.header: c.key for c in (*registers.RETENTION, *registers.CASHBACK)}
+
+
 def csv_rows(response: httpx.Response) -> list[dict[str, str]]:
+    """The rows keyed by the register's JSON keys (the CSV's headers are Chinese)."""
     assert response.status_code == 200, response.text
-    return list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
+    rows = csv.DictReader(io.StringIO(response.content.decode("utf-8-sig")))
+    return [{KEYS[header]: value for header, value in row.items()} for row in rows]
 
 
 FORMULAS = ['=HYPERLINK("http://x","y")', "+1+2", "-2+3+cmd|' /C calc'!A0", "@SUM(1)", "\t=1", "\r=1"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aftersales_shared.auth import Role
-from aftersales_shared.export import Format, register_response
+from aftersales_shared.export import FORMATS_DOC, Column, Format, register_response
 from aftersales_shared.fields import Instant
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
@@ -13,59 +13,57 @@ from ..models import CashbackTask, LogisticsFollowUp, RetentionEntry
 from .deps import ContextDep
 
 router = APIRouter(prefix="/v1/registers", tags=["registers"])
-CSV: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with ?format=csv"}
-}
 FormatQ = Annotated[Format, Query(alias="format")]
 
 FOLLOW_UP = (
-    "id",
-    "created_at",
-    "order_id",
-    "case_id",
-    "shop_id",
-    "carrier",
-    "tracking_no",
-    "problem",
-    "evidence_ids",
-    "reported_at",
-    "sla_due_at",
-    "escalated_at",
-    "verdict",
-    "outcome",
-    "carrier_cost",
+    Column("id", "登记编号"),
+    Column("created_at", "登记时间", "time"),
+    Column("order_id", "订单号"),
+    Column("case_id", "售后单号"),
+    Column("shop_id", "店铺"),
+    Column("carrier", "快递公司"),
+    Column("tracking_no", "快递单号"),
+    Column("problem", "问题"),
+    Column("evidence_ids", "凭证"),
+    Column("reported_at", "报快递时间", "time"),
+    Column("sla_due_at", "快递答复期限", "time"),
+    Column("escalated_at", "升级时间", "time"),
+    Column("verdict", "快递核实结果"),
+    Column("outcome", "处理结果"),
+    Column("carrier_cost", "快递承担费用", "money"),
 )
 CASHBACK = (
-    "id",
-    "created_at",
-    "order_id",
-    "case_id",
-    "shop_id",
-    "line_id",
-    "reason",
-    "amount",
-    "payee_name",
-    "payee_account",
-    "status",
-    "verified_by",
-    "verified_at",
-    "paid_at",
-    "failure_code",
-    "cancelled_at",
-    "clawback_requested_at",  # paid before its grant was withdrawn: ops recovers the money
+    Column("id", "返现任务单号"),
+    Column("created_at", "创建时间", "time"),
+    Column("order_id", "订单号"),
+    Column("case_id", "售后单号"),
+    Column("shop_id", "店铺"),
+    Column("line_id", "订单行"),
+    Column("reason", "返现原因"),
+    Column("amount", "金额", "money"),
+    Column("payee_name", "收款人"),
+    Column("payee_account", "支付宝账号"),
+    Column("status", "状态"),
+    Column("verified_by", "核实人"),
+    Column("verified_at", "核实时间", "time"),
+    Column("paid_at", "打款时间", "time"),
+    Column("failure_code", "失败原因"),
+    Column("cancelled_at", "取消时间", "time"),
+    # paid before its grant was withdrawn: ops recovers the money
+    Column("clawback_requested_at", "追回申请时间", "time"),
 )
 RETENTION = (
-    "id",
-    "recorded_at",
-    "order_id",
-    "case_id",
-    "shop_id",
-    "remedy",
-    "reason",
-    "real_reason",
-    "offer",
-    "outcome",
-    "recorded_by",
+    Column("id", "登记编号"),
+    Column("recorded_at", "登记时间", "time"),
+    Column("order_id", "订单号"),
+    Column("case_id", "售后单号"),
+    Column("shop_id", "店铺"),
+    Column("remedy", "售后类型"),
+    Column("reason", "原因"),
+    Column("real_reason", "客户真实原因"),
+    Column("offer", "挽留方案"),
+    Column("outcome", "结果"),
+    Column("recorded_by", "登记人"),
 )
 
 
@@ -86,15 +84,17 @@ Since = Annotated[Instant | None, Query(description="entries from this time on")
 Limit = Annotated[int, Query(ge=1, le=10_000)]
 
 
-@router.get("/logistics-follow-up", responses=CSV, summary="物流跟进表: carrier problems and their SLA")
+@router.get(
+    "/logistics-follow-up", responses=FORMATS_DOC, summary="物流跟进表: carrier problems and their SLA"
+)
 async def logistics_follow_up(
     ctx: ContextDep, format: FormatQ = "json", since: Since = None, limit: Limit = 1000
 ) -> Response:
     rows = await _rows(ctx, LogisticsFollowUp, LogisticsFollowUp.created_at, since, limit)
-    return register_response(rows, FOLLOW_UP, format, "logistics-follow-up")
+    return register_response(rows, FOLLOW_UP, format, "logistics-follow-up", "物流跟进表")
 
 
-@router.get("/cashback", responses=CSV, summary="返现表: cashback tasks and their payment")
+@router.get("/cashback", responses=FORMATS_DOC, summary="返现表: cashback tasks and their payment")
 async def cashback(
     ctx: ContextDep, format: FormatQ = "json", since: Since = None, limit: Limit = 1000
 ) -> Response:
@@ -102,12 +102,12 @@ async def cashback(
     for row in rows:
         payee = row.pop("payee")
         row["payee_name"], row["payee_account"] = payee.get("name"), payee.get("alipay_account")
-    return register_response(rows, CASHBACK, format, "cashback")
+    return register_response(rows, CASHBACK, format, "cashback", "返现表")
 
 
-@router.get("/retention", responses=CSV, summary="挽留登记: offers and outcomes")
+@router.get("/retention", responses=FORMATS_DOC, summary="挽留登记: offers and outcomes")
 async def retention(
     ctx: ContextDep, format: FormatQ = "json", since: Since = None, limit: Limit = 1000
 ) -> Response:
     rows = await _rows(ctx, RetentionEntry, RetentionEntry.recorded_at, since, limit)
-    return register_response(rows, RETENTION, format, "retention")
+    return register_response(rows, RETENTION, format, "retention", "挽留登记")

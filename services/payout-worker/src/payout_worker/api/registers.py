@@ -1,5 +1,5 @@
-"""The cashback register 返现表: what was paid on a day (Asia/Shanghai), as JSON or CSV. A transfer whose
-cashback task was cancelled after it was sent shows its clawback columns: money for ops to claw back."""
+"""The cashback register 返现表: what was paid on a day (Asia/Shanghai), as JSON, xlsx or CSV. A transfer
+whose cashback task was cancelled after it was sent shows its clawback columns: money for ops to claw back."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 
 from aftersales_shared.auth import Role
 from aftersales_shared.clock import SHANGHAI, as_utc
-from aftersales_shared.export import Format, register_response
+from aftersales_shared.export import FORMATS_DOC, Column, Format, register_response
 from aftersales_shared.fields import Day
 from aftersales_shared.money import fmt
 from aftersales_shared.web import PrincipalDep, SessionDep
@@ -19,29 +19,29 @@ from .. import repository as repo
 
 router = APIRouter(prefix="/v1/registers", tags=["registers"])
 COLUMNS = (
-    "paid_at",
-    "payout_id",
-    "out_biz_no",
-    "cashback_task_id",
-    "order_id",
-    "case_id",
-    "shop_id",
-    "reason",
-    "amount",
-    "payee_name",
-    "payee_account",
-    "provider_order_id",
-    "batch_id",
-    "approved_at",
-    "clawback_requested_at",
-    "clawback_reason",
+    Column("paid_at", "打款时间", "time"),
+    Column("payout_id", "打款单号"),
+    Column("out_biz_no", "商户转账单号"),
+    Column("cashback_task_id", "返现任务单号"),
+    Column("order_id", "订单号"),
+    Column("case_id", "售后单号"),
+    Column("shop_id", "店铺"),
+    Column("reason", "返现原因"),
+    Column("amount", "金额", "money"),
+    Column("payee_name", "收款人"),
+    Column("payee_account", "支付宝账号"),
+    Column("provider_order_id", "支付宝单号"),
+    Column("batch_id", "批次号"),
+    Column("approved_at", "核实时间", "time"),
+    Column("clawback_requested_at", "追回申请时间", "time"),
+    Column("clawback_reason", "追回原因"),
 )
 
 
 @router.get(
     "/cashback",
     summary="返现表: the transfers paid on a day (Asia/Shanghai)",
-    responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with ?format=csv"}},
+    responses=FORMATS_DOC,
 )
 async def cashback_register(
     request: Request,
@@ -56,15 +56,16 @@ async def cashback_register(
     payouts = await repo.paid_between(session, principal, start, start + timedelta(days=1))
     rows = [
         {
-            **p.model_dump(mode="json", include=set(COLUMNS)),
+            **p.model_dump(mode="json", include={c.key for c in COLUMNS}),
             "payout_id": p.id,
             "amount": fmt(p.amount),
             "paid_at": _local(p.paid_at),
+            "approved_at": _local(p.approved_at),
             "clawback_requested_at": _local(p.clawback_requested_at),
         }
         for p in payouts
     ]
-    return register_response(rows, COLUMNS, format, f"cashback-{day.isoformat()}")
+    return register_response(rows, COLUMNS, format, f"cashback-{day.isoformat()}", "返现表")
 
 
 def _local(at: datetime | None) -> str | None:
