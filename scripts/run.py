@@ -5,8 +5,10 @@ Each service listens on its `<SERVICE>_PORT` (CASE_API_PORT...; the simulator's 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,12 +72,67 @@ def kafka_credentials_note(env: dict[str, str]) -> str | None:
     return None
 
 
+CONSOLE_WEB = ROOT / "services" / "ops-console" / "web"
+CONSOLE_SOURCES = (
+    "package.json",
+    "package-lock.json",
+    "index.html",
+    "vite.config.ts",
+    "tsconfig.json",
+    "src",
+    "public",
+)
+
+
+def digest(web: Path, names: tuple[str, ...]) -> str:
+    """One hash over the named files and folders of the web app (paths and contents)."""
+    sha = hashlib.sha256()
+    for name in names:
+        top = web / name
+        for path in sorted([top] if top.is_file() else top.rglob("*") if top.is_dir() else []):
+            if path.is_file():
+                sha.update(path.relative_to(web).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return sha.hexdigest()
+
+
+def build_console(web: Path = CONSOLE_WEB) -> bool:
+    """Build the console's web app (`npm ci` from the committed lockfile, then `npm run build`) when its
+    sources changed since the last build; npm ci only when the lockfile did. False when it could not."""
+    stamp, built = web / "dist" / ".sources-sha256", digest(web, CONSOLE_SOURCES)
+    if stamp.exists() and stamp.read_text() == built:
+        return True
+    npm = shutil.which("npm")
+    if npm is None:
+        print(
+            "ops-console: npm not found (install Node.js 20); the console's web app is not built",
+            file=sys.stderr,
+        )
+        return False
+    installed, lock = web / "node_modules" / ".lock-sha256", digest(web, ("package-lock.json",))
+    steps = (
+        []
+        if installed.exists() and installed.read_text() == lock
+        else [[npm, "ci", "--no-audit", "--no-fund"]]
+    )
+    print("ops-console: building the web app (its sources changed)", file=sys.stderr, flush=True)
+    for step in [*steps, [npm, "run", "build"]]:
+        if subprocess.run(step, cwd=web, stdout=2).returncode != 0:  # npm's output on stderr
+            print(f"ops-console: `{' '.join(step[1:])}` failed; the web app is not built", file=sys.stderr)
+            return False
+        if step[1] == "ci":
+            installed.parent.mkdir(exist_ok=True)
+            installed.write_text(lock)
+    stamp.write_text(built)
+    return True
+
+
 def main() -> int:
     env = dict(os.environ)
     data_dir = Path(env.setdefault("DATA_DIR", str(ROOT / ".data"))).resolve()
     env["DATA_DIR"] = str(data_dir)
     env["DEV_API_KEY"] = dev_key(data_dir)
     approval_keys(env)
+    build_console()  # when it fails the console says how to build it; the services run all the same
     if note := kafka_credentials_note(env):
         print(note, file=sys.stderr)
     services = ports(env)
@@ -137,4 +194,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["build-console"]:
+        raise SystemExit(0 if build_console() else 1)
     raise SystemExit(main())

@@ -31,6 +31,16 @@ if [ -z "${TEST_KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   fi
 fi
 
+# The console's browser test: Debian's Chromium (never a downloaded browser) and the built web app.
+# A Chinese font too, so that its screenshots show the zh-CN pages as people see them.
+if [ "$(id -u)" = 0 ] && { [ ! -x /usr/bin/chromium ] || ! dpkg -s fonts-wqy-microhei >/dev/null 2>&1; }; then
+  packages=(chromium fonts-wqy-microhei)
+  apt-get install -y -qq "${packages[@]}" >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "${packages[@]}" >/dev/null 2>&1; }
+fi
+[ -x /usr/bin/chromium ] || missing Chromium "apt-get install chromium (Debian's; no browser is downloaded)"
+.venv/bin/python scripts/run.py build-console || missing "the console's web app" "Node.js 20 and npm to build it"
+
 echo "make test: PostgreSQL=${TEST_DATABASE_URL:-none} Kafka=${TEST_KAFKA_BOOTSTRAP_SERVERS:-none}"
 .venv/bin/pytest "$@"
 status=$?
