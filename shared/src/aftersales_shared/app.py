@@ -20,6 +20,7 @@ from .metrics import CountBy, refresh
 from .outbox import OutboxRelay
 from .retention import retention_job
 from .settings import ServiceSettings
+from .staff_tokens import staff_token_verifier
 from .web import configure_app, database_check, ops_router
 
 # Given the running app, the consumers it should run (built once the database and bus exist).
@@ -85,6 +86,7 @@ def build_app(
     app = FastAPI(title=title, version="1.0.0", description=description, lifespan=lifespan)
     app.state.settings = settings
     app.state.clock = clock
+    app.state.staff_tokens = staff_token_verifier(settings.staff_token_public_keys)
     for key, value in (state or {}).items():
         setattr(app.state, key, value)
     configure_app(app, settings.service_name, settings.max_body_bytes, body_limits)

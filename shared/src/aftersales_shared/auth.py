@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .ids import new_id
 from .problems import Problem, not_found
+from .staff_tokens import StaffClaims, StaffTokenVerifier, looks_like_token
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +132,35 @@ async def ensure_key(session: AsyncSession, *, name: str, secret: str, now: date
     return True
 
 
-async def authenticate(session: AsyncSession, authorization: str | None, *, now: datetime) -> Principal:
-    """The caller of a request: 401 for no key, an unknown one, or one revoked or expired at `now`."""
+def staff_principal(claims: StaffClaims) -> Principal:
+    """The person a staff token from ops-console names (staff_tokens.py), with its service roles and shops."""
+    return Principal(
+        key_id=f"staff:{claims.username}",
+        name=f"staff:{claims.username}",
+        roles=frozenset(Role(r) for r in claims.roles),
+        shops=claims.shops,
+    )
+
+
+async def authenticate(
+    session: AsyncSession,
+    authorization: str | None,
+    *,
+    now: datetime,
+    staff_tokens: StaffTokenVerifier | None = None,
+) -> Principal:
+    """The caller of a request: 401 for no key, an unknown one, or one revoked or expired at `now`. A staff
+    token genuine and current by `staff_tokens` is the person it names; any other is looked up as a key
+    (and so answered like an unknown one)."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Problem(401, "unauthenticated", "Unauthenticated", "send Authorization: Bearer <api key>")
+    if (
+        staff_tokens is not None
+        and looks_like_token(token.strip())
+        and (claims := staff_tokens.verify(token.strip(), now)) is not None
+    ):
+        return staff_principal(claims)
     key = (await session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(token.strip())))).first()
     if key is None or not key.usable(now):
         raise Problem(401, "unauthenticated", "Unauthenticated", "unknown, revoked or expired api key")

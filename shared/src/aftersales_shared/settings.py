@@ -40,6 +40,9 @@ class ServiceSettings(BaseSettings):
     # Published outbox rows and inbox entries are deleted once this old (see retention.py).
     event_retention_days: int = Field(14, ge=1, validation_alias="EVENT_RETENTION_DAYS")
     dev_api_key: SecretStr | None = Field(None, validation_alias="DEV_API_KEY")
+    # The public keys whose staff tokens (ops-console's signed-in people, staff_tokens.py) are accepted
+    # beside API keys; unset: none are.
+    staff_token_public_keys: str | None = Field(None, validation_alias="STAFF_TOKEN_PUBLIC_KEYS")
     data_dir: Path = Field(Path(".data"), validation_alias="DATA_DIR")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     # The largest request body taken (<PREFIX>MAX_BODY_BYTES); a larger one is answered 413 before it is read

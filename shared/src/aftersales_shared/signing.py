@@ -117,11 +117,14 @@ def parse_public_keys(text: str) -> list[Ed25519PublicKey]:
     return keys
 
 
-def dev_key(data_dir: Path) -> Ed25519PrivateKey:
+def dev_key(
+    data_dir: Path, private_file: str = DEV_PRIVATE_FILE, public_file: str = DEV_PUBLIC_FILE
+) -> Ed25519PrivateKey:
     """The embedded mode's key pair in the data folder: read, or made once (by whichever service starts
-    first; the private half readable by the owner only) with its public half written beside it."""
+    first; the private half readable by the owner only) with its public half written beside it. Other
+    key pairs (ops-console's staff tokens) have files of their own."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / DEV_PRIVATE_FILE
+    path = data_dir / private_file
     if not path.exists():
         fresh = Ed25519PrivateKey.generate()
         pem = fresh.private_bytes(
@@ -136,7 +139,7 @@ def dev_key(data_dir: Path) -> Ed25519PrivateKey:
         finally:
             os.unlink(tmp)
     key = parse_private_key(path.read_text())
-    public = data_dir / DEV_PUBLIC_FILE
+    public = data_dir / public_file
     text = public_text(key.public_key()) + "\n"
     if not public.exists() or public.read_text() != text:
         fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".approval-pub-")

@@ -39,7 +39,12 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 async def current_principal(
     request: Request, session: SessionDep, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
-    return await authenticate(session, authorization, now=request.app.state.clock.now())
+    return await authenticate(
+        session,
+        authorization,
+        now=request.app.state.clock.now(),
+        staff_tokens=getattr(request.app.state, "staff_tokens", None),
+    )
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
