@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-from datetime import date
-
+from aftersales_shared.calendar import CalendarSettings
 from aftersales_shared.settings import ServiceSettings
 from aftersales_shared.signing import ApprovalSigner, approval_signer, parse_private_key
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
-class Settings(ServiceSettings):
+class Settings(ServiceSettings, CalendarSettings):
     # hide_input_in_errors: a refused setting is named, its value (a key) never echoed
     model_config = SettingsConfigDict(env_prefix="CASE_API_", extra="ignore", hide_input_in_errors=True)
 
@@ -18,7 +17,6 @@ class Settings(ServiceSettings):
     evidence_max_bytes: int = 20 * 1024 * 1024
     evidence_max_image_bytes: int = 10 * 1024 * 1024
     carrier_sla_working_days: int = 2  # R-LOST: the carrier answers within 1-2 working days
-    extra_holidays: list[date] = []
     escalation_interval_seconds: float = 60.0
     # Signs every aftersales.cashback.approved.v1 (Ed25519; aftersales_shared.signing); never logged.
     # Unset in development: a key pair kept in the data folder, made on first start.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aftersales_shared.app import build_app
 from aftersales_shared.bus import Bus
-from aftersales_shared.calendar import BusinessCalendar
-from aftersales_shared.clock import Clock
+from aftersales_shared.calendar import watch_coverage
+from aftersales_shared.clock import Clock, SystemClock
 from aftersales_shared.metrics import CountBy
 from fastapi import FastAPI
 from prometheus_client import Gauge
@@ -48,6 +48,9 @@ def create_app(
     settings = settings or Settings()
     errors.install()
     signer = settings.signer().load()  # now: a bad key (or data folder) stops the start, not an approval
+    clock = clock or SystemClock()
+    calendar = settings.business_calendar()
+    watch_coverage(calendar, clock, settings.service_name)
     return build_app(
         settings,
         title="case-api",
@@ -58,7 +61,7 @@ def create_app(
         consumers=consumers,
         jobs=jobs,
         routers=[orders.router, cases.router, evidence.router, cashback.router, registers.router],
-        state={"calendar": BusinessCalendar(settings.extra_holidays), "approval_signer": signer},
+        state={"calendar": calendar, "approval_signer": signer},
         gauges=[CASES_BY_STATUS],
         body_limits={"/v1/evidence": upload_limit(settings)},
     )

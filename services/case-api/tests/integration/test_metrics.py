@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from aftersales_shared.db import make_engine, session_factory
 from aftersales_shared.testing import Metrics, free_port
@@ -74,3 +75,11 @@ class TestMetrics:
         assert not down.labels("cases_by_status", "status") and not down.labels("outbox_backlog", "service")
         assert down.total("http_request_duration_seconds_count", route="/v1/orders/{order_id}") >= 1
         assert (await api.metrics()).value("cases_by_status", status="retention") == 0  # back
+
+
+class TestCalendarCoverage:
+    async def test_days_ahead_without_holiday_data(self, api: Api) -> None:
+        # 2026-11-05 (the test clock): the next 60 days run to 2027-01-03, three days chinese-calendar lacks
+        assert (await api.metrics()).value("business_calendar_uncovered_days", service="case-api") == 3
+        api.clock.set(datetime.fromisoformat("2026-11-02T12:00:00+08:00"))  # up to 2026-12-31: covered
+        assert (await api.metrics()).value("business_calendar_uncovered_days", service="case-api") == 0

@@ -101,7 +101,7 @@ export function App() {
   };
 
   return (
-    <ConfigProvider locale={lang === "zh" ? zhCN : enUS}>
+    <ConfigProvider locale={lang === "zh" ? zhCN : enUS} button={{ autoInsertSpace: false }}>
       <AntApp>
         <I18nContext.Provider value={i18n}>
           {checking ? (

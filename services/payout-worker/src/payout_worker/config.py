@@ -1,16 +1,17 @@
 from __future__ import annotations
 
-from datetime import date, time
+from datetime import time
 from decimal import Decimal
 from typing import Literal
 
+from aftersales_shared.calendar import CalendarSettings
 from aftersales_shared.settings import ServiceSettings
 from aftersales_shared.signing import ApprovalVerifier, approval_verifier, parse_public_keys
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
-class Settings(ServiceSettings):
+class Settings(ServiceSettings, CalendarSettings):
     # hide_input_in_errors: a refused setting is named, its value (a key) never echoed
     model_config = SettingsConfigDict(env_prefix="PAYOUT_WORKER_", extra="ignore", hide_input_in_errors=True)
 
@@ -21,7 +22,6 @@ class Settings(ServiceSettings):
 
     # R-CASHBACK: approved cashback of a working day is paid by that day's cut-off (Asia/Shanghai).
     cutoff: time = time(17, 30)
-    extra_holidays: list[date] = []
     batch_size: int = Field(1000, ge=1, le=1000)
     tick_seconds: float = Field(1.0, gt=0)
 

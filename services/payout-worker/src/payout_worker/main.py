@@ -9,7 +9,7 @@ from typing import Any
 from aftersales_shared import topics
 from aftersales_shared.app import build_app
 from aftersales_shared.bus import Bus
-from aftersales_shared.calendar import BusinessCalendar
+from aftersales_shared.calendar import watch_coverage
 from aftersales_shared.clock import Clock, SystemClock
 from aftersales_shared.consumer import ConsumerRunner
 from aftersales_shared.ids import new_id
@@ -83,7 +83,8 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings()
     clock = clock or SystemClock()
-    calendar = BusinessCalendar(settings.extra_holidays)
+    calendar = settings.business_calendar()
+    watch_coverage(calendar, clock, settings.service_name)
     handlers, batch_handlers = make_handlers(
         clock, calendar, settings.cutoff, new_payout_id, Limits.of(settings), settings.approval_verifier()
     )

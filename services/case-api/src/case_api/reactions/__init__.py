@@ -22,7 +22,7 @@ def _settings() -> Settings:
 
 @cache
 def _calendar() -> BusinessCalendar:
-    return BusinessCalendar(_settings().extra_holidays)
+    return _settings().business_calendar()
 
 
 @cache
