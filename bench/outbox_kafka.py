@@ -361,6 +361,7 @@ class Tick(BaseModel):
     n: int
     t: float  # time.time() just before the commit (outbox) or the send (bare)
     phase: str
+    order: str = ""  # the message key (outbox)
 
 
 async def latency_bare(s: Setup) -> tuple[list[float], float]:
@@ -384,12 +385,14 @@ async def latency_bare(s: Setup) -> tuple[list[float], float]:
 
 async def latency_outbox(s: Setup, kind: str = "runner") -> tuple[list[float], float]:
     from aftersales_shared.clock import SystemClock
+    from aftersales_shared.contracts import Contract
     from aftersales_shared.db import unit_of_work
     from aftersales_shared.outbox import OutboxRelay, add_event
 
     clock = SystemClock()
     want = round(s.args.rate * s.args.seconds)
     topic = s.topics[f"outbox-latency-{kind}"]
+    contract = Contract(EVENT_TYPE, Tick, topic, key="order")
     consumers = await Consumers.start(kind, s.args, topic, s.args.consumers, s.url)
     relay = OutboxRelay(s.sessions, s.bus, clock)
     relay.watch()  # woken by our commits, as in a service
@@ -406,12 +409,10 @@ async def latency_outbox(s: Setup, kind: str = "runner") -> tuple[list[float], f
             for m, m_phase in batch:
                 add_event(
                     session,
-                    topic=topic,
-                    key=f"order-{m % 97}",
+                    contract,
+                    Tick(n=m, t=time.time(), phase=m_phase, order=f"order-{m % 97}"),
                     source="/bench",
-                    type=EVENT_TYPE,
                     subject=str(m),
-                    data=Tick(n=m, t=time.time(), phase=m_phase),
                     at=clock.now(),
                 )
 

@@ -32,12 +32,13 @@ from datetime import UTC, datetime, timedelta
 
 from aftersales_shared.clock import FrozenClock
 from aftersales_shared.consumer import ConsumerRunner
+from aftersales_shared.contracts import TRACKING_SCAN
 from aftersales_shared.db import make_engine, session_factory
 from aftersales_shared.events import CloudEvent
 from aftersales_shared.migrations import upgrade
 from aftersales_shared.testing_kafka import broker_access
 from logistics_watcher.config import Settings
-from logistics_watcher.consumers import SCAN, event_handlers
+from logistics_watcher.consumers import event_handlers
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from stall_scan import DEFAULT_SERVER_URL, SERVICE_DIR
@@ -67,7 +68,7 @@ def events(total: int) -> list[tuple[str, bytes]]:
             event = CloudEvent(
                 id=f"evt-{tracking_no}-{step}",
                 source="/warehouse-bench",
-                type=SCAN,
+                type=TRACKING_SCAN.type,
                 subject=tracking_no,
                 time=START,
                 data=data,

@@ -202,6 +202,34 @@ class TestConsumerRunner:
         assert len(failed) == 3  # two attempts, then parked
         assert all(line["event_id"] == "evt-poison" and line["topic"] == topic for line in failed)
 
+    async def test_an_unregistered_type_is_counted_and_logged_another_groups_type_passed_over(
+        self, bus: Bus, sessions: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        topic, _ = topic_names(bus)
+
+        def typed(n: int, type: str) -> bytes:
+            at = datetime.now(UTC)
+            return CloudEvent(id=f"evt-{n}", source="/test", type=type, time=at, data={"n": n}).to_bytes()
+
+        await bus.publish_batch(
+            [
+                OutRecord(topic, "k", typed(1, "aftersales.case.approved.v1")),  # registered, not ours
+                OutRecord(topic, "k", typed(2, "aftersales.case.teleported.v1")),  # in no registry
+                OutRecord(topic, "k", event(3)),
+            ]
+        )
+        runner = await self._run(bus, sessions, topic)
+        try:
+            assert await self._wait_for(sessions, 1) == 1
+        finally:
+            await runner.stop()
+        assert (runner.unknown, runner.dead_lettered) == (1, 0)
+        skipped = [r for r in caplog.records if "unregistered type" in r.getMessage()]
+        assert len(skipped) == 1
+        assert (
+            skipped[0].levelname == "WARNING" and "aftersales.case.teleported.v1" in skipped[0].getMessage()
+        )
+
     async def test_restarted_runner_applies_nothing_twice(
         self, bus: Bus, sessions: async_sessionmaker[AsyncSession]
     ) -> None:

@@ -27,6 +27,7 @@ import pytest
 from aftersales_shared.bus import OutRecord
 from aftersales_shared.bus.kafka import KafkaBus
 from aftersales_shared.clock import SystemClock
+from aftersales_shared.contracts import Contract
 from aftersales_shared.db import make_engine, session_factory, unit_of_work
 from aftersales_shared.outbox import InboxEntry, OutboxMessage, OutboxRelay, add_event
 from aftersales_shared.testing import fresh_postgres_database, infra_missing
@@ -53,6 +54,7 @@ PUBLISH_TIMEOUT = 2.0  # KafkaBus gives up waiting for acks after this; the rela
 
 class Tick(BaseModel):
     n: int
+    order: str  # the message key: order-<n % 97>
 
 
 async def kafka_sh(command: str, within: float = 90) -> int:
@@ -116,12 +118,10 @@ class Rig:
             for n in range(self.added, self.added + count):
                 add_event(
                     session,
-                    topic=self.topic,
-                    key=f"order-{n % 97}",
+                    Contract(EVENT_TYPE, Tick, self.topic, key="order"),
+                    Tick(n=n, order=f"order-{n % 97}"),
                     source="/test/faults",
-                    type=EVENT_TYPE,
                     subject=str(n),
-                    data=Tick(n=n),
                     at=SystemClock().now(),
                 )
         self.added += count

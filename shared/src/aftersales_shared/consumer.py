@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from . import contracts
 from .background import BackgroundLoop
 from .bus import Bus, Consumer, OutRecord, Record
 from .clock import Clock
@@ -65,6 +66,7 @@ class ConsumerRunner(BackgroundLoop):
         self._consumer: Consumer | None = None
         self.processed = 0
         self.dead_lettered = 0
+        self.unknown = 0  # events of a type not in the contract registry, skipped
         self._lag_reported: set[tuple[str, int]] = set()
         self._lag_due = 0.0  # loop time of the next lag report
 
@@ -98,7 +100,21 @@ class ConsumerRunner(BackgroundLoop):
         self._lag_reported &= keep
 
     def _wants(self, event: CloudEvent) -> bool:
-        return event.type in self._handlers or event.type in self._batch_handlers
+        """Is the event for this group? Another group's type (the topic carries several) is passed over; a
+        type the registry does not know (a newer producer, a stray one) is counted and logged, not parked:
+        no version of this group could handle it, and the partition moves on."""
+        if event.type in self._handlers or event.type in self._batch_handlers:
+            return True
+        if contracts.by_type(event.type) is None:
+            EVENTS_HANDLED.labels(self.group, "unknown_type").inc()
+            self.unknown += 1
+            log.warning(
+                "%s: event of an unregistered type %r skipped",
+                self.group,
+                event.type,
+                extra={"event_id": event.id, "event_type": event.type},
+            )
+        return False
 
     async def _apply(self, session: AsyncSession, events: list[CloudEvent]) -> None:
         """Each run of same-type events to its batch handler, or one by one to its handler, in order."""

@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import topics
 from .fields import Instant, NulFree
 from .ids import new_id
 from .money import Money, MoneyOut
@@ -209,14 +208,3 @@ class CustomerNotification(NulFree):
     message_zh: str
     message_en: str
     data: dict[str, Any] = Field(default_factory=dict)
-
-
-# topic -> the payload models that may travel on it (for the exported JSON Schemas)
-SCHEMAS: dict[str, tuple[type[BaseModel], ...]] = {
-    topics.CASES: (CaseEvent, CustomerNotification),
-    topics.CASHBACK: (CashbackApproved, CashbackCancelled),
-    topics.TRACKING: (TrackingEvent,),
-    topics.ALERTS: (LogisticsAlert,),
-    topics.PARCELS: (ParcelMilestone,),
-    topics.PAYOUT_RESULTS: (PayoutResult,),
-}

@@ -19,6 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from .background import BackgroundLoop
 from .bus import Bus, OutRecord
 from .clock import Clock
+from .contracts import Contract
 from .events import KAFKA_HEADERS, CloudEvent, envelope
 
 log = logging.getLogger(__name__)
@@ -54,44 +55,45 @@ class InboxEntry(SQLModel, table=True):
 
 def add_event(
     session: AsyncSession,
-    *,
-    topic: str,
-    key: str,
-    source: str,
-    type: str,
-    subject: str | None,
+    contract: Contract,
     data: BaseModel,
+    *,
+    source: str,
+    subject: str | None,
     at: datetime,
 ) -> str:
-    """Queue an event in the caller's transaction; it is published only if that commits."""
-    cloud_event = envelope(source=source, type=type, subject=subject, data=data, at=at)
+    """Queue an event of a registered contract in the caller's transaction; it is published only if that
+    commits. Topic, key and type are the contract's."""
+    cloud_event = envelope(source=source, type=contract.type, subject=subject, data=data, at=at)
     session.add(
         OutboxMessage(
-            event_id=cloud_event.id, topic=topic, key=key, payload=cloud_event.to_bytes(), created_at=at
+            event_id=cloud_event.id,
+            topic=contract.topic,
+            key=contract.key_of(data),
+            payload=cloud_event.to_bytes(),
+            created_at=at,
         )
     )
     session.info["outbox_dirty"] = True
     return cloud_event.id
 
 
-# One event to queue: (message key, CloudEvent type, subject, payload)
-Outgoing = tuple[str, str, str | None, BaseModel]
+# One event to queue: (its contract, subject, payload)
+Outgoing = tuple[Contract, str | None, BaseModel]
 
 
-async def add_events(
-    session: AsyncSession, *, topic: str, source: str, events: Sequence[Outgoing], at: datetime
-) -> None:
+async def add_events(session: AsyncSession, *, source: str, events: Sequence[Outgoing], at: datetime) -> None:
     """`add_event` in bulk: one INSERT for many events (a batch of results, a scan's alerts)."""
     if not events:
         return
     rows = []
-    for key, event_type, subject, data in events:
-        cloud_event = envelope(source=source, type=event_type, subject=subject, data=data, at=at)
+    for contract, subject, data in events:
+        cloud_event = envelope(source=source, type=contract.type, subject=subject, data=data, at=at)
         rows.append(
             {
                 "event_id": cloud_event.id,
-                "topic": topic,
-                "key": key,
+                "topic": contract.topic,
+                "key": contract.key_of(data),
                 "payload": cloud_event.to_bytes(),
                 "created_at": at,
                 "sent_at": None,

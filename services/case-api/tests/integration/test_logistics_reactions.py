@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aftersales_shared import topics
+from aftersales_shared import contracts, topics
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.db import unit_of_work
 from aftersales_shared.events import CloudEvent, LogisticsAlert, ParcelMilestone, envelope
@@ -27,7 +27,7 @@ UNSIGNED = {"signed_at": None}
 H = timedelta(hours=1)
 
 
-def alert(kind: str = "stalled", **fields: Any) -> CloudEvent:
+def alert(kind: str = "stalled", change: str = "opened", **fields: Any) -> CloudEvent:
     data = LogisticsAlert.model_validate(
         {
             "alert_id": "alr_1",
@@ -45,7 +45,7 @@ def alert(kind: str = "stalled", **fields: Any) -> CloudEvent:
     )
     return envelope(
         source="/logistics-watcher",
-        type="logistics.alert.opened.v1",
+        type=contracts.ALERT_EVENTS[change].type,
         subject=data.alert_id,
         data=data,
         at=NOW,
@@ -66,7 +66,7 @@ def milestone(kind: str, at: datetime = NOW - H, **fields: Any) -> CloudEvent:
     )
     return envelope(
         source="/logistics-watcher",
-        type=f"logistics.parcel.{kind}.v1",
+        type=contracts.PARCEL_EVENTS[kind].type,
         subject=data.tracking_no,
         data=data,
         at=NOW,
@@ -157,6 +157,59 @@ class TestTrackingStopped:  # R-NO-UPDATE, R-LOST
         await api.put_order()  # signed 2026-11-03: the policy refuses a reship for a lost parcel
         await deliver(api, alert("suspected_lost"))
         assert await cases(api) == []
+
+
+class TestNotes:
+    """Alerts resolved or confirmed and parcels returned inform the order's active cases: a timeline note
+    each, no move."""
+
+    @staticmethod
+    async def notes(api: Api, case_id: str) -> list[str]:
+        return [e["action"] for e in await timeline(api, case_id) if e["action"] in NOTES]
+
+    async def test_a_resolved_stall_and_a_returned_parcel_are_noted_on_the_logistics_case(
+        self, api: Api
+    ) -> None:
+        await api.put_order(**UNSIGNED)
+        await deliver(api, alert("stalled"))
+        [case] = await cases(api)
+        await deliver(
+            api,
+            alert("stalled", change="resolved", status="resolved", resolved_at=NOW),
+            milestone("returned", direction="return"),
+        )
+        assert await self.notes(api, case["id"]) == ["logistics_alert_resolved", "parcel_returned"]
+        [after] = await cases(api)
+        assert (after["status"], after["version"]) == (case["status"], case["version"])
+
+    async def test_a_confirmed_suspicion_is_noted_on_the_false_delivery_case_only(self, api: Api) -> None:
+        await api.put_order()
+        opened = await api.open_case(remedy="reship", reason="false_delivery")
+        assert opened.status_code == 201, opened.text
+        other = await api.open_case()
+        assert other.status_code == 201, other.text
+        confirmed = alert("suspected_false_delivery", change="confirmed", confirmed_at=NOW)
+        await deliver(api, confirmed, alert("suspected_false_delivery", change="resolved", status="resolved"))
+        assert await self.notes(api, opened.json()["id"]) == [
+            "false_delivery_alert_confirmed",
+            "logistics_alert_resolved",
+        ]
+        assert await self.notes(api, other.json()["id"]) == []
+
+    async def test_nothing_for_another_shops_parcel_or_an_unknown_order(self, api: Api) -> None:
+        await api.put_order(**UNSIGNED)
+        await deliver(api, alert("stalled"))
+        [case] = await cases(api)
+        await deliver(
+            api,
+            alert("stalled", change="resolved", shop_id="shop-b"),
+            milestone("returned", shop_id="shop-b"),
+            milestone("returned", order_id="o-unknown"),
+        )
+        assert await self.notes(api, case["id"]) == []
+
+
+NOTES = {"logistics_alert_resolved", "false_delivery_alert_confirmed", "parcel_returned"}
 
 
 class TestEscalation:  # R-LOST: the carrier answers within the SLA, or it is escalated

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from aftersales_shared import topics
+from aftersales_shared import contracts, topics
 from aftersales_shared.clock import Clock
 from aftersales_shared.consumer import BatchHandler, ConsumerRunner, Handler
 from aftersales_shared.events import CaseEvent, CloudEvent
@@ -20,9 +20,6 @@ from . import detectors, handlers
 from .config import Settings
 
 log = logging.getLogger(__name__)
-SCAN = "logistics.tracking.scan.v1"
-INTERCEPT_REQUESTED = "aftersales.case.intercept_requested.v1"
-CASE_OPENED = "aftersales.case.opened.v1"
 
 
 def event_handlers(settings: Settings, clock: Clock) -> tuple[dict[str, Handler], dict[str, BatchHandler]]:
@@ -46,7 +43,13 @@ def event_handlers(settings: Settings, clock: Clock) -> tuple[dict[str, Handler]
         if case.reason == "false_delivery":  # the customer reports non-receipt of a signed-for parcel
             await handlers.report_non_receipt(session, order_id=case.order_id, now=clock.now())
 
-    return {INTERCEPT_REQUESTED: on_intercept_requested, CASE_OPENED: on_case_opened}, {SCAN: on_scans}
+    return (
+        {
+            contracts.CASE_INTERCEPT_REQUESTED.type: on_intercept_requested,
+            contracts.CASE_OPENED.type: on_case_opened,
+        },
+        {contracts.TRACKING_SCAN.type: on_scans},
+    )
 
 
 def consumers(app: FastAPI) -> list[ConsumerRunner]:

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from aftersales_shared import topics
+from aftersales_shared import contracts
 from aftersales_shared.db import log_on_commit
 from aftersales_shared.events import LogisticsAlert, ParcelMilestone
-from aftersales_shared.outbox import Outgoing, add_events
+from aftersales_shared.outbox import add_events
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 SOURCE = "/logistics-watcher"
@@ -34,12 +34,8 @@ async def queue_alerts(
 ) -> None:
     """`logistics.alert.<change>.v1` for each alert (logged by the pass that found them, as a count: one
     pass may open tens of thousands)."""
-    await _queue(
-        session,
-        topics.ALERTS,
-        [(a.tracking_no, f"logistics.alert.{change}.v1", a.alert_id, a) for a in alerts],
-        at,
-    )
+    contract = contracts.ALERT_EVENTS[change]
+    await add_events(session, source=SOURCE, events=[(contract, a.alert_id, a) for a in alerts], at=at)
 
 
 async def queue_milestones(
@@ -49,13 +45,5 @@ async def queue_milestones(
     for m in milestones:
         ids = {"tracking_no": m.tracking_no, "order_id": m.order_id, "shop_id": m.shop_id}
         log_on_commit(session, log, "parcel %s", m.milestone, **ids)
-    await _queue(
-        session,
-        topics.PARCELS,
-        [(m.tracking_no, f"logistics.parcel.{m.milestone}.v1", m.tracking_no, m) for m in milestones],
-        at,
-    )
-
-
-async def _queue(session: AsyncSession, topic: str, items: Sequence[Outgoing], at: datetime) -> None:
-    await add_events(session, topic=topic, source=SOURCE, events=items, at=at)
+    events = [(contracts.PARCEL_EVENTS[m.milestone], m.tracking_no, m) for m in milestones]
+    await add_events(session, source=SOURCE, events=events, at=at)

@@ -19,7 +19,7 @@ from datetime import datetime, time
 from decimal import Decimal
 from typing import Any, TypeAlias
 
-from aftersales_shared import topics
+from aftersales_shared import contracts
 from aftersales_shared.auth import Principal
 from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import Clock, as_utc
@@ -42,8 +42,6 @@ from .schedule import due_at
 
 log = logging.getLogger(__name__)
 SOURCE = "/payout-worker"
-APPROVED = "aftersales.cashback.approved.v1"
-CANCELLED = "aftersales.cashback.cancelled.v1"
 # failure_code of a payout (and of its failed result) that payout-worker refused or ops cancelled
 INVALID_APPROVAL = "INVALID_APPROVAL"
 UNAUTHENTICATED_APPROVAL = "UNAUTHENTICATED_APPROVAL"
@@ -305,9 +303,8 @@ async def queue_results(session: AsyncSession, results: Sequence[PayoutResult], 
         )
     await add_events(
         session,
-        topic=topics.PAYOUT_RESULTS,
         source=SOURCE,
-        events=[(r.cashback_task_id, f"payouts.payout.{r.status}.v1", r.payout_id, r) for r in results],
+        events=[(contracts.PAYOUT_EVENTS[r.status], r.payout_id, r) for r in results],
         at=clock.now(),
     )
 
@@ -435,4 +432,6 @@ def make_handlers(
     async def cashback_cancelled(session: AsyncSession, event: CloudEvent) -> None:
         await cancel_for_task(session, CashbackCancelled.model_validate(event.data), clock.now())
 
-    return {CANCELLED: cashback_cancelled}, {APPROVED: cashback_approved}
+    return {contracts.CASHBACK_CANCELLED.type: cashback_cancelled}, {
+        contracts.CASHBACK_APPROVED.type: cashback_approved
+    }

@@ -2,9 +2,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
 from aftersales_shared.auth import Role
+from aftersales_shared.fields import ResourceIdPath
 from aftersales_shared.ids import new_id
+from aftersales_shared.problems import not_found
 from fastapi import APIRouter, File, Request, UploadFile
+from fastapi.responses import FileResponse
 
 from .. import evidence as files
 from ..models import Evidence
@@ -65,3 +69,28 @@ async def upload(
     ctx.session.add(item)
     await ctx.session.commit()
     return EvidencePublic(**item.model_dump())
+
+
+@router.get(
+    "/{evidence_id}/content",
+    summary="The photo or video itself",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"image/*": {}, "video/*": {}}, "description": "the file, as uploaded"},
+        404: {"description": "no such file for this key's shops"},
+    },
+)
+async def content(evidence_id: ResourceIdPath, ctx: ContextDep) -> FileResponse:
+    """For the staff's evidence thumbnails and the uploader's shops; served with the type proven when it
+    was uploaded, never sniffed. A file of another shop is a 404, as if it did not exist."""
+    ctx.principal.require(Role.storefront, Role.support, Role.ops)
+    item = await ctx.session.get(Evidence, evidence_id)
+    shops = ctx.principal.shops
+    visible = item is not None and (shops is None or bool(item.shops and shops & set(item.shops)))
+    if item is None or not visible or not await anyio.Path(item.path).is_file():
+        raise not_found("evidence", evidence_id)
+    return FileResponse(
+        item.path,
+        media_type=item.content_type,
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"},
+    )

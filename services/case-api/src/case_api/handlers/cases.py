@@ -11,7 +11,7 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from aftersales_shared import topics
+from aftersales_shared import contracts
 from aftersales_shared.auth import Role
 from aftersales_shared.db import log_on_commit
 from aftersales_shared.events import CaseEvent as CaseEventData
@@ -266,13 +266,11 @@ def record(ctx: Context, case: Case, action: str, from_status: str | None, data:
             at=ctx.now,
         )
     )
-    past = "opened" if action == "open" else PAST.get(action, action)
+    contract = contracts.case_event("opened" if action == "open" else PAST.get(action, action))
     event_id = add_event(
         ctx.session,
-        topic=topics.CASES,
-        key=case.order_id,
+        contract,
         source=SOURCE,
-        type=f"aftersales.case.{past}.v1",
         subject=case.id,
         at=ctx.now,
         data=CaseEventData(
@@ -300,7 +298,7 @@ def record(ctx: Context, case: Case, action: str, from_status: str | None, data:
         shop_id=case.shop_id,
         action=action,
         event_id=event_id,
-        event_type=f"aftersales.case.{past}.v1",
+        event_type=contract.type,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from aftersales_shared import topics
+from aftersales_shared import contracts
 from aftersales_shared.auth import Role
 from aftersales_shared.db import log_on_commit
 from aftersales_shared.events import CashbackApproved, CashbackCancelled, Payee
@@ -199,13 +199,5 @@ def emit_cashback(ctx: Context, task: CashbackTask, what: str, reason: str = "")
         data = CashbackCancelled(
             cashback_task_id=task.id, order_id=task.order_id, shop_id=task.shop_id, reason=reason
         )
-    add_event(
-        ctx.session,
-        topic=topics.CASHBACK,
-        key=task.id,
-        source=SOURCE,
-        type=f"aftersales.cashback.{what}.v1",
-        subject=task.id,
-        at=ctx.now,
-        data=data,
-    )
+    contract = contracts.CASHBACK_APPROVED if what == "approved" else contracts.CASHBACK_CANCELLED
+    add_event(ctx.session, contract, data, source=SOURCE, subject=task.id, at=ctx.now)

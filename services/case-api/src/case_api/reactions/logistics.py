@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from aftersales_shared import contracts
 from aftersales_shared.auth import Principal, Role, system_actor
 from aftersales_shared.clock import as_utc
 from aftersales_shared.consumer import Handler
@@ -186,6 +187,53 @@ async def parcel_intercepted(session: AsyncSession, event: CloudEvent) -> None:
             )
 
 
+async def alert_resolved(session: AsyncSession, event: CloudEvent) -> None:
+    """The parcel moved again (or its sign-off no longer looks false): a note on the order's active case
+    about that alert, so support sees it before chasing the carrier."""
+    alert = LogisticsAlert.model_validate(event.data)
+    reasons = {"false_delivery"} if alert.kind == "suspected_false_delivery" else set(CASE_REASON.values())
+    await _note_cases(session, event, alert.order_id, alert.shop_id, alert.tracking_no, reasons, alert)
+
+
+async def alert_confirmed(session: AsyncSession, event: CloudEvent) -> None:
+    """R-FALSE-DELIVERY: the watcher's suspicion of the sign-off now stands with the customer's report: a
+    note on the order's active false-delivery case."""
+    alert = LogisticsAlert.model_validate(event.data)
+    await _note_cases(
+        session, event, alert.order_id, alert.shop_id, alert.tracking_no, {"false_delivery"}, alert
+    )
+
+
+async def parcel_returned(session: AsyncSession, event: CloudEvent) -> None:
+    """A parcel of the order came back to the merchant (a return, or an outbound parcel sent back): a note on
+    the order's active cases, so the warehouse's receipt and inspection can follow."""
+    milestone = ParcelMilestone.model_validate(event.data)
+    await _note_cases(
+        session, event, milestone.order_id, milestone.shop_id, milestone.tracking_no, None, milestone
+    )
+
+
+async def _note_cases(
+    session: AsyncSession,
+    event: CloudEvent,
+    order_id: str | None,
+    shop_id: str | None,
+    tracking_no: str,
+    reasons: set[str] | None,
+    payload: LogisticsAlert | ParcelMilestone,
+) -> None:
+    """Note the event on the order's active cases (of these reasons, if given), named after its type."""
+    order = None if order_id is None else await session.get(Order, order_id)
+    if order is None or _of_another_shop(order, shop_id, event.type, tracking_no):
+        return
+    note = NOTES[event.type]
+    ctx = _context(session, event.time)
+    for case in await repo.order_cases(session, order.order_id):
+        if case.status in ACTIVE and (reasons is None or case.reason in reasons):
+            handlers.record(ctx, case, note, case.status, payload.model_dump(mode="json", exclude_none=True))
+    await session.flush()
+
+
 def _of_another_shop(order: Order, parcel_shop_id: str | None, what: str, tracking_no: str) -> bool:
     """Is the parcel another shop's than the order's? Then its event is not acted on (and logged)."""
     if parcel_shop_id is None or parcel_shop_id == order.shop_id:
@@ -245,7 +293,16 @@ async def escalate_overdue(session: AsyncSession, now: datetime) -> int:
 
 
 HANDLERS: dict[str, Handler] = {
-    "logistics.alert.opened.v1": alert_opened,
-    "logistics.parcel.delivered.v1": parcel_delivered,
-    "logistics.parcel.intercepted.v1": parcel_intercepted,
+    contracts.ALERT_OPENED.type: alert_opened,
+    contracts.PARCEL_DELIVERED.type: parcel_delivered,
+    contracts.PARCEL_INTERCEPTED.type: parcel_intercepted,
+    contracts.ALERT_RESOLVED.type: alert_resolved,
+    contracts.ALERT_CONFIRMED.type: alert_confirmed,
+    contracts.PARCEL_RETURNED.type: parcel_returned,
+}
+# The timeline note (and case event) of each event that only informs a case
+NOTES = {
+    contracts.ALERT_RESOLVED.type: "logistics_alert_resolved",
+    contracts.ALERT_CONFIRMED.type: "false_delivery_alert_confirmed",
+    contracts.PARCEL_RETURNED.type: "parcel_returned",
 }

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from aftersales_shared import topics
+from aftersales_shared import contracts
 from aftersales_shared.auth import Role, system_actor
 from aftersales_shared.clock import SHANGHAI, as_utc
 from aftersales_shared.consumer import Handler
@@ -78,10 +78,8 @@ def _notify_paid(session: AsyncSession, task: CashbackTask, paid_at: datetime, a
     amount = fmt(task.amount)
     add_event(
         session,
-        topic=topics.CASES,
-        key=task.order_id,
+        contracts.NOTIFICATION_REQUESTED,
         source=handlers.SOURCE,
-        type="aftersales.notification.requested.v1",
         subject=task.id,
         at=at,
         data=CustomerNotification(
@@ -140,6 +138,6 @@ async def payout_failed(session: AsyncSession, event: CloudEvent) -> None:
 
 
 HANDLERS: dict[str, Handler] = {
-    "payouts.payout.paid.v1": payout_paid,
-    "payouts.payout.failed.v1": payout_failed,
+    contracts.PAYOUT_PAID.type: payout_paid,
+    contracts.PAYOUT_FAILED.type: payout_failed,
 }
