@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ApiError } from "./api";
-import { refusalLine, refusalOf } from "./refusal";
+import { refusalLine, refusalOf, timelineFacts } from "./refusal";
 
 const POLICY = {
   type: "https://aftersales.example/problems/policy_refused",
@@ -57,5 +57,18 @@ describe("refusals", () => {
 
   it("describes a failure that is not a problem by its message", () => {
     expect(refusalOf(new TypeError("Failed to fetch"), "en")).toMatchObject({ status: 0, title: "Failed to fetch" });
+  });
+});
+
+describe("timeline facts", () => {
+  it("reads name: value, leaves out empty ones and cuts long ones", () => {
+    expect(timelineFacts({ offer: "coupon", outcome: "declined", real_reason: null, rules: [], note: "" })).toEqual([
+      "offer: coupon",
+      "outcome: declined",
+    ]);
+    const [long] = timelineFacts({ request: { description: "x".repeat(300) } }, 40);
+    expect(long).toHaveLength(40);
+    expect(long.endsWith("…")).toBe(true);
+    expect(timelineFacts(null)).toEqual([]);
   });
 });

@@ -62,3 +62,13 @@ export function refusalLine(refusal: Refusal): string {
   const head = refusal.messages[0]?.text ?? refusal.detail ?? refusal.title;
   return refusal.rule ? `${head} (${refusal.rule})` : head;
 }
+
+/** A timeline entry's data as short `name: value` facts: empty values left out, long ones cut. */
+export function timelineFacts(data: Record<string, unknown> | null | undefined, width = 120): string[] {
+  return Object.entries(data ?? {})
+    .filter(([, value]) => value !== null && value !== undefined && value !== "" && !(Array.isArray(value) && !value.length))
+    .map(([name, value]) => {
+      const text = `${name}: ${factText(value)}`;
+      return text.length > width ? `${text.slice(0, width - 1)}…` : text;
+    });
+}

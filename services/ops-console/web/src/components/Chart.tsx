@@ -12,7 +12,7 @@ export function Chart({ option, height = 280, label }: { option: echarts.ECharts
   useEffect(() => {
     if (!box.current) return;
     const chart = echarts.init(box.current);
-    chart.setOption(option);
+    chart.setOption({ animation: false, ...option }); // drawn at once: what a screenshot or a reader sees is final
     const resize = () => chart.resize();
     window.addEventListener("resize", resize);
     return () => {

@@ -34,6 +34,7 @@ import {
   type FollowUpRow,
   type StaffAction,
 } from "../domain";
+import { timelineFacts } from "../refusal";
 import { useI18n } from "../i18n";
 import { useSession } from "../session";
 
@@ -355,9 +356,9 @@ export function CaseDetailPage() {
                       {when(entry.at)} · {entry.from_status ? `${label("status", entry.from_status)} → ` : ""}
                       {label("status", entry.to_status)}
                     </div>
-                    {Object.keys(entry.data ?? {}).length > 0 && (
+                    {timelineFacts(entry.data).length > 0 && (
                       <Typography.Text type="secondary" style={{ fontSize: 12, wordBreak: "break-all" }}>
-                        {JSON.stringify(entry.data)}
+                        {timelineFacts(entry.data).join(" · ")}
                       </Typography.Text>
                     )}
                   </div>
