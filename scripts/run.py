@@ -1,7 +1,9 @@
-"""`make run`: start every service (migrating each database first), print the docs URLs and the
-development API key, and stop them all on Ctrl-C (or SIGTERM) or when one of them dies.
+"""`make run`: start every service (migrating each database first), print the docs URLs, the development
+API key and the console's URL and first admin, and stop them all on Ctrl-C (or SIGTERM) or when one of
+them dies.
 
-Each service listens on its `<SERVICE>_PORT` (CASE_API_PORT...; the simulator's PAYOUT_SIMULATOR_PORT)."""
+Each service listens on its `<SERVICE>_PORT` (CASE_API_PORT..., OPS_CONSOLE_PORT; the simulator's
+PAYOUT_SIMULATOR_PORT)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-DEFAULT_PORTS = {"case-api": 8000, "logistics-watcher": 8001, "payout-worker": 8002, "payout-simulator": 8009}
+DEFAULT_PORTS = {
+    "case-api": 8000,
+    "logistics-watcher": 8001,
+    "payout-worker": 8002,
+    "ops-console": 8003,
+    "payout-simulator": 8009,
+}
 
 
 def port_variable(name: str) -> str:
@@ -51,7 +59,34 @@ def approval_keys(env: dict[str, str]) -> None:
         env["PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS"] = public_text(parse_private_key(private).public_key())
 
 
-def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> bool:
+def staff_token_keys(env: dict[str, str], data_dir: Path) -> None:
+    """The services accept the staff tokens ops-console signs: give them the public half of the console's
+    key (OPS_CONSOLE_TOKEN_SIGNING_KEY, or the pair the console keeps in DATA_DIR), unless
+    STAFF_TOKEN_PUBLIC_KEYS is set already."""
+    if env.get("STAFF_TOKEN_PUBLIC_KEYS"):
+        return
+    from aftersales_shared.signing import dev_key, parse_private_key, public_text
+    from ops_console.tokens import DEV_PRIVATE_FILE, DEV_PUBLIC_FILE
+
+    private = env.get("OPS_CONSOLE_TOKEN_SIGNING_KEY")
+    key = parse_private_key(private) if private else dev_key(data_dir, DEV_PRIVATE_FILE, DEV_PUBLIC_FILE)
+    env["STAFF_TOKEN_PUBLIC_KEYS"] = public_text(key.public_key())
+
+
+def dev_admin_password(data_dir: Path) -> str:
+    """DEV_ADMIN_PASSWORD if set, else a password made once for this data folder and kept beside it: the
+    console's first admin (`admin`) gets it when the console has no account yet."""
+    if password := os.environ.get("DEV_ADMIN_PASSWORD"):
+        return password
+    path = data_dir / "dev-admin-password"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(12))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 120) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -132,11 +167,17 @@ def main() -> int:
     env["DATA_DIR"] = str(data_dir)
     env["DEV_API_KEY"] = dev_key(data_dir)
     approval_keys(env)
+    staff_token_keys(env, data_dir)
+    env["DEV_ADMIN_PASSWORD"] = dev_admin_password(data_dir)
     build_console()  # when it fails the console says how to build it; the services run all the same
     if note := kafka_credentials_note(env):
         print(note, file=sys.stderr)
     services = ports(env)
     env.setdefault("PAYOUT_WORKER_SIMULATOR_URL", f"http://127.0.0.1:{services['payout-simulator']}")
+    for service in ("case-api", "logistics-watcher", "payout-worker"):  # the console's proxy
+        env.setdefault(
+            f"OPS_CONSOLE_{service.upper().replace('-', '_')}_URL", f"http://127.0.0.1:{services[service]}"
+        )
     procs: list[subprocess.Popen[bytes]] = []
 
     def stop(*_: object) -> None:
@@ -173,10 +214,17 @@ def main() -> int:
                 [
                     "",
                     "After-sales platform is up:",
-                    *(f"  {name:<18} http://127.0.0.1:{port}/docs" for name, port in services.items()),
+                    *(
+                        f"  {name:<18} http://127.0.0.1:{port}/docs"
+                        for name, port in services.items()
+                        if name != "ops-console"
+                    ),
+                    f"  ops-console        http://127.0.0.1:{services['ops-console']}/   (support workbench)",
                     f"  database           {database}",
                     f"  events             {mode}",
                     f"  dev API key        {env['DEV_API_KEY']}   (Authorization: Bearer <key>)",
+                    f"  console sign-in    admin / {env['DEV_ADMIN_PASSWORD']}   (the first admin, made "
+                    "while the console has no account)",
                     "Ctrl-C stops everything.",
                     "",
                 ]

@@ -24,11 +24,12 @@ from aftersales_shared.testing_kafka import kafka_broker
 from case_api_testing import order_body
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("case-api", "logistics-watcher", "payout-worker", "payout-simulator")
+SERVICES = ("case-api", "logistics-watcher", "payout-worker", "ops-console", "payout-simulator")
 DATABASES = {
     "case-api": "CASE_API",
     "logistics-watcher": "LOGISTICS_WATCHER",
     "payout-worker": "PAYOUT_WORKER",
+    "ops-console": "OPS_CONSOLE",
 }
 MODES = ("embedded", "postgres-kafka")
 SHOP = "shop-e2e"
