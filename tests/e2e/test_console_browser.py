@@ -6,7 +6,8 @@ order and the case through case-api's with the development key; then, as a perso
 - finds the case in the queue, opens it, approves it, and reads their own name in the timeline;
 - downloads a register as xlsx, which openpyxl opens with its Chinese headers and the case in it;
 - tries an ops action (releasing a held payout) and is refused by payout-worker, word for word;
-- the main pages are photographed into docs/screenshots/ at 1366×768.
+- the main pages are photographed at 1366×768: into docs/screenshots/ with UPDATE_SCREENSHOTS=1, else
+  beside the test's other files (so that a test run leaves the committed pictures alone).
 
 Without Chromium or the built web app the test skips and says what is missing; with REQUIRE_INFRA=1 (CI)
 it fails instead. `make test` installs Chromium and builds the app before it runs.
@@ -190,15 +191,15 @@ async def sign_in(browser: Browser, url: str, username: str, password: str) -> P
     return page
 
 
-async def shot(page: Page, name: str) -> None:
-    """The page as it settles (no request running), into docs/screenshots/."""
+async def shot(page: Page, name: str, folder: Path) -> None:
+    """The page as it settles (no request running)."""
     await page.wait_for_load_state("networkidle")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=SCREENSHOTS / f"{name}.png")
+    await page.screenshot(path=folder / f"{name}.png")
 
 
 async def test_a_support_agent_works_a_case_in_the_browser(console: Console, tmp_path: Path) -> None:
     s = console.stack
+    pictures = SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path
     support_password = await console.staff("li.na", "李娜", ["support"])
     ops_password = await console.staff("wang.qiang", "王强", ["ops"])
     case = await a_case_waiting_for_support(s)
@@ -214,7 +215,7 @@ async def test_a_support_agent_works_a_case_in_the_browser(console: Console, tmp
             page = await sign_in(browser, console.url, "li.na", "not-the-password")
             await expect(page.get_by_test_id("refusal")).to_contain_text("401")
             await expect(page.get_by_test_id("user-name")).to_have_count(0)
-            await shot(page, "sign-in")
+            await shot(page, "sign-in", pictures)
             await page.context.close()
 
             page = await sign_in(browser, console.url, "li.na", support_password)
@@ -225,7 +226,7 @@ async def test_a_support_agent_works_a_case_in_the_browser(console: Console, tmp
             await expect(link).to_be_visible()
             row = page.get_by_role("row").filter(has=link)
             await expect(row.locator("[data-clock=seven_day]")).to_contain_text("7天时限")
-            await shot(page, "queue")
+            await shot(page, "queue", pictures)
             await link.click()
 
             # The detail: the order's lines with paid and still grantable, the options, the photo.
@@ -245,7 +246,7 @@ async def test_a_support_agent_works_a_case_in_the_browser(console: Console, tmp
             timeline = page.get_by_test_id("timeline")
             await expect(timeline).to_contain_text("同意")
             await expect(timeline).to_contain_text("li.na")
-            await shot(page, "case-detail")
+            await shot(page, "case-detail", pictures)
             approved = await s.call("case-api", "GET", f"/v1/cases/{case['id']}")
             assert approved["status"] != "open"
             entries = await s.call("case-api", "GET", f"/v1/cases/{case['id']}/timeline")
@@ -255,7 +256,7 @@ async def test_a_support_agent_works_a_case_in_the_browser(console: Console, tmp
             # A register as xlsx: Chinese headers, the case's retention entry in it.
             await page.get_by_role("menuitem", name="返现").click()
             await expect(page.get_by_role("tabpanel")).to_contain_text("8.00")
-            await shot(page, "cashback")
+            await shot(page, "cashback", pictures)
             await page.get_by_role("tab", name="每日返现表").click()
             async with page.expect_download() as download_info:
                 await page.get_by_role("button", name="下载 Excel retention").click()
@@ -278,7 +279,7 @@ async def test_a_support_agent_works_a_case_in_the_browser(console: Console, tmp
             await page.get_by_role("menuitem", name="物流").click()
             await expect(page.get_by_role("img", name="物流停滞 · 各快递异常趋势")).to_be_visible()
             await expect(page.get_by_role("table", name="未处理预警")).to_contain_text("YTO")
-            await shot(page, "logistics")
+            await shot(page, "logistics", pictures)
 
             # English is one click away.
             await page.get_by_role("button", name="界面语言").click()
@@ -291,4 +292,6 @@ async def test_a_support_agent_works_a_case_in_the_browser(console: Console, tmp
             assert (await page.evaluate(RELEASE))["status"] == 404
         finally:
             await browser.close()
+    names = ("sign-in", "queue", "case-detail", "cashback", "logistics")
+    assert all((pictures / f"{name}.png").stat().st_size > 10_000 for name in names)
     assert s.server_errors == []
