@@ -11,6 +11,8 @@ from aftersales_shared.fields import ID_MAX_LENGTH, ID_PATTERN, Instant, NulFree
 from aftersales_shared.money import Money, MoneyOut
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .domain.workflow import Action
+
 Id = Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)
 
 
@@ -287,44 +289,138 @@ class TimelineEntry(BaseModel):
     at: datetime
 
 
-class ActionIn(Strict):
-    """Any action's body: `expected_version` (or an If-Match header) plus the action's own fields."""
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": list(examples)})
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"expected_version": 1, "offer": "coupon", "outcome": "declined", "real_reason": "color"},
-                {"expected_version": 3, "carrier": "YTO", "tracking_no": "YT9876543210"},
-                {"expected_version": 5, "passed": True, "notes": "tags on, unworn"},
-                {"expected_version": 6, "amount": "119.00"},
-            ]
-        },
+
+class ActionBody(Strict):
+    """What every action takes: the version the caller saw (or an If-Match header); stale → 409.
+    每个操作都可带 `expected_version`(或 If-Match 请求头):版本过期则 409。"""
+
+    model_config = _examples({"expected_version": 1})
+
+    expected_version: int | None = Field(
+        None, ge=1, description="the case's version you read / 您读取到的工单版本号"
     )
 
-    expected_version: int | None = Field(None, ge=1)
-    # record_retention
-    offer: Literal["gift", "coupon", "keep_as_gift", "other_style", "none"] | None = None
-    outcome: Literal["accepted", "declined"] | None = None
-    real_reason: str | None = Field(None, max_length=500)
-    # reject
-    reason_code: str | None = Field(None, max_length=64)
-    message: str | None = Field(None, max_length=2000)
-    # attach_evidence
-    evidence_ids: list[str] | None = Field(None, max_length=20)
-    # submit_return_tracking
-    carrier: str | None = Field(None, max_length=64)
-    tracking_no: str | None = Field(None, max_length=64)
-    # record_inspection
-    passed: bool | None = None
-    notes: str | None = Field(None, max_length=2000)
-    # refund
-    amount: Money | None = None
-    # record_carrier_verdict
-    confirmed: bool | None = None
-    verdict: str | None = Field(None, max_length=2000)
-    # create_reship
-    reship_lines: list[CaseLineIn] | None = None
+
+class NotesBody(ActionBody):
+    """An action with an optional note. 可附备注的操作。"""
+
+    model_config = _examples({"expected_version": 2, "notes": "已联系买家"})
+
+    notes: str | None = Field(None, max_length=2000, description="free text for the timeline / 备注")
+
+
+class RecordRetentionBody(ActionBody):
+    """The retention offer made to the buyer and its outcome (R-RETENTION). 挽留:提供的方案与买家的答复。"""
+
+    model_config = _examples(
+        {"expected_version": 1, "offer": "coupon", "outcome": "declined", "real_reason": "color"}
+    )
+
+    offer: Literal["gift", "coupon", "keep_as_gift", "other_style", "none"] = Field(
+        description="what was offered / 挽留方案"
+    )
+    outcome: Literal["accepted", "declined"] = Field(
+        description="accepted retains the case, declined moves it on / 接受则挽留成功,拒绝则继续处理"
+    )
+    real_reason: str | None = Field(None, max_length=500, description="the buyer's real reason / 真实原因")
+
+
+class RejectBody(ActionBody):
+    """Refuse the case, with a code and a courteous message. 驳回:原因代码与给买家的说明。"""
+
+    model_config = _examples(
+        {"expected_version": 1, "reason_code": "not_eligible", "message": "抱歉,该商品已超过七天无理由期限"}
+    )
+
+    reason_code: str = Field(max_length=64, description="why / 驳回原因代码")
+    message: str | None = Field(None, max_length=2000, description="shown to the buyer / 给买家的说明")
+
+
+class WithdrawBody(ActionBody):
+    """The buyer withdraws the case. 买家撤销申请。"""
+
+    model_config = _examples({"expected_version": 1, "message": "不退了"})
+
+    message: str | None = Field(None, max_length=2000, description="why, if said / 撤销说明")
+
+
+class AttachEvidenceBody(ActionBody):
+    """Link uploaded files (POST /v1/evidence) to the case (R-EVIDENCE). 关联已上传的凭证。"""
+
+    model_config = _examples({"expected_version": 1, "evidence_ids": ["ev_01JD2V6B4Q"]})
+
+    evidence_ids: list[str] = Field(max_length=20, description="ids from POST /v1/evidence / 凭证编号")
+
+
+class SubmitReturnTrackingBody(ActionBody):
+    """The buyer's return parcel. 买家寄回的快递单号。"""
+
+    model_config = _examples({"expected_version": 3, "carrier": "YTO", "tracking_no": "YT9876543210"})
+
+    carrier: str = Field(max_length=64, description="carrier code, e.g. SF, YTO / 快递公司")
+    tracking_no: str = Field(max_length=64, description="tracking number / 运单号")
+
+
+class RecordInspectionBody(ActionBody):
+    """The warehouse's inspection of the returned goods (R-INSPECT). 仓库验货结果。"""
+
+    model_config = _examples({"expected_version": 5, "passed": True, "notes": "tags on, unworn / 吊牌完好"})
+
+    passed: bool = Field(description="the goods may be refunded / 验货是否通过")
+    notes: str | None = Field(None, max_length=2000, description="what was found / 验货备注")
+
+
+class RefundBody(ActionBody):
+    """Refund the buyer; the case's amount when `amount` is left out. 退款,不填金额则按工单金额。"""
+
+    model_config = _examples({"expected_version": 6, "amount": "119.00"})
+
+    amount: Money | None = Field(None, description="CNY, two places / 退款金额(元)")
+
+
+class RecordCarrierVerdictBody(ActionBody):
+    """The carrier's answer to a loss or false-delivery report. 快递公司的核实结论。"""
+
+    model_config = _examples({"expected_version": 4, "confirmed": True, "verdict": "中转丢失"})
+
+    confirmed: bool = Field(description="the carrier confirms the fault / 快递公司是否确认责任")
+    verdict: str | None = Field(None, max_length=2000, description="their words / 结论说明")
+
+
+class CreateReshipBody(ActionBody):
+    """Ship the goods again (a reship order); the case's lines when `reship_lines` is left out. 补发。"""
+
+    model_config = _examples({"expected_version": 4, "reship_lines": [{"line_id": "L1", "quantity": 1}]})
+
+    reship_lines: list[CaseLineIn] | None = Field(
+        None, max_length=200, description="what to reship / 补发明细"
+    )
+    notes: str | None = Field(None, max_length=2000, description="备注")
+
+
+# Each action's request body: the OpenAPI documents one operation per action with its own body, and the
+# handler builds the action's command (domain/commands.py) from the body's fields. A new action adds its
+# body here.
+ACTION_BODIES: dict[Action, type[ActionBody]] = {
+    Action.record_retention: RecordRetentionBody,
+    Action.approve: ActionBody,
+    Action.reject: RejectBody,
+    Action.withdraw: WithdrawBody,
+    Action.attach_evidence: AttachEvidenceBody,
+    Action.submit_return_tracking: SubmitReturnTrackingBody,
+    Action.record_receipt: NotesBody,
+    Action.record_inspection: RecordInspectionBody,
+    Action.refund: RefundBody,
+    Action.request_intercept: NotesBody,
+    Action.confirm_intercept: NotesBody,
+    Action.report_to_carrier: NotesBody,
+    Action.record_carrier_verdict: RecordCarrierVerdictBody,
+    Action.create_reship: CreateReshipBody,
+    Action.close: NotesBody,
+}
 
 
 class EvidencePublic(BaseModel):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from aftersales_shared.auth import Role
@@ -12,9 +14,10 @@ from fastapi.responses import JSONResponse
 
 from .. import handlers
 from .. import repository as repo
-from ..domain.workflow import Action, CaseStatus
+from ..domain.model import InvalidRequest
+from ..domain.workflow import MOVES, Action, CaseStatus
 from ..models import Case
-from ..schemas import ActionIn, CaseCreate, CasePublic, Reason, Remedy, TimelineEntry
+from ..schemas import ACTION_BODIES, ActionBody, CaseCreate, CasePublic, Reason, Remedy, TimelineEntry
 from .deps import ContextDep, IfMatchDep
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
@@ -108,24 +111,58 @@ async def get_timeline(case_id: ResourceIdPath, ctx: ContextDep) -> list[Timelin
     return [TimelineEntry(**e.model_dump()) for e in await repo.timeline(ctx.session, case_id)]
 
 
-@router.post(
-    "/{case_id}/actions/{action}",
-    response_model=CasePublic,
-    summary="Move a case through its workflow",
-    responses={422: POLICY_REFUSAL, 409: CONFLICT},
-)
-async def run_action(
-    case_id: ResourceIdPath,
-    action: Action,
-    ctx: ContextDep,
-    if_match: IfMatchDep,
-    body: ActionIn | None = None,
-) -> dict[str, Any]:
-    """Send `expected_version` (or `If-Match`) to be safe against concurrent edits; stale → 409.
+Endpoint = Callable[..., Awaitable[dict[str, Any]]]
 
-    Roles: `storefront` attaches evidence, submits return tracking, withdraws; `warehouse` records receipt,
-    inspection and intercepts; `support` does everything else."""
-    case = await handlers.act(ctx, case_id, action, body or ActionIn(), if_match)
-    result = await public(ctx, case)
-    await ctx.session.commit()
-    return result
+
+def _action_endpoint(action: Action, body_model: type[ActionBody]) -> Endpoint:
+    """The endpoint of one action: its own body model (required when the action needs a field)."""
+
+    async def endpoint(
+        case_id: ResourceIdPath, ctx: ContextDep, if_match: IfMatchDep, body: Any = None
+    ) -> dict[str, Any]:
+        case = await handlers.act(ctx, case_id, action, body or body_model(), if_match)
+        result = await public(ctx, case)
+        await ctx.session.commit()
+        return result
+
+    required = any(field.is_required() for field in body_model.model_fields.values())
+    signature = inspect.signature(endpoint)
+    body = signature.parameters["body"].replace(
+        annotation=body_model if required else body_model | None,
+        default=inspect.Parameter.empty if required else None,
+    )
+    endpoint.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[body if p.name == "body" else p for p in signature.parameters.values()]
+    )
+    return endpoint
+
+
+def _action_description(action: Action, body_model: type[ActionBody]) -> str:
+    roles = ", ".join(f"`{role}`" for role in sorted(MOVES[action].roles))
+    return (
+        f"{inspect.getdoc(body_model)}\n\nRoles 角色: {roles}. From status 可操作状态: "
+        + ", ".join(f"`{status}`" for status in sorted(MOVES[action].sources))
+        + ". Send `expected_version` (or `If-Match`) to be safe against concurrent edits; stale → 409. "
+        "携带 `expected_version`(或 If-Match)防止并发修改,版本过期返回 409。"
+    )
+
+
+for _action in Action:
+    _body = ACTION_BODIES.get(_action, ActionBody)  # tests/unit/test_action_bodies.py: each has its own
+    router.add_api_route(
+        f"/{{case_id}}/actions/{_action}",
+        _action_endpoint(_action, _body),
+        methods=["POST"],
+        name=f"case_{_action}",
+        response_model=CasePublic,
+        summary=f"Action `{_action}` on a case",
+        description=_action_description(_action, _body),
+        responses={422: POLICY_REFUSAL, 409: CONFLICT},
+        tags=["case actions"],
+    )
+
+
+@router.post("/{case_id}/actions/{action}", include_in_schema=False)
+async def unknown_action(case_id: ResourceIdPath, action: str, ctx: ContextDep) -> None:
+    """Any other action name (the routes above take every action there is): 422 naming them."""
+    raise InvalidRequest("action", f"no action {action!r}; the actions are {', '.join(Action)}")

@@ -42,7 +42,7 @@ from ..models import (
     ReshipOrder,
     RetentionEntry,
 )
-from ..schemas import ActionIn, CaseCreate
+from ..schemas import ActionBody, AttachEvidenceBody, CaseCreate, CreateReshipBody
 from .cashback import LIVE_TASK, cancel_task, emit_cashback, request_clawback
 from .context import SOURCE, Context
 from .orders import domain_order
@@ -305,7 +305,7 @@ def record(ctx: Context, case: Case, action: str, from_status: str | None, data:
 # ---------------------------------------------------------------- act
 
 
-async def act(ctx: Context, case_id: str, action: Action, body: ActionIn, if_match: int | None) -> Case:
+async def act(ctx: Context, case_id: str, action: Action, body: ActionBody, if_match: int | None) -> Case:
     """Run one workflow action on the case, as the caller (or a named system actor)."""
     ctx.principal.require(*MOVES[action].roles)
     row = await locked_case(ctx, case_id)
@@ -368,11 +368,9 @@ def touch(ctx: Context, case: Case, action: str, from_status: str | None, data: 
     record(ctx, case, action, from_status, data)
 
 
-async def _prepare(ctx: Context, row: Case, action: Action, body: ActionIn) -> dict[str, Any]:
+async def _prepare(ctx: Context, row: Case, action: Action, body: ActionBody) -> dict[str, Any]:
     """What a command needs that only the service can find: files linked and counted, due times, ids."""
-    if action is Action.attach_evidence:
-        if body.evidence_ids is None:
-            raise dm.InvalidRequest("evidence_ids", f"{action} needs evidence_ids")
+    if isinstance(body, AttachEvidenceBody):
         attached = await _attach(ctx, row, await repo.evidence_by_ids(ctx.session, body.evidence_ids))
         files = [e for _, e in await repo.case_evidence(ctx.session, row.id)]
         missing = policy.missing_evidence(
@@ -381,7 +379,7 @@ async def _prepare(ctx: Context, row: Case, action: Action, body: ActionIn) -> d
         return {"attached": tuple(attached), "evidence_missing": missing}
     if action is Action.report_to_carrier:
         return {"sla_due_at": ctx.calendar.add_working_days(ctx.now, ctx.sla_working_days)}  # R-LOST
-    if action is Action.create_reship:
+    if isinstance(body, CreateReshipBody):
         lines = body.reship_lines and tuple(dm.CaseLine(li.line_id, li.quantity) for li in body.reship_lines)
         return {"reship_order_id": new_id("rs"), "lines": lines}
     return {}

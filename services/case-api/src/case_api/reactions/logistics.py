@@ -37,7 +37,7 @@ from .. import handlers
 from .. import repository as repo
 from ..domain.workflow import ACTIVE, Action, CaseStatus
 from ..models import Case, LogisticsFollowUp, Order, ReshipOrder
-from ..schemas import ActionIn, CaseCreate, CaseLineIn
+from ..schemas import CaseCreate, CaseLineIn, NotesBody
 from . import system_context
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ async def alert_opened(session: AsyncSession, event: CloudEvent) -> None:
         ctx,
         case.id,
         Action.report_to_carrier,
-        ActionIn(notes=f"{alert.kind} alert on {alert.carrier} {alert.tracking_no}"),
+        NotesBody(notes=f"{alert.kind} alert on {alert.carrier} {alert.tracking_no}"),
         None,
     )
     entry = (await session.exec(select(LogisticsFollowUp).where(LogisticsFollowUp.case_id == case.id))).one()
@@ -179,7 +179,7 @@ async def parcel_intercepted(session: AsyncSession, event: CloudEvent) -> None:
                 ctx,
                 case.id,
                 Action.confirm_intercept,
-                ActionIn(
+                NotesBody(
                     notes=f"carrier: {milestone.tracking_no} turned back "
                     f"at {milestone.occurred_at.isoformat()}"
                 ),

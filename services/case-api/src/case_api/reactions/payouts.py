@@ -26,7 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from .. import handlers, ledger
 from ..domain.workflow import Action, CaseStatus
 from ..models import Case, CashbackTask
-from ..schemas import ActionIn
+from ..schemas import NotesBody
 from . import system_context
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ async def _settle_case(ctx: handlers.Context, task: CashbackTask) -> None:
     case = await ctx.session.get(Case, task.case_id)
     if case is None or case.remedy not in SETTLED_BY_CASHBACK or case.status != CaseStatus.approved:
         return
-    await handlers.act(ctx, case.id, Action.close, ActionIn(notes=f"cashback {task.id} paid"), None)
+    await handlers.act(ctx, case.id, Action.close, NotesBody(notes=f"cashback {task.id} paid"), None)
 
 
 async def payout_failed(session: AsyncSession, event: CloudEvent) -> None:
