@@ -1,15 +1,18 @@
 """The consumer runner every service uses: parse the envelope, dedupe by event id, call the handler,
 commit the handler's transaction, then the offset.
 
-A fetched chunk is applied in one transaction (inbox rows and effects together); a run of events of a
-type with a batch handler goes to it at once. If anything in the chunk fails, the chunk is rolled back
-and handled again one event at a time: failing records are retried with backoff and then parked on
-`<topic>.dlq` with the error in headers, so the partition moves on."""
+A fetch is split by partition and the partitions are applied concurrently (on PostgreSQL), each chunk in
+one transaction (inbox rows and effects together), each partition's records in offset order; the offsets
+are committed once every chunk of the fetch has committed. A run of events of a type with a batch handler
+goes to it at once. If anything in a chunk fails, the chunk is rolled back and handled again one event at
+a time: failing records are retried with backoff and then parked on `<topic>.dlq` with the error in
+headers, so the partition moves on."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from itertools import groupby
 
@@ -37,6 +40,14 @@ Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]]
 
 
+def by_partition(records: Sequence[Record]) -> dict[tuple[str, int], list[Record]]:
+    """A fetch's records per (topic, partition), each list in offset order."""
+    lanes: dict[tuple[str, int], list[Record]] = defaultdict(list)
+    for record in records:
+        lanes[(record.topic, record.partition)].append(record)
+    return lanes
+
+
 class ConsumerRunner(BackgroundLoop):
     def __init__(
         self,
@@ -60,6 +71,9 @@ class ConsumerRunner(BackgroundLoop):
         self._handlers = handlers
         self._batch_handlers = batch_handlers or {}
         self._fetch_max = fetch_max
+        # The partitions of a fetch are applied concurrently, each in its own transaction; SQLite has one
+        # writer (and one pooled connection), so there they take turns.
+        self._parallel = sessions.kw["bind"].dialect.name != "sqlite"
         self._max_attempts = max_attempts
         self._backoff = backoff
         self.task_name = f"consumer-{group}"
@@ -80,8 +94,13 @@ class ConsumerRunner(BackgroundLoop):
                     self._lag_due = now + LAG_INTERVAL
                     await self._report_lag(consumer)
                 if records:
-                    await self.handle_chunk(records)
-                    await consumer.commit({(r.topic, r.partition): r.offset + 1 for r in records})
+                    lanes = by_partition(records)
+                    if self._parallel:
+                        await asyncio.gather(*(self.handle_chunk(lane) for lane in lanes.values()))
+                    else:
+                        for lane in lanes.values():
+                            await self.handle_chunk(lane)
+                    await consumer.commit({key: lane[-1].offset + 1 for key, lane in lanes.items()})
         finally:
             self._forget_lag(set())
             await consumer.close()

@@ -75,6 +75,21 @@ def _nul_locations(value: Any, loc: Loc = ()) -> Iterator[tuple[Loc, str]]:
             yield from _nul_locations(item, (*loc, index))
 
 
+def _holds_nul(value: Any) -> bool:
+    """Whether any text in `value` holds a NUL: the common answer (no) without building locations."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_item_holds_nul(key) or _item_holds_nul(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(_item_holds_nul(item) for item in value)
+    return False
+
+
+def _item_holds_nul(item: Any) -> bool:
+    return "\x00" in item if item.__class__ is str else _holds_nul(item)
+
+
 class NulFree(BaseModel):
     """A request or event body whose text (at any depth) holds no NUL character: PostgreSQL text cannot
     store one, so it is refused here, naming the field, rather than failing in the database."""
@@ -82,6 +97,8 @@ class NulFree(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _refuse_nul(cls, data: Any) -> Any:
+        if not _holds_nul(data):
+            return data
         errors = [
             InitErrorDetails(
                 type=PydanticCustomError("nul_character", "text cannot contain a NUL character (\\u0000)"),

@@ -10,7 +10,19 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pydantic import BaseModel
-from sqlalchemy import BigInteger, Column, Integer, LargeBinary, event, func, insert, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    LargeBinary,
+    Table,
+    bindparam,
+    event,
+    func,
+    insert,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Field, SQLModel, col, select
@@ -20,7 +32,8 @@ from .background import BackgroundLoop
 from .bus import Bus, OutRecord
 from .clock import Clock
 from .contracts import Contract
-from .events import KAFKA_HEADERS, CloudEvent, envelope
+from .events import KAFKA_HEADERS, CloudEvent, envelope, envelope_bytes
+from .ids import new_id
 
 log = logging.getLogger(__name__)
 RELAY_LOCK_ID = 0x0A5_0B0C  # the PostgreSQL advisory lock that elects the publishing relay
@@ -43,6 +56,7 @@ class OutboxMessage(SQLModel, table=True):
 
 
 UNSENT = col(OutboxMessage.sent_at).is_(None)
+OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 
 
 class InboxEntry(SQLModel, table=True):
@@ -51,6 +65,9 @@ class InboxEntry(SQLModel, table=True):
     consumer_group: str = Field(primary_key=True)
     event_id: str = Field(primary_key=True)
     processed_at: datetime = Field(index=True)  # for the retention purge
+
+
+INBOX: Table = InboxEntry.__table__  # type: ignore[attr-defined]
 
 
 def add_event(
@@ -88,18 +105,21 @@ async def add_events(session: AsyncSession, *, source: str, events: Sequence[Out
         return
     rows = []
     for contract, subject, data in events:
-        cloud_event = envelope(source=source, type=contract.type, subject=subject, data=data, at=at)
+        event_id = new_id("evt")
+        payload = envelope_bytes(
+            id=event_id, source=source, type=contract.type, subject=subject, data=data, at=at
+        )
         rows.append(
             {
-                "event_id": cloud_event.id,
+                "event_id": event_id,
                 "topic": contract.topic,
                 "key": contract.key_of(data),
-                "payload": cloud_event.to_bytes(),
+                "payload": payload,
                 "created_at": at,
-                "sent_at": None,
             }
         )
-    await session.exec(insert(OutboxMessage), params=rows)
+    # Core, not the ORM's bulk insert: tens of thousands of rows at once (a detection run's alerts)
+    await (await session.connection()).execute(insert(OUTBOX), rows)
     session.info["outbox_dirty"] = True
 
 
@@ -128,27 +148,27 @@ async def unseen(
     session: AsyncSession, group: str, events: Sequence[CloudEvent], at: datetime
 ) -> list[CloudEvent]:
     """Record a chunk of events for `group` in this transaction; return those not recorded before, in
-    order, each once. A concurrent delivery of one of them makes the commit fail (the caller then goes
-    one by one)."""
+    order, each once. One statement (insert, nothing on conflict): a concurrent delivery of one of them
+    waits for the other transaction, then finds it recorded."""
     distinct = list({e.id: e for e in events}.values())
     if not distinct:
         return []
-    known = set(
-        (
-            await session.exec(
-                select(InboxEntry.event_id).where(
-                    InboxEntry.consumer_group == group, col(InboxEntry.event_id).in_([e.id for e in distinct])
-                )
-            )
-        ).all()
-    )
-    fresh = [e for e in distinct if e.id not in known]
-    if fresh:
-        await session.exec(
-            insert(InboxEntry),
-            params=[{"consumer_group": group, "event_id": e.id, "processed_at": at} for e in fresh],
+    connection = await session.connection()
+    ids = [e.id for e in distinct]
+    if connection.dialect.name == "postgresql":
+        record = text(
+            "INSERT INTO inbox (consumer_group, event_id, processed_at) "
+            "SELECT CAST(:group AS text), unnest(CAST(:ids AS text[])), :at "
+            "ON CONFLICT DO NOTHING RETURNING event_id"
+        ).bindparams(bindparam("at", type_=INBOX.c.processed_at.type))
+        recorded = await connection.execute(record, {"group": group, "ids": ids, "at": at})
+    else:
+        recorded = await connection.execute(
+            sqlite.insert(INBOX).on_conflict_do_nothing().returning(INBOX.c.event_id),
+            [{"consumer_group": group, "event_id": i, "processed_at": at} for i in ids],
         )
-    return fresh
+    fresh = set(recorded.scalars())
+    return [e for e in distinct if e.id in fresh]
 
 
 class OutboxRelay(BackgroundLoop):

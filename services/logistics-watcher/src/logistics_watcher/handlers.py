@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 P = parcels.c
 INTERCEPT_LOCKS = 0x1C9  # the advisory-lock class of intercepts (a key per order)
 TRACK_FIELDS = tuple(f.name for f in fields(Track))
+NEW_TRACK = asdict(Track())  # a new parcel's columns of its track (no mutable values: shared by all)
 WRITABLE = (
     *TRACK_FIELDS,
     "order_id",
@@ -248,7 +249,7 @@ def _new_parcel(scan: Scan, now: datetime) -> dict[str, Any]:
         "open_alerts": 0,
         "created_at": now,
         "updated_at": now,
-        **asdict(Track()),
+        **NEW_TRACK,
     }
 
 
@@ -343,7 +344,8 @@ def _milestones(row: dict[str, Any], before: Track, track: Track) -> list[Parcel
 
 
 def milestone(row: dict[str, Any], kind: str, at: datetime, signed_by: str | None = None) -> ParcelMilestone:
-    return ParcelMilestone(
+    # The row is ours and typed already: no validation (an ingest may report tens of thousands)
+    return ParcelMilestone.model_construct(
         tracking_no=row["tracking_no"],
         order_id=row["order_id"],
         shop_id=row["shop_id"],

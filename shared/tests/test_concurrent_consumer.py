@@ -1,0 +1,218 @@
+"""The consumer runner applies a fetch's partitions concurrently (on PostgreSQL): each partition's events in
+offset order, offsets committed only once the transactions holding their effects have committed, and the
+inbox (one INSERT ... ON CONFLICT per chunk) giving each event one effect, also against a concurrent
+delivery of the same event."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aftersales_shared.bus import Bus, Consumer, OutRecord
+from aftersales_shared.clock import SystemClock
+from aftersales_shared.consumer import ConsumerRunner
+from aftersales_shared.db import make_engine, session_factory, unit_of_work
+from aftersales_shared.events import CloudEvent
+from aftersales_shared.outbox import InboxEntry, unseen
+from aftersales_shared.testing import fresh_postgres_database
+from bus_testing import topic_names
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+TYPE = "test.happened.v1"
+metadata = MetaData()
+effects = Table(
+    "effects",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String, nullable=False),
+    Column("key", String, nullable=False),
+    Column("n", Integer, nullable=False),
+)
+
+
+async def _sessions(url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+        await conn.run_sync(lambda c: SQLModel.metadata.create_all(c, tables=[InboxEntry.__table__]))  # type: ignore[attr-defined]
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def pg_sessions() -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    async with fresh_postgres_database("consumer") as url:
+        async for sessions in _sessions(url):
+            yield sessions
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def sessions(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    if request.param == "sqlite":
+        async for s in _sessions(f"sqlite+aiosqlite:///{tmp_path}/c.db"):
+            yield s
+        return
+    async with fresh_postgres_database("consumer") as url:
+        async for s in _sessions(url):
+            yield s
+
+
+def event(key: str, n: int, event_id: str | None = None) -> CloudEvent:
+    return CloudEvent(
+        id=event_id or f"evt-{key}-{n}", source="/test", type=TYPE, subject=key, time=NOW, data={"n": n}
+    )
+
+
+class Watched:
+    """The bus's consumer, with a check at every commit: the event of each record below the offset committed
+    for its partition has its effect committed already (read in a transaction of its own)."""
+
+    def __init__(self, consumer: Consumer, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._consumer = consumer
+        self._sessions = sessions
+        self.fetched: dict[tuple[str, int], list[tuple[int, str]]] = defaultdict(list)
+        self.commits: list[dict[tuple[str, int], int]] = []
+        self.early: list[str] = []
+
+    async def fetch(self, max_records: int = 500, timeout_ms: int = 500) -> Any:
+        records = await self._consumer.fetch(max_records=max_records, timeout_ms=timeout_ms)
+        for r in records:
+            self.fetched[(r.topic, r.partition)].append((r.offset, CloudEvent.from_bytes(r.value).id))
+        return records
+
+    async def commit(self, positions: dict[tuple[str, int], int]) -> None:
+        async with self._sessions() as session:
+            done = set((await session.exec(select(effects.c.event_id))).scalars())  # type: ignore[call-overload]
+        for (topic, partition), upto in positions.items():
+            missing = [o for o, e in self.fetched[(topic, partition)] if o < upto and e not in done]
+            if missing:
+                self.early.append(f"{topic}/{partition}: offsets {missing[:5]} committed before their effect")
+        self.commits.append(positions)
+        await self._consumer.commit(positions)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+
+class WatchedBus:
+    def __init__(self, bus: Bus, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._bus = bus
+        self._sessions = sessions
+        self.watched: Watched | None = None
+
+    async def consumer(self, group: str, topics: list[str]) -> Watched:
+        self.watched = Watched(await self._bus.consumer(group, topics), self._sessions)
+        return self.watched
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bus, name)
+
+
+@pytest.mark.postgres
+class TestConcurrentPartitions:
+    async def test_each_partition_in_offset_order_and_offsets_after_the_effects(
+        self, bus: Bus, pg_sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
+        topic, _ = topic_names(bus)
+        keys = [f"k{i}" for i in range(12)]  # on Kafka, over the topic's 3 partitions
+        per_key = 40
+        records = [OutRecord(topic, k, event(k, n).to_bytes()) for n in range(per_key) for k in keys]
+        records.insert(50, records[10])  # a redelivery: one effect all the same
+        await bus.publish_batch(records)
+        running, overlap = 0, 0
+
+        async def apply(session: AsyncSession, events: list[CloudEvent]) -> None:
+            nonlocal running, overlap
+            running += 1
+            overlap = max(overlap, running)
+            try:
+                await asyncio.sleep(0.02)  # holds its transaction open while other partitions go on
+                rows = [{"event_id": e.id, "key": e.subject, "n": e.data["n"]} for e in events]
+                await session.exec(insert(effects), params=rows)  # type: ignore[call-overload]
+            finally:
+                running -= 1
+
+        watched = WatchedBus(bus, pg_sessions)
+        runner = ConsumerRunner(
+            bus=watched,  # type: ignore[arg-type]
+            sessions=pg_sessions,
+            clock=SystemClock(),
+            group="g-lanes",
+            topics=[topic],
+            handlers={},
+            batch_handlers={TYPE: apply},
+            fetch_max=100,
+        )
+        runner.start()
+        try:
+            deadline = asyncio.get_running_loop().time() + 60
+            while runner.processed < len(keys) * per_key and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+        finally:
+            await runner.stop()
+
+        async with pg_sessions() as session:
+            rows = (await session.exec(select(effects.c.key, effects.c.n).order_by(effects.c.id))).all()  # type: ignore[call-overload]
+        assert len(rows) == len(keys) * per_key  # every event once, the redelivered one too
+        by_key: dict[str, list[int]] = defaultdict(list)
+        for key, n in rows:
+            by_key[key].append(n)
+        assert all(ns == list(range(per_key)) for ns in by_key.values())  # each key in its order
+        assert watched.watched is not None
+        assert watched.watched.commits and not watched.watched.early
+        if len(watched.watched.fetched) > 1:  # Kafka: several partitions in one fetch were applied at once
+            assert overlap > 1
+
+
+class TestInbox:
+    async def test_a_chunk_records_each_event_once_and_keeps_the_order(
+        self, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
+        first = [event("a", 1), event("a", 2), event("a", 1), event("a", 3)]
+        async with unit_of_work(sessions) as session:
+            fresh = await unseen(session, "g", first, NOW)
+        assert [e.id for e in fresh] == ["evt-a-1", "evt-a-2", "evt-a-3"]
+        async with unit_of_work(sessions) as session:
+            again = await unseen(session, "g", [event("a", 3), event("a", 4), event("a", 2)], NOW)
+            other_group = await unseen(session, "h", [event("a", 3)], NOW)
+        assert [e.id for e in again] == ["evt-a-4"]
+        assert [e.id for e in other_group] == ["evt-a-3"]
+        async with sessions() as session:
+            count = (await session.exec(select(func.count()).select_from(InboxEntry))).one()  # type: ignore[call-overload]
+        assert count[0] == 5
+
+    async def test_a_rolled_back_chunk_records_nothing(
+        self, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
+        with pytest.raises(RuntimeError):
+            async with unit_of_work(sessions) as session:
+                assert len(await unseen(session, "g", [event("a", 1)], NOW)) == 1
+                raise RuntimeError("the handler failed")
+        async with unit_of_work(sessions) as session:
+            assert len(await unseen(session, "g", [event("a", 1)], NOW)) == 1
+
+    @pytest.mark.postgres
+    async def test_a_concurrent_delivery_waits_and_then_finds_the_event_recorded(
+        self, pg_sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
+        async with pg_sessions() as first:
+            assert len(await unseen(first, "g", [event("a", 1), event("a", 2)], NOW)) == 2
+            async with pg_sessions() as second:
+                other = asyncio.create_task(unseen(second, "g", [event("a", 2), event("a", 3)], NOW))
+                await asyncio.sleep(0.3)
+                assert not other.done()  # waits on the first transaction's row
+                await first.commit()
+                assert [e.id for e in await other] == ["evt-a-3"]
+                await second.commit()
