@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -109,7 +110,7 @@ _NUMBER_FORMATS = {"time": "yyyy-mm-dd hh:mm:ss", "date": "yyyy-mm-dd", "money":
 
 def _xlsx(rows: Sequence[dict[str, Any]], cols: Sequence[Column], title: str) -> bytes:
     book = Workbook(write_only=True)
-    sheet = book.create_sheet(title=title[:31])
+    sheet = book.create_sheet(title=re.sub(r"[\\/?*\[\]:]", "_", title)[:31] or "register")
     sheet.freeze_panes = "A2"
     for n, c in enumerate(cols):
         sheet.column_dimensions[get_column_letter(n + 1)].width = 22 if c.kind in ("time", "text") else 12

@@ -10,12 +10,12 @@ from aftersales_shared.metrics import CountBy
 from fastapi import FastAPI
 from prometheus_client import Gauge
 
-from .api import cases, cashback, errors, evidence, orders, registers
+from .api import cases, cashback, claims, errors, evidence, orders, registers, webhooks
 from .config import Settings
 from .consumers import consumers
 from .domain.workflow import CaseStatus
 from .jobs import jobs
-from .models import Case
+from .models import Case, WebhookDelivery, WebhookSubscription
 
 DESCRIPTION = """After-sales 售后 cases for storefronts, warehouses and the support team.
 
@@ -35,6 +35,25 @@ def upload_limit(settings: Settings) -> int:
 
 CASES_BY_STATUS = CountBy(
     Gauge("cases_by_status", "cases by status", ["status"]), Case.status, list(CaseStatus)
+)
+WEBHOOKS_BY_STATUS = CountBy(
+    Gauge(
+        "aftersales_webhook_subscriptions",
+        "webhook endpoints by status (disabled: failing, or paused)",
+        ["status"],
+    ),
+    WebhookSubscription.status,
+    ["active", "disabled"],
+)
+WEBHOOK_BACKLOG = CountBy(
+    Gauge(
+        "aftersales_webhook_deliveries_pending",
+        "webhook deliveries not yet delivered nor given up",
+        ["status"],
+    ),
+    WebhookDelivery.status,
+    ["pending"],
+    [WebhookDelivery.status == "pending"],
 )
 
 
@@ -60,8 +79,16 @@ def create_app(
         background=background,
         consumers=consumers,
         jobs=jobs,
-        routers=[orders.router, cases.router, evidence.router, cashback.router, registers.router],
+        routers=[
+            orders.router,
+            cases.router,
+            evidence.router,
+            cashback.router,
+            registers.router,
+            claims.router,
+            webhooks.router,
+        ],
         state={"calendar": calendar, "approval_signer": signer},
-        gauges=[CASES_BY_STATUS],
+        gauges=[CASES_BY_STATUS, WEBHOOKS_BY_STATUS, WEBHOOK_BACKLOG],
         body_limits={"/v1/evidence": upload_limit(settings)},
     )

@@ -11,7 +11,7 @@ from aftersales_shared.auth import ApiKey
 from aftersales_shared.idempotency import IdempotencyRecord
 from aftersales_shared.money import MoneyType
 from aftersales_shared.outbox import InboxEntry, OutboxMessage
-from sqlalchemy import JSON, Column, Index, text
+from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, String, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 SHARED_TABLES = (ApiKey, IdempotencyRecord, OutboxMessage, InboxEntry)
@@ -65,7 +65,10 @@ class OrderLine(SQLModel, table=True):
 
 class Case(SQLModel, table=True):
     __tablename__ = "cases"
-    __table_args__ = (Index("ix_cases_shop_id_id", "shop_id", "id"),)
+    __table_args__ = (
+        Index("ix_cases_shop_id_id", "shop_id", "id"),
+        Index("ix_cases_updated_at_id", "updated_at", "id"),  # the change feed
+    )
 
     id: str = Field(primary_key=True, max_length=40)
     order_id: str = Field(foreign_key="orders.order_id", index=True, max_length=64)
@@ -191,6 +194,33 @@ class RetentionEntry(SQLModel, table=True):
     recorded_at: datetime
 
 
+class InspectionEntry(SQLModel, table=True):
+    """The inspections register 验货登记 (R-INSPECT): what each inspection checked and found."""
+
+    __tablename__ = "inspections"
+
+    id: str = Field(primary_key=True, max_length=40)
+    case_id: str = Field(foreign_key="cases.id", index=True, max_length=40)
+    order_id: str = Field(max_length=64)
+    shop_id: str = Field(max_length=64)
+    remedy: str
+    reason: str
+    passed: bool | None = None  # R-RESALEABLE; None for a check made while the case was open
+    tags_on: bool | None = None
+    worn: bool | None = None
+    washed: bool | None = None
+    hang_tag_size: str | None = Field(default=None, max_length=32)  # R-SIZE
+    wash_label_size: str | None = Field(default=None, max_length=32)
+    neck_label_size: str | None = Field(default=None, max_length=32)
+    sizes_agree: bool | None = None
+    parcel_weight_g: int | None = None  # R-MISSING
+    expected_weight_g: int | None = None
+    weight_difference_g: int | None = None
+    notes: str | None = None
+    recorded_by: str
+    recorded_at: datetime = Field(index=True)
+
+
 class LogisticsFollowUp(SQLModel, table=True):
     """The logistics follow-up register 物流跟进表: every carrier problem, its evidence and outcome."""
 
@@ -214,6 +244,35 @@ class LogisticsFollowUp(SQLModel, table=True):
     updated_at: datetime
 
 
+class CarrierClaim(SQLModel, table=True):
+    """R-CARRIER-CLAIM: what a carrier's failure cost the shop, booked against that carrier (one claim per
+    follow-up entry) and followed to its outcome: claimed → accepted → paid, or refused."""
+
+    __tablename__ = "carrier_claims"
+
+    id: str = Field(primary_key=True, max_length=40)
+    follow_up_id: str = Field(foreign_key="logistics_follow_up.id", unique=True, max_length=40)
+    case_id: str = Field(foreign_key="cases.id", index=True, max_length=40)
+    order_id: str = Field(max_length=64)
+    shop_id: str = Field(index=True, max_length=64)
+    carrier: str = Field(index=True, max_length=64)
+    tracking_no: str | None = Field(default=None, max_length=64)
+    status: str = Field(max_length=16)  # claimed, accepted, paid, refused
+    goods_amount: Decimal = money_column()  # a reship's goods, or a lost parcel's value
+    postage_amount: Decimal = money_column()  # the reship's or the return's postage
+    claimed_amount: Decimal = money_column()
+    accepted_amount: Decimal | None = money_column(nullable=True)
+    paid_amount: Decimal | None = money_column(nullable=True)
+    refusal_reason: str | None = None
+    note: str | None = None
+    claimed_by: str
+    claimed_at: datetime = Field(index=True)
+    decided_at: datetime | None = None
+    paid_at: datetime | None = None
+    version: int = 1
+    updated_at: datetime
+
+
 class ReshipOrder(SQLModel, table=True):
     __tablename__ = "reship_orders"
 
@@ -233,6 +292,7 @@ class CashbackTask(SQLModel, table=True):
     """返现任务单: verified by the support group, paid by the payout worker exactly once."""
 
     __tablename__ = "cashback_tasks"
+    __table_args__ = (Index("ix_cashback_tasks_updated_at_id", "updated_at", "id"),)  # the change feed
 
     id: str = Field(primary_key=True, max_length=40)
     order_id: str = Field(foreign_key="orders.order_id", index=True, max_length=64)
@@ -260,3 +320,81 @@ class CashbackTask(SQLModel, table=True):
     version: int = 1
     created_at: datetime = Field(index=True)
     updated_at: datetime
+
+
+class BuyerMessage(SQLModel, table=True):
+    """What the buyer was told or will be told: a template rendered with the case's facts, in zh with en
+    beside it, and its delivery through a channel (R-MESSAGES)."""
+
+    __tablename__ = "buyer_messages"
+    __table_args__ = (Index("ix_buyer_messages_channel_status", "channel", "status"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    case_id: str | None = Field(default=None, foreign_key="cases.id", index=True, max_length=40)
+    order_id: str = Field(index=True, max_length=64)
+    shop_id: str = Field(max_length=64)
+    cashback_task_id: str | None = Field(default=None, max_length=40)
+    template: str = Field(max_length=40)
+    channel: str = Field(max_length=16)  # webhook (the storefront's), sms
+    status: str = Field(max_length=16)  # queued, sent, failed
+    message_zh: str
+    message_en: str
+    facts: dict[str, Any] = json_column()
+    attempts: int = 0
+    provider_message_id: str | None = Field(default=None, max_length=100)
+    error: str | None = Field(default=None, max_length=500)
+    created_at: datetime
+    sent_at: datetime | None = None
+    updated_at: datetime
+
+
+class WebhookSubscription(SQLModel, table=True):
+    """A shop's endpoint for signed webhooks (Standard Webhooks); the secrets are never logged."""
+
+    __tablename__ = "webhook_subscriptions"
+    __table_args__ = (Index("ix_webhook_subscriptions_shop_id_id", "shop_id", "id"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    shop_id: str = Field(max_length=64)
+    url: str = Field(max_length=2000)
+    description: str | None = Field(default=None, max_length=500)
+    event_types: list[str] = json_column()  # empty: every subscribable type
+    secret: str = Field(max_length=100)
+    previous_secret: str | None = Field(default=None, max_length=100)  # after a rotation, until...
+    previous_secret_expires_at: datetime | None = None
+    status: str = "active"  # active, disabled (by the dispatcher or the owner)
+    disabled_reason: str | None = None
+    disabled_at: datetime | None = None
+    failing_since: datetime | None = None  # the first failed attempt since the last success
+    version: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one subscription: its id is the `webhook-id`, the same on every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_id", name="uq_webhook_deliveries_subscription_event"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_subscription_id_id", "subscription_id", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    subscription_id: str = Field(
+        sa_column=Column(
+            String(40), ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    event_id: str = Field(max_length=64)
+    event_type: str = Field(max_length=100)
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # the CloudEvent, as sent
+    status: str = "pending"  # pending, delivered, failed (given up)
+    attempts: int = 0  # in the current series (a manual redelivery starts a new one)
+    next_attempt_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=500)
+    delivered_at: datetime | None = None
+    created_at: datetime

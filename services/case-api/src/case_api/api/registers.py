@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from sqlmodel import SQLModel, col, select
 
-from ..models import CashbackTask, LogisticsFollowUp, RetentionEntry
+from .. import claims
+from ..models import CashbackTask, InspectionEntry, LogisticsFollowUp, RetentionEntry
 from .deps import ContextDep
 
 router = APIRouter(prefix="/v1/registers", tags=["registers"])
@@ -31,6 +32,8 @@ FOLLOW_UP = (
     Column("verdict", "快递核实结果"),
     Column("outcome", "处理结果"),
     Column("carrier_cost", "快递承担费用", "money"),
+    Column("carrier_claim.status", "索赔状态"),  # R-CARRIER-CLAIM
+    Column("carrier_claim.amount", "索赔金额", "money"),
 )
 CASHBACK = (
     Column("id", "返现任务单号"),
@@ -65,6 +68,28 @@ RETENTION = (
     Column("outcome", "结果"),
     Column("recorded_by", "登记人"),
 )
+INSPECTIONS = (  # R-INSPECT
+    Column("id", "登记编号"),
+    Column("recorded_at", "验货时间", "time"),
+    Column("order_id", "订单号"),
+    Column("case_id", "售后单号"),
+    Column("shop_id", "店铺"),
+    Column("remedy", "售后类型"),
+    Column("reason", "原因"),
+    Column("passed", "验货通过"),
+    Column("tags_on", "吊牌完好"),
+    Column("worn", "穿过"),
+    Column("washed", "洗过"),
+    Column("hang_tag_size", "吊牌码标"),
+    Column("wash_label_size", "洗水唛码标"),
+    Column("neck_label_size", "领标码标"),
+    Column("sizes_agree", "码标一致"),
+    Column("parcel_weight_g", "实称重量(克)", "number"),
+    Column("expected_weight_g", "应有重量(克)", "number"),
+    Column("weight_difference_g", "重量差(克)", "number"),
+    Column("notes", "备注"),
+    Column("recorded_by", "验货人"),
+)
 
 
 async def _rows(
@@ -91,6 +116,9 @@ async def logistics_follow_up(
     ctx: ContextDep, format: FormatQ = "json", since: Since = None, limit: Limit = 1000
 ) -> Response:
     rows = await _rows(ctx, LogisticsFollowUp, LogisticsFollowUp.created_at, since, limit)
+    found = await claims.of_follow_ups(ctx.session, (row["id"] for row in rows))
+    for row in rows:
+        row["carrier_claim"] = claims.summary(found.get(row["id"]))
     return register_response(rows, FOLLOW_UP, format, "logistics-follow-up", "物流跟进表")
 
 
@@ -111,3 +139,12 @@ async def retention(
 ) -> Response:
     rows = await _rows(ctx, RetentionEntry, RetentionEntry.recorded_at, since, limit)
     return register_response(rows, RETENTION, format, "retention", "挽留登记")
+
+
+@router.get("/inspections", responses=FORMATS_DOC, summary="验货登记: what each inspection checked and found")
+async def inspections(
+    ctx: ContextDep, format: FormatQ = "json", since: Since = None, limit: Limit = 1000
+) -> Response:
+    """R-INSPECT: size marks (R-SIZE), worn or washed and tags (R-RESALEABLE), parcel weight (R-MISSING)."""
+    rows = await _rows(ctx, InspectionEntry, InspectionEntry.recorded_at, since, limit)
+    return register_response(rows, INSPECTIONS, format, "inspections", "验货登记")
