@@ -26,7 +26,8 @@ PRODUCER = {
     PAYOUT_RESULTS: "payout-worker",
 }
 CONSUMED_BY = {
-    "case-api": (ALERTS, PARCELS, PAYOUT_RESULTS),
+    # its own topics too: their events are fanned out to the shops' webhooks
+    "case-api": (ALERTS, PARCELS, PAYOUT_RESULTS, CASES, CASHBACK),
     "logistics-watcher": (TRACKING, CASES),
     "payout-worker": (CASHBACK,),
 }

@@ -23,6 +23,17 @@ class Settings(ServiceSettings, CalendarSettings):
     approval_signing_key: SecretStr | None = Field(
         None, description="Ed25519 private key: a PKCS#8 PEM or the base64 of its 32 bytes"
     )
+    # Webhooks (docs/operations.md, "Webhooks"): destinations on loopback, private or link-local addresses
+    # are refused in production (SSRF) and allowed in development unless this says otherwise.
+    webhook_allow_private_destinations: bool | None = None
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=30)
+    webhook_poll_interval_seconds: float = Field(1.0, gt=0)
+
+    @property
+    def webhook_private_allowed(self) -> bool:
+        if self.webhook_allow_private_destinations is None:
+            return self.environment == "development"
+        return self.webhook_allow_private_destinations
 
     @model_validator(mode="after")
     def _check_signing_key(self) -> Settings:
@@ -33,6 +44,15 @@ class Settings(ServiceSettings, CalendarSettings):
             raise ValueError(
                 "production needs CASE_API_APPROVAL_SIGNING_KEY: payout-worker pays only signed approvals "
                 "(python -m aftersales_shared.signing new)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_webhook_destinations(self) -> Settings:
+        if self.environment == "production" and self.webhook_allow_private_destinations:
+            raise ValueError(
+                "production refuses CASE_API_WEBHOOK_ALLOW_PRIVATE_DESTINATIONS=true: a webhook could reach "
+                "the internal network (SSRF)"
             )
         return self
 

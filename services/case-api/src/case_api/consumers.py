@@ -1,25 +1,37 @@
-"""case-api's consumer group: the events of the other services, each handled in one place."""
+"""case-api's consumer group: the events of the other services, each handled in one place; and every
+subscribable event (case-api's own too) fanned out to the webhooks that want it, in the transaction that
+records it in the inbox. Two runners of the one group: the reactions' topics, and case-api's own topics."""
 
 from __future__ import annotations
 
 from aftersales_shared import topics
-from aftersales_shared.consumer import ConsumerRunner
+from aftersales_shared.clock import Clock
+from aftersales_shared.consumer import ConsumerRunner, Handler
 from fastapi import FastAPI
 
 from .reactions import logistics, payouts
+from .webhooks.catalog import subscribable_types
+from .webhooks.fanout import with_fan_out
 
 GROUP = "case-api"
 HANDLERS = {**logistics.HANDLERS, **payouts.HANDLERS}
+REACTION_TOPICS = (topics.ALERTS, topics.PARCELS, topics.PAYOUT_RESULTS)
+
+
+def handlers(clock: Clock) -> dict[str, Handler]:
+    return {**HANDLERS, **{t: with_fan_out(clock, HANDLERS.get(t)) for t in subscribable_types()}}
 
 
 def consumers(app: FastAPI) -> list[ConsumerRunner]:
-    return [
-        ConsumerRunner(
+    def runner(names: list[str]) -> ConsumerRunner:
+        return ConsumerRunner(
             bus=app.state.bus,
             sessions=app.state.sessions,
             clock=app.state.clock,
             group=GROUP,
-            topics=[topics.ALERTS, topics.PARCELS, topics.PAYOUT_RESULTS],
-            handlers=HANDLERS,
+            topics=names,
+            handlers=handlers(app.state.clock),
         )
-    ]
+
+    own = [t for t in topics.CONSUMED_BY[GROUP] if t not in REACTION_TOPICS]
+    return [runner(list(REACTION_TOPICS)), runner(own)]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from typing import Any
 
 from aftersales_shared.db import unit_of_work
 from fastapi import FastAPI
 
 from .reactions.logistics import escalate_overdue
+from .webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -27,4 +29,19 @@ def jobs(app: FastAPI) -> list[Callable[[], Coroutine[Any, Any, None]]]:
                 log.exception("carrier SLA escalation failed; retrying next interval")
             await asyncio.sleep(app.state.settings.escalation_interval_seconds)
 
-    return [escalate_carrier_slas]
+    async def deliver_webhooks() -> None:
+        await webhook_dispatcher(app).run()
+
+    return [escalate_carrier_slas, deliver_webhooks]
+
+
+def webhook_dispatcher(app: FastAPI) -> Dispatcher:
+    settings = app.state.settings
+    return Dispatcher(
+        app.state.sessions,
+        app.state.clock,
+        allow_private=settings.webhook_private_allowed,
+        timeout=settings.webhook_timeout_seconds,
+        poll_interval=settings.webhook_poll_interval_seconds,
+        retention=timedelta(days=settings.event_retention_days),
+    )

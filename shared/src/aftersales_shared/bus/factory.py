@@ -23,7 +23,12 @@ def make_bus(settings: ServiceSettings) -> Bus:
         # A service creates the topics it writes or reads, and the dead-letter topics of those it reads:
         # what its ACLs let it create (bus/acls.py). A name outside the table (a test's) creates them all.
         consumed = topics.CONSUMED_BY.get(settings.service_name)
-        used = (*topics.produced_by(settings.service_name), *consumed) if consumed else topics.ALL
+        # (each once: case-api also reads the topics it writes, for its webhooks)
+        used = (
+            tuple(dict.fromkeys((*topics.produced_by(settings.service_name), *consumed)))
+            if consumed
+            else topics.ALL
+        )
         return KafkaBus(
             settings.kafka_bootstrap_servers,
             client_id=settings.service_name,

@@ -1,0 +1,63 @@
+"""The webhook endpoints' queries."""
+
+from __future__ import annotations
+
+from aftersales_shared.auth import Principal
+from aftersales_shared.pagination import decode_cursor
+from aftersales_shared.problems import not_found
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from ..models import WebhookDelivery, WebhookSubscription
+
+
+async def get_subscription(
+    session: AsyncSession, principal: Principal, subscription_id: str, *, for_update: bool = False
+) -> WebhookSubscription:
+    """A subscription of the key's shops (another shop's is 404, as a missing one)."""
+    query = select(WebhookSubscription).where(WebhookSubscription.id == subscription_id)
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    subscription = (await session.exec(query)).first()
+    if subscription is None:
+        raise not_found("webhook", subscription_id)
+    principal.require_shop(subscription.shop_id, hide=True, what="webhook", ident=subscription_id)
+    return subscription
+
+
+async def subscriptions(
+    session: AsyncSession, principal: Principal, cursor: str | None, limit: int
+) -> list[WebhookSubscription]:
+    query = select(WebhookSubscription)
+    if principal.shops is not None:
+        query = query.where(col(WebhookSubscription.shop_id).in_(sorted(principal.shops)))
+    if (after := decode_cursor(cursor)) is not None:
+        query = query.where(col(WebhookSubscription.id) < after)
+    return list(
+        (await session.exec(query.order_by(col(WebhookSubscription.id).desc()).limit(limit + 1))).all()
+    )
+
+
+async def deliveries(
+    session: AsyncSession, subscription_id: str, status: str | None, cursor: str | None, limit: int
+) -> list[WebhookDelivery]:
+    query = select(WebhookDelivery).where(WebhookDelivery.subscription_id == subscription_id)
+    if status is not None:
+        query = query.where(WebhookDelivery.status == status)
+    if (after := decode_cursor(cursor)) is not None:
+        query = query.where(col(WebhookDelivery.id) < after)
+    return list((await session.exec(query.order_by(col(WebhookDelivery.id).desc()).limit(limit + 1))).all())
+
+
+async def get_delivery(
+    session: AsyncSession, subscription_id: str, delivery_id: str, *, for_update: bool = False
+) -> WebhookDelivery:
+    query = select(WebhookDelivery).where(
+        WebhookDelivery.id == delivery_id, WebhookDelivery.subscription_id == subscription_id
+    )
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    delivery = (await session.exec(query)).first()
+    if delivery is None:
+        raise not_found("delivery", delivery_id)
+    return delivery
