@@ -194,6 +194,33 @@ class RetentionEntry(SQLModel, table=True):
     recorded_at: datetime
 
 
+class InspectionEntry(SQLModel, table=True):
+    """The inspections register 验货登记 (R-INSPECT): what each inspection checked and found."""
+
+    __tablename__ = "inspections"
+
+    id: str = Field(primary_key=True, max_length=40)
+    case_id: str = Field(foreign_key="cases.id", index=True, max_length=40)
+    order_id: str = Field(max_length=64)
+    shop_id: str = Field(max_length=64)
+    remedy: str
+    reason: str
+    passed: bool | None = None  # R-RESALEABLE; None for a check made while the case was open
+    tags_on: bool | None = None
+    worn: bool | None = None
+    washed: bool | None = None
+    hang_tag_size: str | None = Field(default=None, max_length=32)  # R-SIZE
+    wash_label_size: str | None = Field(default=None, max_length=32)
+    neck_label_size: str | None = Field(default=None, max_length=32)
+    sizes_agree: bool | None = None
+    parcel_weight_g: int | None = None  # R-MISSING
+    expected_weight_g: int | None = None
+    weight_difference_g: int | None = None
+    notes: str | None = None
+    recorded_by: str
+    recorded_at: datetime = Field(index=True)
+
+
 class LogisticsFollowUp(SQLModel, table=True):
     """The logistics follow-up register 物流跟进表: every carrier problem, its evidence and outcome."""
 
@@ -214,6 +241,35 @@ class LogisticsFollowUp(SQLModel, table=True):
     outcome: str | None = None
     carrier_cost: Decimal | None = money_column(nullable=True)
     created_at: datetime
+    updated_at: datetime
+
+
+class CarrierClaim(SQLModel, table=True):
+    """R-CARRIER-CLAIM: what a carrier's failure cost the shop, booked against that carrier (one claim per
+    follow-up entry) and followed to its outcome: claimed → accepted → paid, or refused."""
+
+    __tablename__ = "carrier_claims"
+
+    id: str = Field(primary_key=True, max_length=40)
+    follow_up_id: str = Field(foreign_key="logistics_follow_up.id", unique=True, max_length=40)
+    case_id: str = Field(foreign_key="cases.id", index=True, max_length=40)
+    order_id: str = Field(max_length=64)
+    shop_id: str = Field(index=True, max_length=64)
+    carrier: str = Field(index=True, max_length=64)
+    tracking_no: str | None = Field(default=None, max_length=64)
+    status: str = Field(max_length=16)  # claimed, accepted, paid, refused
+    goods_amount: Decimal = money_column()  # a reship's goods, or a lost parcel's value
+    postage_amount: Decimal = money_column()  # the reship's or the return's postage
+    claimed_amount: Decimal = money_column()
+    accepted_amount: Decimal | None = money_column(nullable=True)
+    paid_amount: Decimal | None = money_column(nullable=True)
+    refusal_reason: str | None = None
+    note: str | None = None
+    claimed_by: str
+    claimed_at: datetime = Field(index=True)
+    decided_at: datetime | None = None
+    paid_at: datetime | None = None
+    version: int = 1
     updated_at: datetime
 
 
@@ -263,6 +319,32 @@ class CashbackTask(SQLModel, table=True):
     clawback_requested_at: datetime | None = None
     version: int = 1
     created_at: datetime = Field(index=True)
+    updated_at: datetime
+
+
+class BuyerMessage(SQLModel, table=True):
+    """What the buyer was told or will be told: a template rendered with the case's facts, in zh with en
+    beside it, and its delivery through a channel (R-MESSAGES)."""
+
+    __tablename__ = "buyer_messages"
+    __table_args__ = (Index("ix_buyer_messages_channel_status", "channel", "status"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    case_id: str | None = Field(default=None, foreign_key="cases.id", index=True, max_length=40)
+    order_id: str = Field(index=True, max_length=64)
+    shop_id: str = Field(max_length=64)
+    cashback_task_id: str | None = Field(default=None, max_length=40)
+    template: str = Field(max_length=40)
+    channel: str = Field(max_length=16)  # webhook (the storefront's), sms
+    status: str = Field(max_length=16)  # queued, sent, failed
+    message_zh: str
+    message_en: str
+    facts: dict[str, Any] = json_column()
+    attempts: int = 0
+    provider_message_id: str | None = Field(default=None, max_length=100)
+    error: str | None = Field(default=None, max_length=500)
+    created_at: datetime
+    sent_at: datetime | None = None
     updated_at: datetime
 
 
