@@ -40,7 +40,15 @@ def test_every_cited_rule_id_has_an_entry_on_the_policy_page() -> None:
 
 def test_the_scan_finds_the_rules_the_policy_engine_enforces() -> None:
     cited = cited_ids(SOURCES)
-    for rule in ("R-7D-WINDOW", "R-COMP-CAP", "R-EXCHANGE-ONCE", "R-RESALEABLE", "R-EVIDENCE"):
+    for rule in (
+        "R-7D-WINDOW",
+        "R-COMP-CAP",
+        "R-EXCHANGE-ONCE",
+        "R-RESALEABLE",
+        "R-EVIDENCE",
+        "R-USAGE",
+        "R-INSPECT",
+    ):
         assert rule in cited, rule
 
 

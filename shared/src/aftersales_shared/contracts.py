@@ -72,6 +72,7 @@ CASE_EVENT_NAMES = (
     "reported_to_carrier",
     "carrier_verdict_recorded",
     "reshipped",
+    "replacement_shipped",  # R-EXCHANGE-7D: an exchange's replacement parcel
     "closed",
     # notes on a case's timeline, without a move
     "reship_flagged",
@@ -79,6 +80,7 @@ CASE_EVENT_NAMES = (
     "logistics_alert_resolved",
     "false_delivery_alert_confirmed",
     "parcel_returned",
+    "replacement_signed",  # R-EXCHANGE-7D: the replacement's delivery, its own sign-off
 )
 CASE_EVENTS: dict[str, Contract] = {name: _case(name) for name in CASE_EVENT_NAMES}
 CASE_OPENED = CASE_EVENTS["opened"]

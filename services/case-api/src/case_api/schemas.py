@@ -171,7 +171,9 @@ class OptionsPublic(BaseModel):
     options: list[OptionPublic]
 
 
-Remedy = Literal["refund_only", "return_refund", "exchange", "reship", "price_protection", "cashback"]
+Remedy = Literal[
+    "refund_only", "return_refund", "exchange", "reship", "price_protection", "cashback", "consultation"
+]
 Reason = Literal[
     "no_reason",
     "size",
@@ -187,6 +189,11 @@ Reason = Literal[
     "price_drop",
     "shipping_fee",
     "other",
+    # consultation (R-USAGE)
+    "fading",
+    "odor",
+    "snag",
+    "pilling",
 ]
 
 
@@ -364,13 +371,45 @@ class SubmitReturnTrackingBody(ActionBody):
     tracking_no: str = Field(max_length=64, description="tracking number / 运单号")
 
 
+class SizeMarksIn(Strict):
+    """R-SIZE: the size printed on each label. 各处码标。"""
+
+    hang_tag: str | None = Field(None, min_length=1, max_length=32, description="吊牌码标")
+    wash_label: str | None = Field(None, min_length=1, max_length=32, description="洗水唛码标")
+    neck_label: str | None = Field(None, min_length=1, max_length=32, description="领标码标")
+
+
 class RecordInspectionBody(ActionBody):
-    """The warehouse's inspection of the returned goods (R-INSPECT). 仓库验货结果。"""
+    """The inspection as data (R-INSPECT): of a received return (tags on, worn, washed decide R-RESALEABLE
+    for a no-reason or size case), or a check while the case is open (size marks, parcel weight).
+    验货:退回商品的验收(吊牌、穿着、洗涤决定能否二次销售),或处理中的核实(码标、包裹重量)。"""
 
-    model_config = _examples({"expected_version": 5, "passed": True, "notes": "tags on, unworn / 吊牌完好"})
+    model_config = _examples(
+        {"expected_version": 5, "tags_on": True, "worn": False, "washed": False, "notes": "吊牌完好"},
+        {
+            "expected_version": 2,
+            "size_marks": {"hang_tag": "M", "wash_label": "M", "neck_label": "L"},
+            "parcel_weight_g": 420,
+            "expected_weight_g": 650,
+        },
+    )
 
-    passed: bool = Field(description="the goods may be refunded / 验货是否通过")
+    passed: bool | None = Field(
+        None,
+        description="a return's result where the checks do not decide it; under R-RESALEABLE the checks "
+        "decide and a contradicting value is refused / 验货是否通过",
+    )
     notes: str | None = Field(None, max_length=2000, description="what was found / 验货备注")
+    tags_on: bool | None = Field(None, description="the hang tag is on and intact / 吊牌完好")
+    worn: bool | None = Field(None, description="signs of wear / 是否穿过")
+    washed: bool | None = Field(None, description="signs of washing / 是否洗过")
+    size_marks: SizeMarksIn | None = None
+    parcel_weight_g: int | None = Field(
+        None, ge=0, le=1_000_000, description="grams, as weighed by the warehouse or carrier / 实称重量(克)"
+    )
+    expected_weight_g: int | None = Field(
+        None, ge=0, le=1_000_000, description="grams the goods should weigh / 应有重量(克)"
+    )
 
 
 class RefundBody(ActionBody):
@@ -401,6 +440,24 @@ class CreateReshipBody(ActionBody):
     notes: str | None = Field(None, max_length=2000, description="备注")
 
 
+class ShipReplacementBody(ActionBody):
+    """The replacement parcel of an approved exchange (R-EXCHANGE-7D); the watcher follows it and its delivery
+    opens the replacement's own 7-day window. 换货:换出商品的快递。"""
+
+    model_config = _examples(
+        {
+            "expected_version": 4,
+            "carrier": "SF",
+            "tracking_no": "SF2000001",
+            "shipped_at": "2026-11-08T10:00:00+08:00",
+        }
+    )
+
+    carrier: str = Field(min_length=1, max_length=64, description="carrier code / 快递公司")
+    tracking_no: str = Field(min_length=1, max_length=64, description="tracking number / 运单号")
+    shipped_at: Instant = Field(description="when it left the warehouse / 发出时间")
+
+
 # Each action's request body: the OpenAPI documents one operation per action with its own body, and the
 # handler builds the action's command (domain/commands.py) from the body's fields. A new action adds its
 # body here.
@@ -419,6 +476,7 @@ ACTION_BODIES: dict[Action, type[ActionBody]] = {
     Action.report_to_carrier: NotesBody,
     Action.record_carrier_verdict: RecordCarrierVerdictBody,
     Action.create_reship: CreateReshipBody,
+    Action.ship_replacement: ShipReplacementBody,
     Action.close: NotesBody,
 }
 

@@ -91,6 +91,15 @@ async def case_awaiting_return(api: Api, shop: str) -> Ids:
     return {**ids, "case_obj": case}
 
 
+async def case_exchange_approved(api: Api, shop: str) -> Ids:
+    """An approved exchange, awaiting the buyer's parcel: its replacement may ship (R-EXCHANGE-7D)."""
+    order_id = await new_order(api, shop)
+    case = await open_case(api, shop, order_id, remedy="exchange", reason="no_reason")
+    case = await step(api, case, "record_retention", offer="coupon", outcome="declined")
+    case = await step(api, case, "approve")
+    return {"order": order_id, "case": case["id"], "case_obj": case}
+
+
 async def case_return_received(api: Api, shop: str) -> Ids:
     ids = await case_awaiting_return(api, shop)
     case = await step(api, ids["case_obj"], "record_receipt")
@@ -245,6 +254,11 @@ ENDPOINTS = [
     action(Action.report_to_carrier, case_open),
     action(Action.record_carrier_verdict, case_awaiting_carrier, fixed(confirmed=True)),
     action(Action.create_reship, case_reship_approved),
+    action(
+        Action.ship_replacement,
+        case_exchange_approved,
+        fixed(carrier="SF", tracking_no="SF9990001", shipped_at="2026-11-05T09:00:00+08:00"),
+    ),
     action(Action.close, case_approved),
     Endpoint(
         "POST evidence",
@@ -285,7 +299,7 @@ ENDPOINTS = [
             scoped=False,
             params={"format": fmt},
         )
-        for name in ("logistics-follow-up", "cashback", "retention")
+        for name in ("logistics-follow-up", "cashback", "retention", "inspections")
         for fmt in ("json", "csv")
     ],
 ]

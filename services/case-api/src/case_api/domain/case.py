@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from . import commands as c
-from .model import CaseLine, InvalidRequest, PolicyRefusal, Reason, Remedy, Rule, Stage
+from .model import CaseLine, Consultation, InvalidRequest, PolicyRefusal, Reason, Remedy, Rule, Stage
 from .workflow import MOVES, Action, CaseStatus, after_intake
 
 S = CaseStatus
@@ -53,11 +53,82 @@ class ReturnParcel(BaseModel):
     submitted_at: datetime
 
 
-class Inspection(BaseModel):
+class SizeMarks(BaseModel):
+    """R-SIZE: the size printed on each label of the garment."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
-    passed: bool
+    hang_tag: str | None = None  # 吊牌
+    wash_label: str | None = None  # 洗水唛
+    neck_label: str | None = None  # 领标
+
+    def agree(self) -> bool | None:
+        """Do the marks recorded name one size? None when fewer than two were recorded."""
+        marks = {m.strip().upper() for m in (self.hang_tag, self.wash_label, self.neck_label) if m}
+        recorded = sum(1 for m in (self.hang_tag, self.wash_label, self.neck_label) if m)
+        return None if recorded < 2 else len(marks) == 1
+
+
+class Inspection(BaseModel):
+    """R-INSPECT: one inspection as data. `passed` is None for a check made while the case is open."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    passed: bool | None = None
     notes: str | None = None
     at: datetime
+    tags_on: bool | None = None
+    worn: bool | None = None
+    washed: bool | None = None
+    size_marks: SizeMarks | None = None
+    sizes_agree: bool | None = None
+    parcel_weight_g: int | None = None
+    expected_weight_g: int | None = None
+    weight_difference_g: int | None = None  # weighed − expected: below zero, something may be missing
+
+
+class ReplacementParcel(BaseModel):
+    """R-EXCHANGE-7D: the exchange's replacement, a parcel of its own."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    carrier: str
+    tracking_no: str
+    shipped_at: datetime
+
+
+class OfferedRemedy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    line_id: str
+    remedy: str
+    reason: str | None
+    deadline: datetime | None
+    message_zh: str
+    message_en: str
+
+
+class ConsultationAnswer(BaseModel):
+    """R-USAGE: the standard explanation given, and the remedies the policy allowed when it was asked."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    explanation_zh: str
+    explanation_en: str
+    offered_remedies: tuple[OfferedRemedy, ...]  # required, so that none offered is stored as []
+
+    @classmethod
+    def of(cls, answer: Consultation) -> ConsultationAnswer:
+        return cls(
+            explanation_zh=answer.explanation_zh,
+            explanation_en=answer.explanation_en,
+            offered_remedies=tuple(
+                OfferedRemedy(
+                    line_id=o.line_id,
+                    remedy=o.remedy,
+                    reason=o.reason,
+                    deadline=o.deadline,
+                    message_zh=o.message_zh,
+                    message_en=o.message_en,
+                )
+                for o in answer.offered
+            ),
+        )
 
 
 class CaseDetails(BaseModel):
@@ -78,7 +149,9 @@ class CaseDetails(BaseModel):
     status_before_carrier: CaseStatus | None = None
     carrier_confirmed: bool | None = None  # R-LOST
     reship_order_id: str | None = None
+    replacement_parcel: ReplacementParcel | None = None  # R-EXCHANGE-7D
     replacement_signed_at: datetime | None = None  # R-EXCHANGE-7D: the replacement's own sign-off
+    consultation: ConsultationAnswer | None = None  # R-USAGE
 
     def stored(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_defaults=True)
@@ -144,8 +217,22 @@ class ShipReship:
     notes: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class KeepInspection:
+    """The inspections register (R-INSPECT)."""
+
+    inspection: Inspection
+
+
 Effect = (
-    WithdrawMoney | ReleaseUnspent | GrantMoney | PayAsCashback | KeepRetention | FollowUpCarrier | ShipReship
+    WithdrawMoney
+    | ReleaseUnspent
+    | GrantMoney
+    | PayAsCashback
+    | KeepRetention
+    | FollowUpCarrier
+    | ShipReship
+    | KeepInspection
 )
 
 
@@ -205,6 +292,8 @@ def _record_retention(case: Case, command: c.RecordRetention, now: datetime) -> 
 
 
 def _approve(case: Case, command: c.Approve, now: datetime) -> Change:
+    if case.remedy is Remedy.CONSULTATION:  # R-USAGE: answered at intake; support closes it
+        raise CaseConflict("nothing_to_approve", "a consultation is answered, not approved: close it")
     require_carrier_confirmed(case)
     if case.remedy in (Remedy.RETURN_REFUND, Remedy.EXCHANGE) and case.stage is Stage.RECEIVED:
         data: dict[str, Any] = {"return_notice": RETURN_NOTICE}  # R-RETURN-NOTICE
@@ -258,13 +347,57 @@ def _record_receipt(case: Case, command: c.RecordReceipt, now: datetime) -> Chan
 
 
 def _record_inspection(case: Case, command: c.RecordInspection, now: datetime) -> Change:
-    inspection = Inspection(passed=command.passed, notes=command.notes, at=now)
+    """R-INSPECT: the checks as data. On a received return the result decides the refund or exchange (under
+    R-RESALEABLE the resale checks decide it); on an open case it is a check that moves nothing."""
+    marks = SizeMarks.model_validate(command.size_marks) if command.size_marks else None
+    weighed, expected = command.parcel_weight_g, command.expected_weight_g
+    passed = _inspection_result(case, command) if case.status is S.return_received else None
+    if case.status is not S.return_received and command.passed is not None:
+        raise InvalidRequest("passed", "only the inspection of a received return passes or fails")
+    inspection = Inspection(
+        passed=passed,
+        notes=command.notes,
+        at=now,
+        tags_on=command.tags_on,
+        worn=command.worn,
+        washed=command.washed,
+        size_marks=marks,
+        sizes_agree=marks.agree() if marks else None,
+        parcel_weight_g=weighed,
+        expected_weight_g=expected,
+        weight_difference_g=weighed - expected if weighed is not None and expected is not None else None,
+    )
     status = case.status
-    if not command.passed:
+    if passed is False:
         status = S.open  # R-RESALEABLE: the refund stops; support decides with the notes
-    elif case.remedy is Remedy.EXCHANGE:
+    elif passed and case.remedy is Remedy.EXCHANGE:
         status = S.exchanged
-    return _moved(case, inspection.model_dump(mode="json"), status=status, details_inspection=inspection)
+    data = inspection.model_dump(mode="json", exclude_none=True)
+    return _moved(case, data, KeepInspection(inspection), status=status, details_inspection=inspection)
+
+
+def _inspection_result(case: Case, command: c.RecordInspection) -> bool:
+    """R-RESALEABLE: tags on, not worn, not washed. Where the case's intake named R-RESALEABLE and the
+    checks were made, they decide; a `passed` that says otherwise is refused. Elsewhere `passed` decides."""
+    checks = (command.tags_on, command.worn, command.washed)
+    if Rule.RESALEABLE not in case.details.rules or all(check is None for check in checks):
+        if command.passed is None:
+            raise InvalidRequest(
+                "passed", "the inspection of a return needs passed (or tags_on, worn, washed)"
+            )
+        return command.passed
+    if command.tags_on is False or command.worn or command.washed:
+        resaleable = False
+    elif None in checks:
+        missing = [n for n, v in zip(("tags_on", "worn", "washed"), checks, strict=True) if v is None]
+        raise InvalidRequest(missing[0], f"the resale checks need {', '.join(missing)} as well")
+    else:
+        resaleable = True
+    if command.passed is not None and command.passed != resaleable:
+        raise InvalidRequest(
+            "passed", f"contradicts the checks: tags on, unworn and unwashed is {str(resaleable).lower()}"
+        )
+    return resaleable
 
 
 def _refund(case: Case, command: c.Refund, now: datetime) -> Change:
@@ -358,7 +491,45 @@ def _create_reship(case: Case, command: c.CreateReship, now: datetime) -> Change
     )
 
 
+def _ship_replacement(case: Case, command: c.ShipReplacement, now: datetime) -> Change:
+    """R-EXCHANGE-7D: record the replacement's own parcel, once; the watcher follows it to its sign-off."""
+    if case.remedy is not Remedy.EXCHANGE:
+        raise CaseConflict("not_an_exchange", f"a {case.remedy} case has no replacement")
+    shipped = case.details.replacement_parcel
+    if shipped is not None:
+        raise CaseConflict(
+            "replacement_already_shipped",
+            f"the replacement already shipped as {shipped.carrier} {shipped.tracking_no}",
+            tracking_no=shipped.tracking_no,
+        )
+    if command.shipped_at > now:
+        raise InvalidRequest("shipped_at", "cannot be in the future")
+    parcel = ReplacementParcel(
+        carrier=command.carrier, tracking_no=command.tracking_no, shipped_at=command.shipped_at
+    )
+    return _moved(case, parcel.model_dump(mode="json"), details_replacement_parcel=parcel)
+
+
+def sign_replacement(case: Case, tracking_no: str, signed_at: datetime) -> Change | None:
+    """R-EXCHANGE-7D / R-EXCHANGE-ONCE: the replacement's delivery is its sign-off, which opens its own
+    7-day window. None when the parcel is not this case's replacement or its sign-off is already set; a
+    sign-off dated before the replacement shipped is refused."""
+    parcel = case.details.replacement_parcel
+    if parcel is None or parcel.tracking_no != tracking_no or case.details.replacement_signed_at is not None:
+        return None
+    if signed_at < parcel.shipped_at:
+        raise InvalidRequest("signed_at", "is before the replacement shipped")
+    data = {"tracking_no": tracking_no, "replacement_signed_at": signed_at.isoformat()}
+    return _moved(case, data, details_replacement_signed_at=signed_at)
+
+
 def _close(case: Case, command: c.Close, now: datetime) -> Change:
+    if case.status is S.open and case.remedy is not Remedy.CONSULTATION:
+        raise CaseConflict(
+            "invalid_transition",
+            f"cannot close a {case.remedy} case that is open: approve, reject or withdraw it",
+            case_status=case.status,
+        )
     return _moved(case, _notes(command.notes), status=S.closed)
 
 
@@ -377,5 +548,6 @@ STEPS: dict[type[Any], Callable[[Case, Any, datetime], Change]] = {
     c.ReportToCarrier: _report_to_carrier,
     c.RecordCarrierVerdict: _record_carrier_verdict,
     c.CreateReship: _create_reship,
+    c.ShipReplacement: _ship_replacement,
     c.Close: _close,
 }

@@ -60,8 +60,16 @@ class RecordReceipt:
 
 @dataclass(frozen=True, slots=True)
 class RecordInspection:
-    passed: bool
+    """R-INSPECT: what the warehouse (or support) checked; `passed` where the checks do not decide it."""
+
+    passed: bool | None = None
     notes: str | None = None
+    tags_on: bool | None = None  # R-RESALEABLE
+    worn: bool | None = None  # R-RESALEABLE, R-WORKMANSHIP
+    washed: bool | None = None
+    size_marks: dict[str, str | None] | None = None  # R-SIZE: hang_tag, wash_label, neck_label
+    parcel_weight_g: int | None = None  # R-MISSING: weighed by the warehouse or the carrier
+    expected_weight_g: int | None = None  # R-MISSING: what the order's goods should weigh
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +107,15 @@ class CreateReship:
 
 
 @dataclass(frozen=True, slots=True)
+class ShipReplacement:
+    """R-EXCHANGE-7D: the replacement's own parcel; its delivery opens its own 7-day window."""
+
+    carrier: str
+    tracking_no: str
+    shipped_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     notes: str | None = None
 
@@ -118,6 +135,7 @@ Command = (
     | ReportToCarrier
     | RecordCarrierVerdict
     | CreateReship
+    | ShipReplacement
     | Close
 )
 
@@ -136,6 +154,7 @@ ACTIONS: dict[type[Any], Action] = {
     ReportToCarrier: Action.report_to_carrier,
     RecordCarrierVerdict: Action.record_carrier_verdict,
     CreateReship: Action.create_reship,
+    ShipReplacement: Action.ship_replacement,
     Close: Action.close,
 }
 COMMANDS: dict[Action, type[Any]] = {action: command for command, action in ACTIONS.items()}

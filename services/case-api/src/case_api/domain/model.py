@@ -56,6 +56,9 @@ class Rule(StrEnum):
     CASHBACK = "R-CASHBACK"
     EVIDENCE = "R-EVIDENCE"
     RETENTION = "R-RETENTION"
+    USAGE = "R-USAGE"
+    # Ours: inspections recorded as data (size marks, worn or washed, parcel weight).
+    INSPECT = "R-INSPECT"
     # Ours: the request names lines/quantities the order does not have.
     ORDER_LINE = "R-ORDER-LINE"
     # Ours: the remedy cannot serve the reason (e.g. exchange for a price drop).
@@ -69,6 +72,7 @@ class Remedy(StrEnum):
     RESHIP = "reship"
     PRICE_PROTECTION = "price_protection"
     CASHBACK = "cashback"
+    CONSULTATION = "consultation"  # R-USAGE: an answer, no money
 
 
 class Reason(StrEnum):
@@ -86,6 +90,11 @@ class Reason(StrEnum):
     PRICE_DROP = "price_drop"
     SHIPPING_FEE = "shipping_fee"
     OTHER = "other"
+    # R-USAGE: questions about wear, answered by a consultation
+    FADING = "fading"
+    ODOR = "odor"
+    SNAG = "snag"
+    PILLING = "pilling"
 
     @property
     def is_subjective(self) -> bool:
@@ -114,6 +123,13 @@ CARRIER: frozenset[Reason] = frozenset(
         Reason.EMPTY_PARCEL,
     }
 )
+
+# R-USAGE: the reasons of a consultation; the first four are for nothing else.
+USAGE_QUESTIONS: frozenset[Reason] = frozenset({Reason.FADING, Reason.ODOR, Reason.SNAG, Reason.PILLING})
+CONSULTATION_REASONS: frozenset[Reason] = USAGE_QUESTIONS | {Reason.OTHER}
+
+# R-EVIDENCE: at most five photos per case (the manual's 3–5); more are refused, not trimmed.
+MAX_PHOTOS = 5
 
 # R-EVIDENCE: minimum number of images per reason; one video satisfies any of them.
 EVIDENCE_REQUIRED: Mapping[Reason, int] = MappingProxyType(
@@ -225,6 +241,16 @@ class Decision:
     rules: tuple[str, ...]
     # Shipping-fee money per line (reason shipping_fee); add it to LineHistory.shipping_reimbursed.
     shipping_amounts: dict[str, Decimal] = field(default_factory=dict)
+    consultation: Consultation | None = None  # R-USAGE: the answer of a consultation
+
+
+@dataclass(frozen=True, slots=True)
+class Consultation:
+    """R-USAGE: the standard explanation for a usage question, and the remedies the policy still allows."""
+
+    explanation_zh: str
+    explanation_en: str
+    offered: tuple[Option, ...] = ()
 
 
 class InvalidRequest(ValueError):

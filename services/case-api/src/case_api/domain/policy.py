@@ -15,11 +15,15 @@ from decimal import Decimal
 from .ledger import check_postage
 from .model import (
     CENT,
+    CONSULTATION_REASONS,
     EVIDENCE_REQUIRED,
+    MAX_PHOTOS,
     SHANGHAI,
     SUBJECTIVE,
+    USAGE_QUESTIONS,
     ZERO,
     CaseRequest,
+    Consultation,
     Decision,
     InvalidRequest,
     LineHistory,
@@ -83,6 +87,7 @@ REMEDY_LABELS: Mapping[Remedy, tuple[str, str]] = {
     Remedy.RESHIP: ("补发", "a reshipment"),
     Remedy.PRICE_PROTECTION: ("保价退差价", "price protection"),
     Remedy.CASHBACK: ("返现", "a cashback"),
+    Remedy.CONSULTATION: ("使用咨询", "a usage consultation"),
 }
 REASON_LABELS: Mapping[Reason, tuple[str, str]] = {
     Reason.NO_REASON: ("7天无理由", "no reason needed"),
@@ -99,7 +104,52 @@ REASON_LABELS: Mapping[Reason, tuple[str, str]] = {
     Reason.PRICE_DROP: ("降价", "price drop"),
     Reason.SHIPPING_FEE: ("运费", "shipping fee"),
     Reason.OTHER: ("其他", "other"),
+    Reason.FADING: ("褪色", "fading"),
+    Reason.ODOR: ("异味", "odor"),
+    Reason.SNAG: ("勾丝", "snags"),
+    Reason.PILLING: ("起球", "pilling"),
 }
+# R-USAGE: the standard explanation of each usage question (zh, en): the likely cause, then what to do.
+EXPLANATIONS: Mapping[Reason, tuple[str, str]] = {
+    Reason.FADING: (
+        "您好，深色或颜色鲜艳的面料在最初几次洗涤时会有少量浮色，属于正常现象。建议首次单独用冷水手洗，"
+        "不要长时间浸泡，不要与浅色衣物混洗，洗后反面晾干、避免暴晒。",
+        "Dark or bright fabrics can release a little surface dye in their first few washes; this is normal. "
+        "Please wash the item alone by hand in cold water the first times, do not soak it, keep it away "
+        "from light colours, and dry it inside out out of direct sun.",
+    ),
+    Reason.ODOR: (
+        "您好，新衣服可能带有面料印染和包装的轻微气味，拆封后在通风处晾挂1-2天，或用清水洗涤一次，气味即可散去。",
+        "A new garment can carry a slight smell from dyeing and packing. Hang it in fresh air for a day or "
+        "two, or wash it once in clean water, and the smell will go.",
+    ),
+    Reason.SNAG: (
+        "您好，针织和丝类面料碰到首饰、拉链、魔术贴或指甲等尖锐物时容易勾丝。勾出的线头请用钩针从反面拉回，"
+        "不要直接剪断；穿着时尽量避免与粗糙物品摩擦。",
+        "Knits and silky fabrics snag easily on jewellery, zips, hook-and-loop fasteners or nails. Pull a "
+        "snagged thread back through to the inside with a crochet hook rather than cutting it, and avoid "
+        "rubbing the item against rough surfaces.",
+    ),
+    Reason.PILLING: (
+        "您好，腋下、袖口等摩擦较多的部位出现少量起球，是天然纤维和混纺面料的常见现象，可用剃毛球器轻轻去除。"
+        "建议反面装入洗衣袋洗涤，避免与粗糙衣物一起洗。",
+        "A little pilling where the fabric rubs most (underarms, cuffs) is common for natural and blended "
+        "fibres; a fabric shaver removes it gently. Wash the item inside out in a laundry bag, away from "
+        "rough garments.",
+    ),
+    Reason.OTHER: (
+        "您好，感谢您的反馈。我们已记录您的穿着和洗涤方式，客服会结合商品详情页的面料和说明为您分析原因并给出建议。",
+        "Thank you for telling us. We have noted how the item was worn and washed; our customer service will "
+        "compare it with the product page's fabric and care facts, explain the cause and recommend what to "
+        "do.",
+    ),
+}
+# R-USAGE: what a consultation may offer besides the answer: wear is not a fault, so only the buyer's own
+# no-reason return or exchange, where its window is open and the line allows it.
+CONSULTATION_OFFERS: tuple[tuple[Remedy, Reason], ...] = (
+    (Remedy.RETURN_REFUND, Reason.NO_REASON),
+    (Remedy.EXCHANGE, Reason.NO_REASON),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +208,19 @@ def missing_evidence(reason: Reason, images: int, videos: int) -> int:
     return max(0, EVIDENCE_REQUIRED.get(reason, 0) - images)
 
 
+def check_photos(images: int) -> None:
+    """R-EVIDENCE (ours): at most five photos per case; more are refused rather than trimmed to five."""
+    if images > MAX_PHOTOS:
+        raise PolicyRefusal(
+            Rule.EVIDENCE,
+            f"您好，每个售后申请最多可提交{MAX_PHOTOS}张照片，本次共有{images}张。"
+            f"请挑选最能说明问题的{MAX_PHOTOS}张后再提交，感谢配合。",
+            f"Each request takes at most {MAX_PHOTOS} photos, and this one has {images}. Please choose the "
+            f"{MAX_PHOTOS} that show the problem best and try again. Thank you.",
+            {"photos": str(images), "maximum_photos": str(MAX_PHOTOS)},
+        )
+
+
 # ---------------------------------------------------------------- evaluate
 
 
@@ -168,6 +231,7 @@ def evaluate(
     require_aware(now, "now")
     remedy, reason = _check_shape(request)
     lines = _case_lines(order, request)
+    check_photos(request.images)
     current = stage(order)
 
     rules: list[Rule] = []
@@ -204,6 +268,7 @@ def evaluate(
         deadline=min(deadlines) if deadlines else None,
         rules=tuple(dict.fromkeys(str(rule) for rule in rules)),
         shipping_amounts=shipping_amounts,
+        consultation=_answer(order, reason, lines, history, now) if remedy is Remedy.CONSULTATION else None,
     )
 
 
@@ -225,7 +290,7 @@ def _check_shape(request: CaseRequest) -> tuple[Remedy, Reason]:
     for name, value in (("amount", request.amount), ("new_unit_price", request.new_unit_price)):
         if value is not None and not has_cents_only(value):
             raise InvalidRequest(name, "money has at most two decimal places")
-    if request.amount is not None and remedy in (Remedy.EXCHANGE, Remedy.RESHIP):
+    if request.amount is not None and remedy in (Remedy.EXCHANGE, Remedy.RESHIP, Remedy.CONSULTATION):
         raise InvalidRequest("amount", f"{remedy} takes no amount")
     return remedy, reason
 
@@ -269,6 +334,8 @@ def _eligibility(
     order: Order, line: OrderLine, remedy: Remedy, reason: Reason, hist: LineHistory, now: datetime
 ) -> _Eligibility:
     """May this line ask for this remedy for this reason now? Raise PolicyRefusal if not."""
+    if reason in USAGE_QUESTIONS and remedy is not Remedy.CONSULTATION:
+        raise _mismatch(remedy, reason)  # R-USAGE: wear is answered, not compensated
     match remedy:
         case Remedy.REFUND_ONLY:
             return _refund_only(order, reason, now)
@@ -287,6 +354,8 @@ def _eligibility(
                 protection = _price_protection(order, now)
                 return _Eligibility((Rule.CASHBACK, *protection.rules), protection.deadline)
             return _Eligibility((Rule.CASHBACK,))
+        case Remedy.CONSULTATION:
+            return _consultation(order, reason)
     raise AssertionError(remedy)  # pragma: no cover
 
 
@@ -427,6 +496,38 @@ def _reship(order: Order, reason: Reason) -> _Eligibility:
     return _Eligibility((Rule.RESHIP,))
 
 
+def _consultation(order: Order, reason: Reason) -> _Eligibility:
+    """R-USAGE: a question about an item in use, so after sign-off, for a usage reason."""
+    if reason not in CONSULTATION_REASONS:
+        raise _mismatch(Remedy.CONSULTATION, reason)
+    if order.signed_at is None:
+        raise PolicyRefusal(
+            Rule.USAGE,
+            "您好，使用问题咨询需在签收商品后提交。请您收到商品后再联系我们，我们会为您详细解答。",
+            "Questions about wearing or washing an item can be asked once it has been delivered. Please "
+            "contact us again when it arrives and we will gladly help.",
+            {"stage": stage(order), "reason": reason},
+        )
+    return _Eligibility((Rule.USAGE,))
+
+
+def _answer(
+    order: Order,
+    reason: Reason,
+    lines: list[tuple[OrderLine, int]],
+    history: Mapping[str, LineHistory],
+    now: datetime,
+) -> Consultation:
+    """R-USAGE: the standard explanation, and per case line the remedies the policy allows right now."""
+    zh, en = EXPLANATIONS[reason]
+    offered = [
+        _option(order, line, remedy, offer_reason, history, now)
+        for line, _quantity in lines
+        for remedy, offer_reason in CONSULTATION_OFFERS
+    ]
+    return Consultation(zh, en, tuple(option for option in offered if option.eligible))
+
+
 def _price_protection(order: Order, now: datetime) -> _Eligibility:
     """R-PRICE-PROTECT (a): within 7 days of purchase (00:00-next-day rule) and after receipt."""
     deadline = window_close(order.paid_at)
@@ -560,7 +661,7 @@ def _money(
 ) -> tuple[Decimal | None, dict[str, Decimal], dict[str, Decimal], tuple[Rule, ...]]:
     """Return (amount, line_amounts, shipping_amounts, rules) or refuse."""
     line_ids = [line.line_id for line, _ in lines]
-    if remedy is Remedy.EXCHANGE:
+    if remedy in (Remedy.EXCHANGE, Remedy.CONSULTATION):
         return None, dict.fromkeys(line_ids, ZERO), {}, ()
     if reason is Reason.SHIPPING_FEE:  # refund_only or cashback (the others were refused as mismatches)
         return _shipping_money(order, request, remedy, lines, history, current)

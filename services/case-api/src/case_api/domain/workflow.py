@@ -44,6 +44,7 @@ class Action(StrEnum):
     report_to_carrier = "report_to_carrier"
     record_carrier_verdict = "record_carrier_verdict"
     create_reship = "create_reship"
+    ship_replacement = "ship_replacement"
     close = "close"
 
 
@@ -92,7 +93,12 @@ MOVES: dict[Action, Move] = {
     Action.record_receipt: Move(
         WAREHOUSE, frozenset({S.awaiting_return}), "only an awaited return can arrive"
     ),
-    Action.record_inspection: Move(WAREHOUSE, frozenset({S.return_received}), "inspect a received return"),
+    Action.record_inspection: Move(
+        WAREHOUSE,
+        # R-INSPECT: the inbound inspection of a received return, or a check while support decides
+        frozenset({S.return_received, S.open, S.awaiting_carrier}),
+        "inspect a received return, or record a check while the case is open",
+    ),
     Action.refund: Move(
         SUPPORT,
         frozenset({S.approved, S.return_received}),
@@ -107,9 +113,15 @@ MOVES: dict[Action, Move] = {
         SUPPORT, frozenset({S.awaiting_carrier}), "report to the carrier first"
     ),
     Action.create_reship: Move(SUPPORT, frozenset({S.approved}), "approve the reship first"),
+    Action.ship_replacement: Move(  # R-EXCHANGE-7D: the replacement ships once the exchange is approved
+        WAREHOUSE,
+        frozenset({S.awaiting_return, S.return_received, S.exchanged}),
+        "the replacement ships once the exchange is approved",
+    ),
     Action.close: Move(
         SUPPORT,
-        frozenset({S.approved, S.refunded, S.exchanged, S.reshipped, S.awaiting_carrier}),
+        # `open`: a consultation is closed once answered (R-USAGE); other open cases are refused
+        frozenset({S.open, S.approved, S.refunded, S.exchanged, S.reshipped, S.awaiting_carrier}),
         "close a settled case",
     ),
 }

@@ -4,7 +4,7 @@ Handlers lock, check, change state, write the timeline and queue events in the c
 flush; the edge commits. A newcomer reads `cases.act` to see what happens when a case moves.
 """
 
-from .cases import SOURCE, act, locked_case, open_case, record, touch
+from .cases import SOURCE, act, locked_case, open_case, record, sign_replacement, touch
 from .cashback import cancel_task, create_cashback, decide_cashback, locked_task, request_clawback
 from .context import Context
 from .orders import domain_order, load_domain_order, upsert_order
@@ -23,6 +23,7 @@ __all__ = [
     "open_case",
     "record",
     "request_clawback",
+    "sign_replacement",
     "touch",
     "upsert_order",
 ]

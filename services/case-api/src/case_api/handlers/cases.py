@@ -8,6 +8,7 @@ ledger's grants and releases, a cashback task, a reship order, the registers.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -23,13 +24,13 @@ from aftersales_shared.problems import Problem, conflict
 from pydantic import ValidationError
 from sqlmodel import select
 
-from .. import ledger
+from .. import ledger, messages
 from .. import repository as repo
 from ..domain import case as dc
 from ..domain import commands, policy
 from ..domain import ledger as dl
 from ..domain import model as dm
-from ..domain.case import CaseDetails
+from ..domain.case import CaseDetails, ConsultationAnswer
 from ..domain.workflow import MOVES, Action, CaseStatus, after_intake
 from ..models import (
     Case,
@@ -37,6 +38,7 @@ from ..models import (
     CaseEvidence,
     CashbackTask,
     Evidence,
+    InspectionEntry,
     LogisticsFollowUp,
     Order,
     ReshipOrder,
@@ -73,6 +75,7 @@ PAST: dict[str, str] = {
     Action.report_to_carrier: "reported_to_carrier",
     Action.record_carrier_verdict: "carrier_verdict_recorded",
     Action.create_reship: "reshipped",
+    Action.ship_replacement: "replacement_shipped",
     Action.close: "closed",
 }
 
@@ -187,6 +190,7 @@ def _intake_details(body: CaseCreate, decision: dm.Decision) -> dict[str, Any]:
         deadline=decision.deadline,
         new_order_id=body.new_order_id,
         shipping_amounts=decision.shipping_amounts,
+        consultation=decision.consultation and ConsultationAnswer.of(decision.consultation),  # R-USAGE
     ).stored()
 
 
@@ -300,6 +304,7 @@ def record(ctx: Context, case: Case, action: str, from_status: str | None, data:
         event_id=event_id,
         event_type=contract.type,
     )
+    messages.on_case_change(ctx, case, action, data)  # R-MESSAGES: what the buyer is told of it
 
 
 # ---------------------------------------------------------------- act
@@ -373,10 +378,16 @@ async def _prepare(ctx: Context, row: Case, action: Action, body: ActionBody) ->
     if isinstance(body, AttachEvidenceBody):
         attached = await _attach(ctx, row, await repo.evidence_by_ids(ctx.session, body.evidence_ids))
         files = [e for _, e in await repo.case_evidence(ctx.session, row.id)]
+        policy.check_photos(_distinct(files, "image"))  # R-EVIDENCE: refused, so nothing stays attached
         missing = policy.missing_evidence(
             dm.Reason(row.reason), _distinct(files, "image"), _distinct(files, "video")
         )
         return {"attached": tuple(attached), "evidence_missing": missing}
+    if action is Action.ship_replacement:
+        order = await repo.get_order(ctx.session, row.order_id)
+        if getattr(body, "tracking_no", None) == (order.shipment or {}).get("tracking_no"):  # R-EXCHANGE-7D
+            raise dm.InvalidRequest("tracking_no", "is the original parcel's, not a replacement")
+        return {}
     if action is Action.report_to_carrier:
         return {"sla_due_at": ctx.calendar.add_working_days(ctx.now, ctx.sla_working_days)}  # R-LOST
     if isinstance(body, CreateReshipBody):
@@ -478,6 +489,37 @@ async def _ship_reship(ctx: Context, case: Case, effect: dc.ShipReship) -> dict[
     }
 
 
+async def _keep_inspection(ctx: Context, case: Case, effect: dc.KeepInspection) -> dict[str, Any]:
+    """R-INSPECT: the inspections register."""
+    found = effect.inspection
+    marks = found.size_marks or dc.SizeMarks()
+    ctx.session.add(
+        InspectionEntry(
+            id=new_id("insp"),
+            case_id=case.id,
+            order_id=case.order_id,
+            shop_id=case.shop_id,
+            remedy=case.remedy,
+            reason=case.reason,
+            passed=found.passed,
+            tags_on=found.tags_on,
+            worn=found.worn,
+            washed=found.washed,
+            hang_tag_size=marks.hang_tag,
+            wash_label_size=marks.wash_label,
+            neck_label_size=marks.neck_label,
+            sizes_agree=found.sizes_agree,
+            parcel_weight_g=found.parcel_weight_g,
+            expected_weight_g=found.expected_weight_g,
+            weight_difference_g=found.weight_difference_g,
+            notes=found.notes,
+            recorded_by=ctx.principal.name,
+            recorded_at=ctx.now,
+        )
+    )
+    return {}
+
+
 EFFECTS: dict[type[Any], Any] = {
     dc.WithdrawMoney: _withdraw_money,
     dc.ReleaseUnspent: _release_unspent,
@@ -486,7 +528,20 @@ EFFECTS: dict[type[Any], Any] = {
     dc.KeepRetention: _keep_retention,
     dc.FollowUpCarrier: _follow_up_carrier,
     dc.ShipReship: _ship_reship,
+    dc.KeepInspection: _keep_inspection,
 }
+
+
+async def sign_replacement(ctx: Context, row: Case, tracking_no: str, signed_at: datetime) -> bool:
+    """R-EXCHANGE-7D: the replacement parcel of this exchange case was delivered; its sign-off is set
+    once. False when the parcel is not the case's replacement or the sign-off was already set."""
+    change = dc.sign_replacement(aggregate(row), tracking_no, signed_at)
+    if change is None:
+        return False
+    _store(row, change.case)
+    touch(ctx, row, "replacement_signed", row.status, change.data)
+    await ctx.session.flush()
+    return True
 
 
 async def _cashback_for_case(ctx: Context, case: Case) -> CashbackTask:

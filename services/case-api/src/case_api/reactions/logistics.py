@@ -9,6 +9,8 @@ keyed by tracking number.
   sign-off once set never moves (so never backwards), and one dated before the order was paid or shipped is
   ignored. A reship already made for the order is flagged for review: its original parcel did arrive
   (R-RESHIP).
+- `delivered` of an exchange's replacement parcel (the tracking number `ship_replacement` recorded) sets that
+  case's `replacement_signed_at` instead, once: the replacement's own 7-day window opens (R-EXCHANGE-7D).
 - `intercepted` confirms the intercept of the order's cases in `intercepting`, so that the refund of
   R-RO-SHIPPED can proceed.
 
@@ -35,6 +37,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .. import handlers
 from .. import repository as repo
+from ..domain.case import CaseDetails
+from ..domain.model import InvalidRequest
 from ..domain.workflow import ACTIVE, Action, CaseStatus
 from ..models import Case, LogisticsFollowUp, Order, ReshipOrder
 from ..schemas import CaseCreate, CaseLineIn, NotesBody
@@ -135,6 +139,8 @@ async def parcel_delivered(session: AsyncSession, event: CloudEvent) -> None:
         )
         return
     ctx = _context(session, event.time)
+    if await _replacement_delivered(ctx, order, milestone):
+        return
     if order.signed_at is None:  # R-7D-WINDOW starts from the sign-off; once set it never moves
         order.signed_at, order.updated_at, order.version = milestone.occurred_at, ctx.now, order.version + 1
         session.add(order)
@@ -163,6 +169,25 @@ async def parcel_delivered(session: AsyncSession, event: CloudEvent) -> None:
                 },
             )
     await session.flush()
+
+
+async def _replacement_delivered(ctx: handlers.Context, order: Order, milestone: ParcelMilestone) -> bool:
+    """R-EXCHANGE-7D: is the parcel an exchange's replacement? Then its delivery is that replacement's
+    sign-off (set once; one dated before the replacement shipped is logged and ignored)."""
+    for case in await repo.order_cases(ctx.session, order.order_id):
+        parcel = CaseDetails.model_validate(case.details).replacement_parcel
+        if case.remedy != "exchange" or parcel is None or parcel.tracking_no != milestone.tracking_no:
+            continue
+        try:
+            await handlers.sign_replacement(ctx, case, milestone.tracking_no, milestone.occurred_at)
+        except InvalidRequest as refused:
+            log.warning(
+                "the replacement's sign-off %s: ignored",
+                refused,
+                extra={"order_id": order.order_id, "case_id": case.id, "tracking_no": milestone.tracking_no},
+            )
+        return True
+    return False
 
 
 async def parcel_intercepted(session: AsyncSession, event: CloudEvent) -> None:
