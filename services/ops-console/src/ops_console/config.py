@@ -13,7 +13,8 @@ class Settings(ServiceSettings):
     """ops-console's settings (OPS_CONSOLE_...): sessions, the staff token it signs, the services it calls.
     It has no event bus: KAFKA_* are not read."""
 
-    model_config = SettingsConfigDict(env_prefix="OPS_CONSOLE_", extra="ignore")
+    # hide_input_in_errors: a refused setting is named, its value (a key, a password) never echoed
+    model_config = SettingsConfigDict(env_prefix="OPS_CONSOLE_", extra="ignore", hide_input_in_errors=True)
 
     service_name: str = "ops-console"
     database_name: str = "ops_console"
@@ -42,6 +43,8 @@ class Settings(ServiceSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:  # replaces the services' check: no bus here
+        if self.dev_admin_password is not None and len(self.dev_admin_password.get_secret_value()) < 8:
+            raise ValueError("DEV_ADMIN_PASSWORD has at least 8 characters (as every password)")
         if self.environment == "production":
             if self.dev_admin_password is not None:
                 raise ValueError("DEV_ADMIN_PASSWORD is for the embedded development mode only")
