@@ -27,18 +27,17 @@ from typing import Any
 
 import httpx
 import pytest
-from aftersales_shared.testing import free_port
 from case_api_testing import encoded
 from openpyxl import load_workbook
+from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 
-from . import harness
 from .harness import ROOT, Stack, order, running_stack
 from .test_stack import scan
 
 CHROMIUM = Path("/usr/bin/chromium")
 BUILT = ROOT / "services" / "ops-console" / "web" / "dist" / "index.html"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
-VIEWPORT = {"width": 1366, "height": 768}
+VIEWPORT: ViewportSize = {"width": 1366, "height": 768}
 # Release a held payout (an ops action) from the signed-in page, as the app's client would call it.
 RELEASE = """async () => {
     const session = await (await fetch("/api/session")).json();
@@ -50,11 +49,6 @@ RELEASE = """async () => {
     const type = answer.headers.get("content-type");
     return {status: answer.status, type, body: await answer.json()};
 }"""
-
-try:
-    from playwright.async_api import Browser, Page, async_playwright, expect
-except ImportError:  # pragma: no cover - the dev dependencies bring it
-    async_playwright = None  # type: ignore[assignment]
 
 
 def require_browser_and_app() -> None:
@@ -68,7 +62,6 @@ def require_browser_and_app() -> None:
     missing = [
         what
         for ready, what in (
-            (async_playwright is not None, "the playwright package (uv sync)"),
             (CHROMIUM.exists(), f"Chromium at {CHROMIUM} (apt-get install chromium)"),
             (BUILT.exists(), "the built web app (python scripts/run.py build-console)"),
         )
@@ -115,23 +108,8 @@ async def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     await asyncio.to_thread(require_browser_and_app)
     admin_password = secrets.token_urlsafe(16)
     monkeypatch.setenv("DEV_ADMIN_PASSWORD", admin_password)
-    if "ops-console" not in harness.SERVICES:
-        monkeypatch.setenv("OPS_CONSOLE_PORT", str(port := free_port()))
     async with running_stack("embedded", tmp_path) as stack:
-        url = (
-            str(stack.clients["ops-console"].base_url)
-            if "ops-console" in stack.clients
-            else f"http://127.0.0.1:{port}"
-        )
-        async with httpx.AsyncClient(base_url=url, timeout=5) as probe:
-
-            async def up() -> bool:
-                try:
-                    return (await probe.get("/readyz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await stack.until("the console to be ready", up, timeout=60)
+        url = str(stack.clients["ops-console"].base_url)
         yield Console(stack, url.rstrip("/"), admin_password)
 
 
@@ -192,8 +170,9 @@ async def sign_in(browser: Browser, url: str, username: str, password: str) -> P
 
 
 async def shot(page: Page, name: str, folder: Path) -> None:
-    """The page as it settles (no request running)."""
+    """The page as it settles (no request running), without the passing toasts."""
     await page.wait_for_load_state("networkidle")
+    await page.add_style_tag(content=".ant-message { display: none !important; }")
     await page.screenshot(path=folder / f"{name}.png")
 
 

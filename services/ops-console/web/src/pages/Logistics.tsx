@@ -67,7 +67,7 @@ export function LogisticsPage() {
                   grid: { left: 32, right: 8, top: 32, bottom: 24 },
                   xAxis: { type: "category", data: trend.days.map((d) => d.slice(5)) },
                   yAxis: { type: "value", minInterval: 1 },
-                  series: trend.series.map((s) => ({ name: s.carrier, type: "line", data: s.counts, smooth: true })),
+                  series: trend.series.map((s) => ({ name: s.carrier, type: "line", data: s.counts })),
                 }}
               />
             </Card>
