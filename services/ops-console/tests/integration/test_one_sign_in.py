@@ -12,13 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 from aftersales_shared import staff_tokens
-from aftersales_shared.signing import public_text
+from aftersales_shared.signing import private_text, public_text
 from case_api.config import Settings as CaseApiSettings
-from case_api_testing import Api, running_api
+from case_api_testing import Api, image, running_api
 from console_testing import Browser, Console, running_console
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ops_console.config import Settings as ConsoleSettings
 from ops_console.tokens import signing_key
+from payout_testing import running_worker
 from watcher_testing import Watcher, running_watcher
 
 
@@ -279,3 +280,42 @@ class TestProxy:
             response = await alice.call("GET", "/api/case-api/v1/cases")
             await alice.close()
         assert response.status_code == 502 and response.json()["code"] == "upstream_unavailable"
+
+    async def test_evidence_goes_up_and_comes_back_byte_for_byte(self, stack: Stack) -> None:
+        alice = await stack.person("alice", ["support"], None)
+        photo = image(7)
+        uploaded = await alice.call(
+            "POST", "/api/case-api/v1/evidence", files={"file": ("photo.jpg", photo, "image/jpeg")}
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        evidence_id = uploaded.json()["id"]
+        content = await alice.call("GET", f"/api/case-api/v1/evidence/{evidence_id}/content")
+        assert content.status_code == 200 and content.content == photo
+        assert content.headers["content-type"] == "image/jpeg"
+        assert content.headers["x-content-type-options"] == "nosniff"
+
+
+class TestPayoutWorker:
+    async def test_a_support_person_cannot_flush_batches_an_ops_person_can(self, tmp_path: Path) -> None:
+        key = Ed25519PrivateKey.generate()
+        async for worker in running_worker(
+            tmp_path / "worker", staff_token_public_keys=public_text(key.public_key())
+        ):
+            mounts = {"http://payout-worker": httpx.ASGITransport(app=worker.app)}
+            async with running_console(
+                tmp_path / "console",
+                clock=worker.clock,
+                mounts=mounts,
+                payout_worker_url="http://payout-worker",
+                token_signing_key=private_text(key),
+            ) as console:
+                await console.add_account("alice", ["support"])
+                await console.add_account("bob", ["ops"])
+                alice, bob = await console.browser("alice"), await console.browser("bob")
+                refused = await alice.call("POST", "/api/payout-worker/v1/batches/flush")
+                assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+                assert (await alice.call("GET", "/api/payout-worker/v1/payouts")).status_code == 200
+                flushed = await bob.call("POST", "/api/payout-worker/v1/batches/flush")
+                assert flushed.status_code == 202, flushed.text
+                await alice.close()
+                await bob.close()

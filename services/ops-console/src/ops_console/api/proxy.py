@@ -23,6 +23,8 @@ RETURNED_HEADERS = (
     "content-type",
     "content-disposition",
     "content-encoding",
+    "cache-control",
+    "x-content-type-options",
     "etag",
     "location",
     "retry-after",
