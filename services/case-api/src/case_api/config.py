@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from aftersales_shared.calendar import CalendarSettings
 from aftersales_shared.settings import ServiceSettings
 from aftersales_shared.signing import ApprovalSigner, approval_signer, parse_private_key
@@ -28,12 +30,25 @@ class Settings(ServiceSettings, CalendarSettings):
     webhook_allow_private_destinations: bool | None = None
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=30)
     webhook_poll_interval_seconds: float = Field(1.0, gt=0)
+    # Buyer messages (messages.py, R-MESSAGES): the channel new messages go to. `sms` needs the provider's
+    # URL and key (sms.py); its key is never logged.
+    message_channel: Literal["webhook", "sms"] = "webhook"
+    sms_url: str | None = Field(None, pattern=r"^https?://")
+    sms_api_key: SecretStr | None = None
+    sms_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    sms_poll_interval_seconds: float = Field(2.0, gt=0)
 
     @property
     def webhook_private_allowed(self) -> bool:
         if self.webhook_allow_private_destinations is None:
             return self.environment == "development"
         return self.webhook_allow_private_destinations
+
+    @model_validator(mode="after")
+    def _check_sms(self) -> Settings:
+        if self.message_channel == "sms" and not (self.sms_url and self.sms_api_key):
+            raise ValueError("CASE_API_MESSAGE_CHANNEL=sms needs CASE_API_SMS_URL and CASE_API_SMS_API_KEY")
+        return self
 
     @model_validator(mode="after")
     def _check_signing_key(self) -> Settings:

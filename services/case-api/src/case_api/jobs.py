@@ -11,7 +11,9 @@ from typing import Any
 from aftersales_shared.db import unit_of_work
 from fastapi import FastAPI
 
+from . import sms
 from .reactions.logistics import escalate_overdue
+from .sms import SmsProvider
 from .webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,16 @@ def jobs(app: FastAPI) -> list[Callable[[], Coroutine[Any, Any, None]]]:
     async def deliver_webhooks() -> None:
         await webhook_dispatcher(app).run()
 
-    return [escalate_carrier_slas, deliver_webhooks]
+    async def send_sms() -> None:
+        """R-MESSAGES: buyer messages of the SMS channel go to the provider."""
+        settings = app.state.settings
+        provider = SmsProvider(
+            settings.sms_url, settings.sms_api_key.get_secret_value(), settings.sms_timeout_seconds
+        )
+        await sms.run(app.state.sessions, app.state.clock, provider, settings.sms_poll_interval_seconds)
+
+    sms_on = app.state.settings.message_channel == "sms"
+    return [escalate_carrier_slas, deliver_webhooks, *([send_sms] if sms_on else [])]
 
 
 def webhook_dispatcher(app: FastAPI) -> Dispatcher:

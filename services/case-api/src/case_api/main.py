@@ -10,7 +10,7 @@ from aftersales_shared.metrics import CountBy
 from fastapi import FastAPI
 from prometheus_client import Gauge
 
-from .api import cases, cashback, claims, errors, evidence, orders, registers, webhooks
+from .api import cases, cashback, claims, errors, evidence, messages, orders, registers, webhooks
 from .config import Settings
 from .consumers import consumers
 from .domain.workflow import CaseStatus
@@ -86,6 +86,7 @@ def create_app(
             cashback.router,
             registers.router,
             claims.router,
+            messages.router,
             webhooks.router,
         ],
         state={"calendar": calendar, "approval_signer": signer},

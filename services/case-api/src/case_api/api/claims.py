@@ -139,7 +139,9 @@ async def read(claim_id: ResourceIdPath, ctx: ContextDep) -> dict[str, Any]:
     return public(await claims.get(ctx.session, ctx.principal, claim_id))
 
 
-DECIDE: dict[int | str, dict[str, Any]] = {409: {"description": "stale version, or a move the claim's status does not allow"}}
+DECIDE: dict[int | str, dict[str, Any]] = {
+    409: {"description": "stale version, or a move the claim's status does not allow"}
+}
 
 
 @router.post("/carrier-claims/{claim_id}/accept", response_model=ClaimPublic, responses=DECIDE)

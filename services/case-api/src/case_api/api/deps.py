@@ -19,6 +19,7 @@ def get_context(request: Request, session: SessionDep, principal: PrincipalDep) 
         calendar=state.calendar,
         approval_signer=state.approval_signer,
         sla_working_days=state.settings.carrier_sla_working_days,
+        message_channel=state.settings.message_channel,
     )
 
 

@@ -21,3 +21,4 @@ class Context:
     calendar: BusinessCalendar
     approval_signer: ApprovalSigner  # signs the cashback approvals a command emits
     sla_working_days: int = 2
+    message_channel: str = "webhook"  # where buyer messages go (messages.py): webhook or sms

@@ -39,4 +39,5 @@ def system_context(session: AsyncSession, at: datetime, principal: Principal) ->
         calendar=_calendar(),
         approval_signer=_signer(),
         sla_working_days=_settings().carrier_sla_working_days,
+        message_channel=_settings().message_channel,
     )

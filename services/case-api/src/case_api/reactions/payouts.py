@@ -1,7 +1,7 @@
 """Reactions to payout-worker's results (payouts.results.v1), keyed by cashback task id.
 
 Paid: the task records the payout (R-CASHBACK-ONCE: only once) and its ledger entries are granted, the
-customer is told (a notification event), and a price-protection or cashback case still `approved` is
+customer is told (a buyer message), and a price-protection or cashback case still `approved` is
 closed; a task cancelled before the result came is paid all the same and a clawback is recorded. Failed:
 the task records the provider's code; a standalone task's reservation is released (R-COMP-CAP), a case
 paid as cashback keeps its reservation and goes back to `open` for support.
@@ -14,16 +14,13 @@ from datetime import datetime
 
 from aftersales_shared import contracts
 from aftersales_shared.auth import Role, system_actor
-from aftersales_shared.clock import SHANGHAI, as_utc
+from aftersales_shared.clock import as_utc
 from aftersales_shared.consumer import Handler
-from aftersales_shared.events import CloudEvent, CustomerNotification, PayoutResult
-from aftersales_shared.ids import new_id
-from aftersales_shared.money import fmt
-from aftersales_shared.outbox import add_event
+from aftersales_shared.events import CloudEvent, PayoutResult
 from aftersales_shared.problems import Problem
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .. import handlers, ledger
+from .. import handlers, ledger, messages
 from ..domain.workflow import Action, CaseStatus
 from ..models import Case, CashbackTask
 from ..schemas import NotesBody
@@ -67,33 +64,23 @@ async def payout_paid(session: AsyncSession, event: CloudEvent) -> None:
     await ledger.grant_task(session, event.time, task.id)  # the money left, whatever was said since
     if cancelled:
         handlers.request_clawback(ctx, task)  # cancelled after the transfer: recorded, never dropped
-    _notify_paid(session, task, paid_at, event.time)
+    _notify_paid(ctx, task, paid_at)
     if task.case_id is not None:
         await _settle_case(ctx, task)
     await session.flush()
 
 
-def _notify_paid(session: AsyncSession, task: CashbackTask, paid_at: datetime, at: datetime) -> None:
-    when = paid_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
-    amount = fmt(task.amount)
-    add_event(
-        session,
-        contracts.NOTIFICATION_REQUESTED,
-        source=handlers.SOURCE,
+def _notify_paid(ctx: handlers.Context, task: CashbackTask, paid_at: datetime) -> None:
+    """R-CASHBACK: the buyer is told when the cashback is paid."""
+    messages.queue(
+        ctx,
+        "cashback_paid",
+        {"amount": task.amount, "paid_at": paid_at, "out_biz_no": task.out_biz_no},
+        order_id=task.order_id,
+        shop_id=task.shop_id,
+        case_id=task.case_id,
+        cashback_task_id=task.id,
         subject=task.id,
-        at=at,
-        data=CustomerNotification(
-            notification_id=new_id("ntf"),
-            template="cashback_paid",
-            order_id=task.order_id,
-            shop_id=task.shop_id,
-            case_id=task.case_id,
-            cashback_task_id=task.id,
-            message_zh=f"亲，您的返现 {amount} 元已于 {when} 转入您的支付宝账户，请注意查收。感谢您的支持！",
-            message_en=f"Your cashback of {amount} CNY was sent to your Alipay account at {when} "
-            "(Beijing time). Thank you for shopping with us!",
-            data={"amount": amount, "paid_at": paid_at.isoformat(), "out_biz_no": task.out_biz_no},
-        ),
     )
 
 
