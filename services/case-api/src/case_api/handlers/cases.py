@@ -24,7 +24,7 @@ from aftersales_shared.problems import Problem, conflict
 from pydantic import ValidationError
 from sqlmodel import select
 
-from .. import ledger
+from .. import ledger, messages
 from .. import repository as repo
 from ..domain import case as dc
 from ..domain import commands, policy
@@ -304,6 +304,7 @@ def record(ctx: Context, case: Case, action: str, from_status: str | None, data:
         event_id=event_id,
         event_type=contract.type,
     )
+    messages.on_case_change(ctx, case, action, data)  # R-MESSAGES: what the buyer is told of it
 
 
 # ---------------------------------------------------------------- act
