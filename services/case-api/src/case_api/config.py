@@ -30,6 +30,9 @@ class Settings(ServiceSettings, CalendarSettings):
     webhook_allow_private_destinations: bool | None = None
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=30)
     webhook_poll_interval_seconds: float = Field(1.0, gt=0)
+    # The change feed (`updated_after`) shows a change once it is this old, so that a transaction that
+    # took its updated_at earlier but committed later is never skipped by a client's cursor.
+    change_feed_settle_seconds: float = Field(5.0, ge=0)
     # Buyer messages (messages.py, R-MESSAGES): the channel new messages go to. `sms` needs the provider's
     # URL and key (sms.py); its key is never logged.
     message_channel: Literal["webhook", "sms"] = "webhook"

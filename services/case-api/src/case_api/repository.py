@@ -7,15 +7,17 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from aftersales_shared.auth import Principal
-from aftersales_shared.pagination import decode_cursor
+from aftersales_shared.clock import as_utc
+from aftersales_shared.pagination import decode_cursor, decode_position, encode_position
 from aftersales_shared.problems import Problem, not_found
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, tuple_
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .models import Case, CaseEvent, CaseEvidence, CashbackTask, Evidence, Order, OrderLine
 
 M = TypeVar("M", bound=SQLModel)
+Changed = TypeVar("Changed", Case, CashbackTask)  # the tables with a change feed
 
 
 async def get_order(session: AsyncSession, order_id: str) -> Order:
@@ -149,6 +151,39 @@ async def page(
         query = query.where(col(id_column) < after)
     rows = await session.exec(query.order_by(col(id_column).desc()).limit(limit + 1))
     return list(rows.all())
+
+
+async def changes(
+    session: AsyncSession,
+    model: type[Changed],
+    principal: Principal,
+    shop_column: Any,
+    filters: Sequence[ColumnElement[bool]],
+    updated_after: datetime | None,
+    cursor: str | None,
+    limit: int,
+    horizon: datetime,
+) -> list[Changed]:
+    """The change feed: rows changed after `updated_after` (or after the cursor's position), oldest change
+    first by (updated_at, id), up to `horizon`; fetches limit + 1 to know if more exist. Nothing changed
+    later than the horizon is shown yet, so no transaction still open can commit a change behind a position
+    a client has passed."""
+    updated_at, row_id = col(model.updated_at), col(model.id)
+    query = select(model).where(*filters, updated_at <= horizon)
+    if principal.shops is not None:
+        query = query.where(col(shop_column).in_(sorted(principal.shops)))
+    if cursor:
+        query = query.where(tuple_(updated_at, row_id) > tuple_(*decode_position(cursor)))
+    elif updated_after is not None:
+        query = query.where(updated_at > updated_after)
+    rows = await session.exec(query.order_by(updated_at, row_id).limit(limit + 1))
+    return list(rows.all())
+
+
+def feed_cursor(rows: Sequence[Any], limit: int, cursor: str | None) -> str | None:
+    """Where the next poll starts: after the last change shown (or where this one started)."""
+    shown = rows[:limit]
+    return encode_position(as_utc(shown[-1].updated_at), shown[-1].id) if shown else cursor
 
 
 def equal_to(*pairs: tuple[Any, Any]) -> list[ColumnElement[bool]]:

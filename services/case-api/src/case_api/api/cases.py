@@ -18,7 +18,7 @@ from ..domain.model import InvalidRequest
 from ..domain.workflow import MOVES, Action, CaseStatus
 from ..models import Case
 from ..schemas import ACTION_BODIES, ActionBody, CaseCreate, CasePublic, Reason, Remedy, TimelineEntry
-from .deps import ContextDep, IfMatchDep
+from .deps import ContextDep, FeedHorizonDep, IfMatchDep, UpdatedAfter
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 READERS = (Role.storefront, Role.support, Role.ops)
@@ -71,18 +71,22 @@ async def open_case(
     )
 
 
-@router.get("", response_model=Page[CasePublic], summary="List cases, newest first")
+@router.get("", response_model=Page[CasePublic], summary="List cases, newest first; or the change feed")
 async def list_cases(
     ctx: ContextDep,
+    horizon: FeedHorizonDep,
     status: CaseStatus | None = None,
     remedy: Remedy | None = None,
     reason: Reason | None = None,
     order_id: IdQuery = None,
     shop_id: IdQuery = None,
     created_after: Instant | None = None,
+    updated_after: UpdatedAfter = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
+    """With `updated_after`, the change feed: cases changed since, oldest change first by (`updated_at`,
+    `id`); poll again with the `next_cursor` it returns (the same when nothing changed)."""
     ctx.principal.require(*READERS)
     filters = repo.equal_to(
         (Case.status, status),
@@ -92,8 +96,17 @@ async def list_cases(
         (Case.shop_id, shop_id),
     )
     filters += repo.created_after(Case.created_at, created_after)
-    rows = await repo.page(ctx.session, Case, Case.id, ctx.principal, Case.shop_id, filters, cursor, limit)
-    return {"items": [await public(ctx, c) for c in rows[:limit]], "next_cursor": next_cursor(rows, limit)}
+    if updated_after is not None:
+        rows = await repo.changes(
+            ctx.session, Case, ctx.principal, Case.shop_id, filters, updated_after, cursor, limit, horizon
+        )
+        following = repo.feed_cursor(rows, limit, cursor)
+    else:
+        rows = await repo.page(
+            ctx.session, Case, Case.id, ctx.principal, Case.shop_id, filters, cursor, limit
+        )
+        following = next_cursor(rows, limit)
+    return {"items": [await public(ctx, c) for c in rows[:limit]], "next_cursor": following}
 
 
 @router.get("/{case_id}", response_model=CasePublic, summary="Read a case")

@@ -14,7 +14,7 @@ from .. import handlers
 from .. import repository as repo
 from ..models import CashbackTask
 from ..schemas import CashbackCreate, CashbackDecision, CashbackPublic
-from .deps import ContextDep, IfMatchDep
+from .deps import ContextDep, FeedHorizonDep, IfMatchDep, UpdatedAfter
 
 router = APIRouter(prefix="/v1/cashback-tasks", tags=["cashback"])
 Status = Literal["pending_verification", "approved", "rejected", "paid", "failed", "cancelled"]
@@ -44,35 +44,53 @@ async def create(
     )
 
 
-@router.get("", response_model=Page[CashbackPublic], summary="List cashback tasks, newest first")
+@router.get(
+    "", response_model=Page[CashbackPublic], summary="List cashback tasks, newest first; or the change feed"
+)
 async def list_tasks(
     ctx: ContextDep,
+    horizon: FeedHorizonDep,
     status: Status | None = None,
     order_id: IdQuery = None,
     case_id: ResourceIdQuery = None,
+    updated_after: UpdatedAfter = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
+    """With `updated_after`, the change feed: tasks changed since, oldest change first by (`updated_at`,
+    `id`); poll again with the `next_cursor` it returns (the same when nothing changed)."""
     ctx.principal.require(Role.support, Role.ops, Role.storefront)
     filters = repo.equal_to(
         (CashbackTask.status, status),
         (CashbackTask.order_id, order_id),
         (CashbackTask.case_id, case_id),
     )
-    rows = await repo.page(
-        ctx.session,
-        CashbackTask,
-        CashbackTask.id,
-        ctx.principal,
-        CashbackTask.shop_id,
-        filters,
-        cursor,
-        limit,
-    )
-    return {
-        "items": [CashbackPublic(**t.model_dump()) for t in rows[:limit]],
-        "next_cursor": next_cursor(rows, limit),
-    }
+    if updated_after is not None:
+        rows = await repo.changes(
+            ctx.session,
+            CashbackTask,
+            ctx.principal,
+            CashbackTask.shop_id,
+            filters,
+            updated_after,
+            cursor,
+            limit,
+            horizon,
+        )
+        following = repo.feed_cursor(rows, limit, cursor)
+    else:
+        rows = await repo.page(
+            ctx.session,
+            CashbackTask,
+            CashbackTask.id,
+            ctx.principal,
+            CashbackTask.shop_id,
+            filters,
+            cursor,
+            limit,
+        )
+        following = next_cursor(rows, limit)
+    return {"items": [CashbackPublic(**t.model_dump()) for t in rows[:limit]], "next_cursor": following}
 
 
 @router.get("/{task_id}", response_model=CashbackPublic, summary="Read a cashback task")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated
 
+from aftersales_shared.fields import Instant
 from aftersales_shared.web import PrincipalDep, SessionDep
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 
 from ..handlers import Context
 
@@ -36,3 +38,16 @@ def if_match_version(if_match: Annotated[str | None, Header(alias="If-Match")] =
 
 IfMatchDep = Annotated[int | None, Depends(if_match_version)]
 Limit = Annotated[int, "page size"]
+
+
+def feed_horizon(request: Request) -> datetime:
+    """The change feed shows changes up to this time (CASE_API_CHANGE_FEED_SETTLE_SECONDS ago)."""
+    settle = timedelta(seconds=request.app.state.settings.change_feed_settle_seconds)
+    return request.app.state.clock.now() - settle
+
+
+FeedHorizonDep = Annotated[datetime, Depends(feed_horizon)]
+UpdatedAfter = Annotated[
+    Instant | None,
+    Query(description="the change feed: what changed after this time, oldest change first (with an offset)"),
+]
