@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from datetime import datetime
@@ -33,8 +34,9 @@ HASHER = PasswordHasher()
 _UNKNOWN_USER_HASH = HASHER.hash("no such account: this hash only spends the time a real check takes")
 
 
-def hash_password(password: str) -> str:
-    return HASHER.hash(password)
+async def hash_password(password: str) -> str:
+    """Argon2id, off the event loop (it takes a good part of a second on purpose)."""
+    return await asyncio.to_thread(HASHER.hash, password)
 
 
 def password_matches(account: StaffAccount | None, password: str) -> bool:
@@ -82,7 +84,7 @@ async def create_account(
     account = StaffAccount(
         username=username,
         display_name=display_name,
-        password_hash=hash_password(password),
+        password_hash=await hash_password(password),
         roles=sorted({StaffRole(r).value for r in roles}),
         shops=None if shops is None else sorted(set(shops)),
         created_at=now,

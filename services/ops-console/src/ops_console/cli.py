@@ -82,7 +82,7 @@ async def _accounts(settings: Settings, args: argparse.Namespace) -> int:
                 account = await require_account(db, args.username)
                 password = read_password()
                 check_password(password)
-                account.password_hash, account.updated_at = hash_password(password), now
+                account.password_hash, account.updated_at = await hash_password(password), now
                 await end_sessions(db, account.username)
                 print(f"new password for {account.username}; signed out everywhere")
     except Problem as refused:

@@ -3,6 +3,7 @@ the database holds only its SHA-256, the CSRF token, and when it began and was l
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -67,18 +68,21 @@ def wrong_credentials() -> Problem:
     )
 
 
-async def _lockout_left(session: AsyncSession, username: str, now: datetime, settings: Settings) -> int:
-    """Seconds until `username` may try again (0: now): the window after the failure that filled it."""
-    window = timedelta(minutes=settings.login_window_minutes)
+async def _lockout_left(
+    session: AsyncSession, username: str, now: datetime, settings: Settings, beyond: int = 0
+) -> int:
+    """Seconds until `username` may try again (0: now): the window after the failure that filled it.
+    `beyond`: locked only with this many failures more than the limit (an attempt counting itself)."""
+    window, limit = timedelta(minutes=settings.login_window_minutes), settings.login_max_failures + beyond
     failures = (
         await session.exec(
             select(LoginFailure.failed_at)
             .where(LoginFailure.username == username, col(LoginFailure.failed_at) > now - window)
             .order_by(col(LoginFailure.failed_at).desc())
-            .limit(settings.login_max_failures)
+            .limit(limit)
         )
     ).all()
-    if len(failures) < settings.login_max_failures:
+    if len(failures) < limit:
         return 0
     return max(1, math.ceil((as_utc(failures[-1]) + window - now).total_seconds()))
 
@@ -87,12 +91,21 @@ async def sign_in(
     session: AsyncSession, username: str, password: str, now: datetime, settings: Settings
 ) -> tuple[SignedIn, str]:
     """A new session for the person and its id (for the cookie); 429 while locked out, 401 otherwise.
-    Every refusal, for an unknown username too, counts towards that username's lockout."""
+    Every refusal, for an unknown username too, counts towards that username's lockout. The attempt is
+    recorded, and committed, before its password is checked, so that guesses sent in parallel cannot pass
+    the limit: one that finds more attempts recorded than the limit gives up unchecked."""
     if left := await _lockout_left(session, username, now, settings):
         raise LockedOut(left)
+    attempt = LoginFailure(username=username, failed_at=now)  # a failure unless the password matches
+    session.add(attempt)
+    await session.commit()
+    if await _lockout_left(session, username, now, settings, beyond=1):
+        await session.delete(attempt)
+        await session.commit()
+        raise LockedOut(max(1, await _lockout_left(session, username, now, settings)))
     account = await get_account(session, username)
-    if not password_matches(account, password) or account is None or account.disabled_at is not None:
-        session.add(LoginFailure(username=username, failed_at=now))
+    matches = await asyncio.to_thread(password_matches, account, password)  # Argon2: off the event loop
+    if not matches or account is None or account.disabled_at is not None:
         log.warning("sign-in refused for username %s", username)
         if left := await _lockout_left(session, username, now, settings):
             log.warning("username %s locked out for %s s", username, left)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from argon2 import PasswordHasher, Type, extract_parameters
-from console_testing import PASSWORD, Browser, Console
+from console_testing import NOW, PASSWORD, Browser, Console
 from ops_console import accounts
 from ops_console.models import StaffAccount, StaffSession
 from sqlmodel import func, select
@@ -43,21 +43,21 @@ async def root(console: Console) -> Browser:
 
 
 class TestPasswords:
-    def test_argon2id_with_rfc_9106_parameters_and_a_salt_each(self) -> None:
-        first, second = accounts.hash_password(PASSWORD), accounts.hash_password(PASSWORD)
+    async def test_argon2id_with_rfc_9106_parameters_and_a_salt_each(self) -> None:
+        first, second = await accounts.hash_password(PASSWORD), await accounts.hash_password(PASSWORD)
         assert first.startswith("$argon2id$") and first != second
         parameters = extract_parameters(first)
         assert parameters.type is Type.ID
         assert (parameters.memory_cost, parameters.time_cost) == (65536, 3)
 
-    def test_matches(self) -> None:
+    async def test_matches(self) -> None:
         account = StaffAccount(
             username="a",
             display_name="A",
-            password_hash=accounts.hash_password(PASSWORD),
+            password_hash=await accounts.hash_password(PASSWORD),
             roles=[],
-            created_at=None,
-            updated_at=None,  # type: ignore[arg-type]
+            created_at=NOW,
+            updated_at=NOW,
         )
         assert accounts.password_matches(account, PASSWORD)
         assert not accounts.password_matches(account, PASSWORD + " ")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -213,6 +214,18 @@ class TestLockout:
         console.clock.advance(seconds=1)
         assert (await console.sign_in("alice")).status_code == 200
         assert (await console.sign_in("alice", "guess")).status_code == 401  # a success clears the count
+
+    async def test_guesses_sent_at_once_cannot_pass_the_limit(self, any_db_console: Console) -> None:
+        """Thirty wrong passwords in parallel: at most five are checked (401), the others are 429."""
+        console = any_db_console
+        await console.add_account("alice", ["support"])
+        answers = await asyncio.gather(*(console.sign_in("alice", f"guess {n}") for n in range(30)))
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses.count(401) <= 5 and set(statuses) <= {401, 429}, statuses
+        assert await count(console, LoginFailure) == statuses.count(401)  # the ones given up left no trace
+        # racing, some may give up although fewer than five were checked: the name is locked only at five
+        locked = statuses.count(401) == 5
+        assert (await console.sign_in("alice")).status_code == (429 if locked else 200)
 
     async def test_unknown_usernames_lock_alike(self, console: Console) -> None:
         for _ in range(5):

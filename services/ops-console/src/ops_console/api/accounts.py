@@ -127,7 +127,7 @@ async def patch_account(
         account.disabled_at = (account.disabled_at or now) if body.disabled else None
     if body.password is not None:
         check_password(body.password)
-        account.password_hash = hash_password(body.password)
+        account.password_hash = await hash_password(body.password)
     account.updated_at = now
     session.add(account)
     await session.flush()
