@@ -17,6 +17,8 @@ from .consumer import ConsumerRunner
 from .db import make_engine, session_factory, unit_of_work
 from .logging import configure_logging
 from .metrics import CountBy, refresh
+from .openapi import APP_OPTIONS as OPENAPI_OPTIONS
+from .openapi import install as install_openapi
 from .outbox import OutboxRelay
 from .retention import retention_job
 from .settings import ServiceSettings
@@ -83,7 +85,7 @@ def build_app(
             await the_bus.stop()
             await engine.dispose()
 
-    app = FastAPI(title=title, version="1.0.0", description=description, lifespan=lifespan)
+    app = FastAPI(title=title, version="1.0.0", description=description, lifespan=lifespan, **OPENAPI_OPTIONS)
     app.state.settings = settings
     app.state.clock = clock
     app.state.staff_tokens = staff_token_verifier(settings.staff_token_public_keys)
@@ -106,4 +108,5 @@ def build_app(
     )
     for router in routers:
         app.include_router(router)
+    install_openapi(app)
     return app
