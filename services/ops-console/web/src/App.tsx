@@ -75,6 +75,7 @@ export function App() {
   const [lang, setLangState] = useState<Lang>(() => (localStorage.getItem(LANG_KEY) === "en" ? "en" : "zh"));
   const [user, setUser] = useState<User | null>(null);
   const [checking, setChecking] = useState(true);
+  const [expired, setExpired] = useState(false);
   const setLang = useCallback((next: Lang) => {
     localStorage.setItem(LANG_KEY, next);
     setLangState(next);
@@ -87,7 +88,10 @@ export function App() {
   }, [lang]);
 
   useEffect(() => {
-    api.onUnauthorized = () => setUser(null);
+    api.onUnauthorized = () => {
+      setUser(null);
+      setExpired(true);
+    };
     api
       .current()
       .then((session) => setUser(session?.user ?? null))
@@ -113,7 +117,13 @@ export function App() {
               </HashRouter>
             </SessionContext.Provider>
           ) : (
-            <LoginPage onSignedIn={setUser} />
+            <LoginPage
+              expired={expired}
+              onSignedIn={(signedIn) => {
+                setExpired(false);
+                setUser(signedIn);
+              }}
+            />
           )}
         </I18nContext.Provider>
       </AntApp>

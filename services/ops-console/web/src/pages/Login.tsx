@@ -1,10 +1,10 @@
-import { Button, Card, Form, Input, Space, Typography } from "antd";
+import { Alert, Button, Card, Form, Input, Space, Typography } from "antd";
 import { useState } from "react";
 import { api, type User } from "../api";
 import { RefusalView } from "../components/RefusalView";
 import { useI18n } from "../i18n";
 
-export function LoginPage({ onSignedIn }: { onSignedIn: (user: User) => void }) {
+export function LoginPage({ onSignedIn, expired = false }: { onSignedIn: (user: User) => void; expired?: boolean }) {
   const { t, lang, setLang } = useI18n();
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
@@ -28,6 +28,7 @@ export function LoginPage({ onSignedIn }: { onSignedIn: (user: User) => void }) 
           <Typography.Title level={3} style={{ marginTop: 0 }}>
             {t("app_title")}
           </Typography.Title>
+          {expired && error === null && <Alert type="warning" role="status" showIcon message={t("session_expired")} />}
           <Form layout="vertical" onFinish={submit} requiredMark={false}>
             <Form.Item label={t("username")} name="username" rules={[{ required: true, message: t("required") }]}>
               <Input autoComplete="username" autoFocus />
