@@ -193,3 +193,11 @@ def equal_to(*pairs: tuple[Any, Any]) -> list[ColumnElement[bool]]:
 
 def created_after(column: Any, value: datetime | None) -> list[ColumnElement[bool]]:
     return [] if value is None else [col(column) >= value]
+
+
+def shipped_by(carrier: str | None) -> list[ColumnElement[bool]]:
+    """Cases whose order was shipped by this carrier (the order snapshot's `shipment.carrier`)."""
+    if carrier is None:
+        return []
+    orders = select(Order.order_id).where(Order.shipment["carrier"].as_string() == carrier)  # type: ignore[index]
+    return [col(Case.order_id).in_(orders)]

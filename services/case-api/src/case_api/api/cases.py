@@ -5,7 +5,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from aftersales_shared.auth import Role
-from aftersales_shared.fields import IdQuery, Instant, ResourceIdPath
+from aftersales_shared.fields import IdQuery, Instant, ResourceIdPath, TextQuery
 from aftersales_shared.idempotency import idempotent, request_hash
 from aftersales_shared.pagination import Page, next_cursor
 from aftersales_shared.web import IdempotencyKey
@@ -80,6 +80,7 @@ async def list_cases(
     reason: Reason | None = None,
     order_id: IdQuery = None,
     shop_id: IdQuery = None,
+    carrier: TextQuery = None,  # the carrier that shipped the order (its shipment.carrier)
     created_after: Instant | None = None,
     updated_after: UpdatedAfter = None,
     cursor: str | None = None,
@@ -95,7 +96,7 @@ async def list_cases(
         (Case.order_id, order_id),
         (Case.shop_id, shop_id),
     )
-    filters += repo.created_after(Case.created_at, created_after)
+    filters += repo.created_after(Case.created_at, created_after) + repo.shipped_by(carrier)
     if updated_after is not None:
         rows = await repo.changes(
             ctx.session, Case, ctx.principal, Case.shop_id, filters, updated_after, cursor, limit, horizon
