@@ -6,7 +6,7 @@ Payload models are the schema other teams code against; `docs/events/` holds the
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
@@ -132,27 +132,68 @@ TrackingStatus = Literal[
 SignedBy = Literal["recipient", "agent", "locker", "station", "other"]
 
 
-class TrackingEvent(NulFree):
-    """`logistics.tracking.scan.v1` on logistics.tracking.v1, keyed by tracking number."""
+TRACKING_NO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+TRACKING_NO_MAX_LENGTH = 64
 
-    event_id: str
-    tracking_no: str
-    carrier: str
-    order_id: str | None = None
-    direction: Direction = "outbound"
-    status: TrackingStatus
-    occurred_at: Instant
-    location: str | None = None
-    description: str | None = None
-    signed_by: SignedBy | None = None
-    warehouse_id: str | None = None
-    shop_id: str | None = Field(None, description="the shop the parcel belongs to, when the sender knows it")
+
+class TrackingEvent(NulFree):
+    """`logistics.tracking.scan.v1` on logistics.tracking.v1, keyed by tracking number; the same body, one
+    per item, on the watcher's `POST /v1/tracking-events`. One scan: the normalised `status`, or the
+    carrier's own code in `carrier_status` with its `carrier_format` (the watcher maps it), or both (they
+    must agree)."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "wh-evt-000123",
+                    "tracking_no": "SF1000001",
+                    "carrier": "SF",
+                    "order_id": "TB20261101001",
+                    "shop_id": "shop-a",
+                    "direction": "outbound",
+                    "status": "in_transit",
+                    "occurred_at": "2026-11-02T21:40:00+08:00",
+                    "location": "杭州转运中心",
+                    "description": "快件已发车",
+                },
+                {
+                    "event_id": "k100-88231",
+                    "tracking_no": "YT9876543210",
+                    "carrier": "YTO",
+                    "carrier_format": "kuaidi100",
+                    "carrier_status": "304",
+                    "occurred_at": "2026-11-03T15:20:00+08:00",
+                    "location": "菜鸟驿站",
+                },
+            ]
+        },
+    )
+
+    event_id: str = Field(min_length=1, max_length=128)
+    tracking_no: str = Field(min_length=1, max_length=TRACKING_NO_MAX_LENGTH, pattern=TRACKING_NO_PATTERN)
+    carrier: str = Field(min_length=1, max_length=64)
+    order_id: str | None = Field(None, min_length=1, max_length=64)
+    shop_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="the parcel's shop, fixed by its first event; a key for one shop may leave it out",
+    )
+    warehouse_id: str | None = Field(None, max_length=64)
+    direction: Direction | None = Field(None, description="outbound (default for a new parcel) or return")
+    status: TrackingStatus | None = Field(None, description="required unless carrier_status says it")
     carrier_format: Literal["kuaidi100"] | None = Field(None, description="the taxonomy of `carrier_status`")
-    carrier_status: str | None = Field(
+    carrier_status: Annotated[str, Field(min_length=1, max_length=32)] | int | None = Field(
         None,
         description="the carrier's own state code, e.g. Kuaidi100 `304` (投柜或驿站签收), kept in the "
-        "parcel's history; the watcher can derive `status` (and `signed_by`) from it",
+        "parcel's history; the watcher derives `status` (and `signed_by`) from it",
     )
+    occurred_at: Instant
+    location: str | None = Field(None, max_length=200)
+    description: str | None = Field(None, max_length=500)
+    signed_by: SignedBy | None = None
 
 
 AlertKind = Literal["no_first_scan", "stalled", "suspected_lost", "suspected_false_delivery"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aftersales_shared.auth import Principal, Role
+from aftersales_shared.events import TRACKING_NO_MAX_LENGTH, TRACKING_NO_PATTERN
 from aftersales_shared.fields import TextQuery
 from aftersales_shared.idempotency import idempotent, request_hash
 from aftersales_shared.pagination import Page, decode_cursor, next_cursor
@@ -19,8 +20,6 @@ from . import detectors, handlers
 from .domain import KINDS
 from .models import Alert, Parcel, ScanRecord
 from .schemas import (
-    TRACKING_NO_MAX_LENGTH,
-    TRACKING_NO_PATTERN,
     AlertOut,
     ParcelOut,
     ScanOut,

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from aftersales_shared.events import AlertKind, Direction, SignedBy, TrackingStatus
-from aftersales_shared.fields import Instant, NulFree
+from aftersales_shared.events import (
+    AlertKind,
+    TrackingEvent,
+)
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     WithJsonSchema,
@@ -19,63 +20,10 @@ from pydantic import (
 from .carriers import UnknownCarrierStatus, normalise
 from .domain import Scan
 
-TRACKING_NO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
-TRACKING_NO_MAX_LENGTH = 64
-Id = Field(min_length=1, max_length=TRACKING_NO_MAX_LENGTH, pattern=TRACKING_NO_PATTERN)
 
-
-class TrackingEventIn(NulFree):
-    """One scan: the normalised `status`, or the carrier's own code in `carrier_status` with its
-    `carrier_format` (the watcher maps it), or both (they must agree)."""
-
-    model_config = ConfigDict(
-        extra="ignore",
-        json_schema_extra={
-            "examples": [
-                {
-                    "event_id": "wh-evt-000123",
-                    "tracking_no": "SF1000001",
-                    "carrier": "SF",
-                    "order_id": "TB20261101001",
-                    "shop_id": "shop-a",
-                    "direction": "outbound",
-                    "status": "in_transit",
-                    "occurred_at": "2026-11-02T21:40:00+08:00",
-                    "location": "杭州转运中心",
-                    "description": "快件已发车",
-                },
-                {
-                    "event_id": "k100-88231",
-                    "tracking_no": "YT9876543210",
-                    "carrier": "YTO",
-                    "carrier_format": "kuaidi100",
-                    "carrier_status": "304",
-                    "occurred_at": "2026-11-03T15:20:00+08:00",
-                    "location": "菜鸟驿站",
-                },
-            ]
-        },
-    )
-
-    event_id: str = Field(min_length=1, max_length=128)
-    tracking_no: str = Id
-    carrier: str = Field(min_length=1, max_length=64)
-    order_id: str | None = Field(None, min_length=1, max_length=64)
-    shop_id: str | None = Field(
-        None,
-        min_length=1,
-        max_length=64,
-        description="the parcel's shop, fixed by its first event; a key for one shop may leave it out",
-    )
-    warehouse_id: str | None = Field(None, max_length=64)
-    direction: Direction | None = Field(None, description="outbound (default for a new parcel) or return")
-    status: TrackingStatus | None = None
-    carrier_format: Literal["kuaidi100"] | None = None
-    carrier_status: Annotated[str, Field(min_length=1, max_length=32)] | int | None = None
-    occurred_at: Instant
-    location: str | None = Field(None, max_length=200)
-    description: str | None = Field(None, max_length=500)
-    signed_by: SignedBy | None = None
+class TrackingEventIn(TrackingEvent):
+    """A tracking event (the one schema, aftersales_shared.events.TrackingEvent) as the watcher reads it:
+    `status` derived from `carrier_status` where the sender gave only that, and checked against it."""
 
     @model_validator(mode="after")
     def _status(self) -> TrackingEventIn:
@@ -124,7 +72,7 @@ def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
 
 MAX_BATCH = 1000
 EventsSchema = WithJsonSchema(
-    {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": TrackingEventIn.model_json_schema()}
+    {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": TrackingEvent.model_json_schema()}
 )
 
 
