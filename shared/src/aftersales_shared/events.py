@@ -53,7 +53,7 @@ def envelope(*, source: str, type: str, subject: str | None, data: BaseModel, at
 
 
 def envelope_bytes(
-    *, id: str, source: str, type: str, subject: str | None, data: BaseModel, at: datetime
+    *, id: str, source: str, type: str, subject: str | None, data: BaseModel | dict[str, Any], at: datetime
 ) -> bytes:
     """`envelope(...).to_bytes()` with this id, in one serialisation and without validating our own
     payload again: what the outbox stores when it queues thousands of events at once."""

@@ -8,6 +8,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import (
@@ -95,8 +96,9 @@ def add_event(
     return cloud_event.id
 
 
-# One event to queue: (its contract, subject, payload)
-Outgoing = tuple[Contract, str | None, BaseModel]
+# One event to queue: (its contract, subject, payload). The payload is the contract's model, or, from a
+# producer that queues thousands at once from its own typed rows, that model's fields in its order.
+Outgoing = tuple[Contract, str | None, BaseModel | dict[str, Any]]
 
 
 async def add_events(session: AsyncSession, *, source: str, events: Sequence[Outgoing], at: datetime) -> None:
@@ -113,7 +115,7 @@ async def add_events(session: AsyncSession, *, source: str, events: Sequence[Out
             {
                 "event_id": event_id,
                 "topic": contract.topic,
-                "key": contract.key_of(data),
+                "key": str(data[contract.key]) if isinstance(data, dict) else contract.key_of(data),
                 "payload": payload,
                 "created_at": at,
             }

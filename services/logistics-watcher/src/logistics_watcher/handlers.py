@@ -22,7 +22,7 @@ from sqlmodel import col
 from sqlmodel import select as select_models
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from . import store
+from . import kuaidi100, store
 from .config import Settings
 from .domain import (
     BIT,
@@ -138,6 +138,7 @@ async def ingest(
             result.duplicates.append(Duplicate(index=index, event_id=scan.event_id))
     if fresh:
         await _apply(session, {tn: rows[tn] for tn in fresh}, fresh, new, now)
+        await kuaidi100.queue(session, [rows[tn] for tn in new if tn in fresh], settings, now)
     result.duplicates.sort(key=lambda d: d.index)
     result.rejected.sort(key=lambda r: r.index)
     return result
@@ -345,16 +346,17 @@ def _milestones(row: dict[str, Any], before: Track, track: Track) -> list[Parcel
 
 def milestone(row: dict[str, Any], kind: str, at: datetime, signed_by: str | None = None) -> ParcelMilestone:
     # The row is ours and typed already: no validation (an ingest may report tens of thousands)
-    return ParcelMilestone.model_construct(
-        tracking_no=row["tracking_no"],
-        order_id=row["order_id"],
-        shop_id=row["shop_id"],
-        carrier=row["carrier"],
-        direction=row["direction"],
-        milestone=kind,
-        occurred_at=at,
-        signed_by=signed_by,
-    )
+    fields: dict[str, Any] = {
+        "tracking_no": row["tracking_no"],
+        "order_id": row["order_id"],
+        "shop_id": row["shop_id"],
+        "carrier": row["carrier"],
+        "direction": row["direction"],
+        "milestone": kind,
+        "occurred_at": at,
+        "signed_by": signed_by,
+    }
+    return ParcelMilestone.model_construct(**fields)
 
 
 async def _resolve(

@@ -21,21 +21,22 @@ SOURCE = "/logistics-watcher"
 log = logging.getLogger(__name__)
 
 
-ALERT_FIELDS = frozenset(LogisticsAlert.model_fields) - {"alert_id"}
+ALERT_FIELDS = tuple(LogisticsAlert.model_fields)  # the event's fields, in its order
 
 
-def alert_payload(alert: dict[str, Any]) -> LogisticsAlert:
-    """The event of an alerts row (the row is ours and typed already: no validation)."""
-    return LogisticsAlert.model_construct(alert_id=alert["id"], **{k: alert[k] for k in ALERT_FIELDS})
+def alert_payload(alert: dict[str, Any]) -> dict[str, Any]:
+    """The event of an alerts row, as LogisticsAlert's fields (the row is ours and typed already: neither
+    validated nor made a model, as a detection run may queue a hundred thousand)."""
+    return {name: alert["id" if name == "alert_id" else name] for name in ALERT_FIELDS}
 
 
 async def queue_alerts(
-    session: AsyncSession, change: str, alerts: Sequence[LogisticsAlert], at: datetime
+    session: AsyncSession, change: str, alerts: Sequence[dict[str, Any]], at: datetime
 ) -> None:
-    """`logistics.alert.<change>.v1` for each alert (logged by the pass that found them, as a count: one
-    pass may open tens of thousands)."""
+    """`logistics.alert.<change>.v1` for each alert payload (logged by the pass that found them, as a
+    count: one pass may open tens of thousands)."""
     contract = contracts.ALERT_EVENTS[change]
-    await add_events(session, source=SOURCE, events=[(contract, a.alert_id, a) for a in alerts], at=at)
+    await add_events(session, source=SOURCE, events=[(contract, a["alert_id"], a) for a in alerts], at=at)
 
 
 async def queue_milestones(
