@@ -7,7 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from alembic import context
+import sqlalchemy as sa
+import sqlmodel
+from alembic import context, op
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -94,3 +96,88 @@ async def upgrade(service_dir: Path, url: str, revision: str = "head") -> None:
     from alembic import command
 
     await asyncio.to_thread(command.upgrade, alembic_config(service_dir, url), revision)
+
+
+# The tables every service has (outbox, inbox: outbox.py; api_keys: auth.py), defined once. Each service's
+# history calls these at the revisions that made them, so that the three databases get the same schema.
+
+
+def create_shared_tables() -> None:
+    """outbox, inbox and api_keys as each service's first revision made them."""
+    text, instant = sqlmodel.sql.sqltypes.AutoString, sqlmodel.sql.sqltypes.UTCDateTime
+    op.create_table(
+        "api_keys",
+        sa.Column("id", text(), nullable=False),
+        sa.Column("name", text(), nullable=False),
+        sa.Column("key_hash", text(), nullable=False),
+        sa.Column("prefix", text(), nullable=False),
+        sa.Column("roles", sa.JSON(), nullable=False),
+        sa.Column("shops", sa.JSON(), nullable=True),
+        sa.Column("created_at", instant(), nullable=False),
+        sa.Column("revoked_at", instant(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_api_keys_key_hash"), ["key_hash"], unique=True)
+    op.create_table(
+        "inbox",
+        sa.Column("consumer_group", text(), nullable=False),
+        sa.Column("event_id", text(), nullable=False),
+        sa.Column("processed_at", instant(), nullable=False),
+        sa.PrimaryKeyConstraint("consumer_group", "event_id"),
+    )
+    op.create_table(
+        "outbox",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("event_id", text(), nullable=False),
+        sa.Column("topic", text(), nullable=False),
+        sa.Column("key", text(), nullable=True),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", instant(), nullable=False),
+        sa.Column("sent_at", instant(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("event_id"),
+    )
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_outbox_sent_at"), ["sent_at"], unique=False)
+
+
+def drop_shared_tables() -> None:
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_outbox_sent_at"))
+    op.drop_table("outbox")
+    op.drop_table("inbox")
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_api_keys_key_hash"))
+    op.drop_table("api_keys")
+
+
+def create_inbox_processed_at_index() -> None:
+    """For the retention purge. Concurrently on PostgreSQL: the consumers of the replicas still running
+    keep writing to the inbox."""
+    with op.get_context().autocommit_block():
+        op.create_index(
+            op.f("ix_inbox_processed_at"),
+            "inbox",
+            ["processed_at"],
+            unique=False,
+            postgresql_concurrently=True,
+        )
+
+
+def drop_inbox_processed_at_index() -> None:
+    with op.get_context().autocommit_block():
+        op.drop_index(op.f("ix_inbox_processed_at"), table_name="inbox", postgresql_concurrently=True)
+
+
+def add_api_key_expiry() -> None:
+    """api_keys.expires_at: nullable, no default, so every existing key keeps working until revoked."""
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("expires_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
+
+
+def drop_api_key_expiry() -> None:
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.drop_column("expires_at")

@@ -7,9 +7,7 @@ Create Date: 2026-11-30 09:00:00
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-import sqlmodel
-from alembic import op
+from aftersales_shared import migrations as shared
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -18,11 +16,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # Nullable, no default: every existing key keeps working until revoked.
-    with op.batch_alter_table("api_keys", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("expires_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
+    shared.add_api_key_expiry()
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("api_keys", schema=None) as batch_op:
-        batch_op.drop_column("expires_at")
+    shared.drop_api_key_expiry()

@@ -7,7 +7,7 @@ Create Date: 2026-11-26 10:45:00
 
 from collections.abc import Sequence
 
-from alembic import op
+from aftersales_shared import migrations as shared
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -16,13 +16,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # Concurrently on PostgreSQL: the consumers of the replicas still running keep writing to the inbox.
-    with op.get_context().autocommit_block():
-        op.create_index(
-            op.f("ix_inbox_processed_at"), "inbox", ["processed_at"], unique=False, postgresql_concurrently=True
-        )
+    shared.create_inbox_processed_at_index()
 
 
 def downgrade() -> None:
-    with op.get_context().autocommit_block():
-        op.drop_index(op.f("ix_inbox_processed_at"), table_name="inbox", postgresql_concurrently=True)
+    shared.drop_inbox_processed_at_index()
