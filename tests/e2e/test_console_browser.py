@@ -210,6 +210,11 @@ async def test_a_support_agent_works_a_case_in_the_browser(console: Console, tmp
             row = page.get_by_role("row").filter(has=link)
             await expect(row.locator("[data-clock=seven_day]")).to_contain_text("7天时限")
             await shot(page, "queue", pictures)
+            carrier = page.get_by_label("快递公司")
+            await carrier.fill("ZTO")  # the order went by SF
+            await expect(link).to_have_count(0)
+            await carrier.fill("SF")
+            await expect(link).to_be_visible()
             await link.focus()
             await page.keyboard.press("Enter")
 

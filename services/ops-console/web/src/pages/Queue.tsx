@@ -14,6 +14,7 @@ interface Filters {
   remedy?: string;
   reason?: string;
   shop_id?: string;
+  carrier?: string;
 }
 
 const ACTIVE = "__active__";
@@ -22,7 +23,8 @@ export function QueuePage() {
   const { t, label, lang } = useI18n();
   const { has } = useSession();
   const { message } = AntApp.useApp();
-  const [filters, setFilters] = useState<Filters>({ status: ACTIVE });
+  const [draft, setDraft] = useState<Filters>({ status: ACTIVE });
+  const [filters, setFilters] = useState<Filters>(draft);
   const [items, setItems] = useState<CaseItem[]>([]);
   const [followUps, setFollowUps] = useState<FollowUpRow[]>([]);
   const [cursor, setCursor] = useState<string | null>(null);
@@ -62,6 +64,11 @@ export function QueuePage() {
   }, [load]);
 
   useEffect(() => {
+    const typed = setTimeout(() => setFilters(draft), 300); // one request when the typing stops
+    return () => clearTimeout(typed);
+  }, [draft]);
+
+  useEffect(() => {
     const tick = setInterval(() => setNow(Date.now()), 60_000);
     return () => clearInterval(tick);
   }, []);
@@ -95,7 +102,7 @@ export function QueuePage() {
       <Typography.Title level={3} style={{ margin: 0 }}>
         {t("queue")}
       </Typography.Title>
-      <Form layout="inline" aria-label={t("queue")} onValuesChange={(_, all: Filters) => setFilters(all)} initialValues={filters}>
+      <Form layout="inline" aria-label={t("queue")} onValuesChange={(_, all: Filters) => setDraft(all)} initialValues={draft}>
         <Form.Item label={t("status")} name="status">
           <Select
             style={{ width: 150 }}
@@ -113,10 +120,8 @@ export function QueuePage() {
         <Form.Item label={t("shop")} name="shop_id">
           <Input style={{ width: 120 }} allowClear />
         </Form.Item>
-        <Form.Item label={t("carrier")}>
-          <Tooltip title={notOffered}>
-            <Select style={{ width: 110 }} disabled placeholder={t("all")} aria-description={notOffered} />
-          </Tooltip>
+        <Form.Item label={t("carrier")} name="carrier">
+          <Input style={{ width: 100 }} allowClear placeholder="SF" />
         </Form.Item>
         <Form.Item label={t("assignee")}>
           <Tooltip title={notOffered}>
