@@ -94,13 +94,13 @@ async def send_queued(
     for message_id, order_id, phone, text in work:
         sent = await provider.send(phone, text, message_id) if phone else Sent(False, error="no buyer phone")
         async with unit_of_work(sessions) as session:
-            message = await session.get(BuyerMessage, message_id)
-            assert message is not None
-            message.status = "sent" if sent.ok else "failed"
-            message.provider_message_id, message.error = sent.provider_message_id, sent.error
-            message.sent_at = clock.now() if sent.ok else None
-            message.updated_at = clock.now()
-            session.add(message)
+            tried = await session.get(BuyerMessage, message_id)
+            assert tried is not None
+            tried.status = "sent" if sent.ok else "failed"
+            tried.provider_message_id, tried.error = sent.provider_message_id, sent.error
+            tried.sent_at = clock.now() if sent.ok else None
+            tried.updated_at = clock.now()
+            session.add(tried)
         extra = {"message_id": message_id, "order_id": order_id}
         if sent.ok:
             log.info("buyer message sent by SMS", extra=extra)
