@@ -478,7 +478,7 @@ async def running_server(name: str, kind: str, env: dict[str, str], work: Path) 
 
 @contextlib.asynccontextmanager
 async def fresh_database(server_url: str, prefix: str) -> AsyncIterator[str]:
-    """A new database on the server (as aftersales_shared.testing.fresh_postgres_database), dropped after."""
+    """A new database on the server (as aftersales_testing.fresh_postgres_database), dropped after."""
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
     from sqlalchemy.ext.asyncio import create_async_engine

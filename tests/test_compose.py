@@ -658,7 +658,7 @@ def test_the_compose_broker_authenticates_and_the_acl_step_authorizes(
 ) -> None:
     """infra/kafka/compose-kafka.sh run here, the test broker's jars in place of the image's scripts, on free
     ports; then the `kafka-acls` step's command, and the services with the settings compose gives them."""
-    from aftersales_shared.testing import free_port, infra_missing
+    from aftersales_testing import free_port, infra_missing
 
     lib = Path(os.environ.get("KAFKA_CACHE_DIR", ROOT / ".cache" / "kafka" / "lib"))
     if not shutil.which("java") or not list(lib.glob("kafka_2.13-*.jar")):

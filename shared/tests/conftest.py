@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from aftersales_shared.bus import Bus
 from aftersales_shared.bus.embedded import EmbeddedBus
-from aftersales_shared.testing_kafka import kafka_broker
+from aftersales_testing import kafka_broker
 
 
 @pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])

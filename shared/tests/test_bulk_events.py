@@ -23,7 +23,7 @@ from aftersales_shared.events import (
 )
 from aftersales_shared.ids import new_id
 from aftersales_shared.outbox import OutboxMessage, add_events
-from aftersales_shared.testing import fresh_postgres_database
+from aftersales_testing import fresh_postgres_database
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession

@@ -19,7 +19,7 @@ from aftersales_shared.consumer import ConsumerRunner
 from aftersales_shared.db import make_engine, session_factory, unit_of_work
 from aftersales_shared.events import CloudEvent
 from aftersales_shared.outbox import InboxEntry, unseen
-from aftersales_shared.testing import fresh_postgres_database
+from aftersales_testing import fresh_postgres_database
 from bus_testing import topic_names
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.ext.asyncio import async_sessionmaker

@@ -30,8 +30,8 @@ from aftersales_shared.clock import SystemClock
 from aftersales_shared.contracts import Contract
 from aftersales_shared.db import make_engine, session_factory, unit_of_work
 from aftersales_shared.outbox import InboxEntry, OutboxMessage, OutboxRelay, add_event
-from aftersales_shared.testing import fresh_postgres_database, infra_missing
 from aftersales_shared.testing_kafka import broker_access
+from aftersales_testing import fresh_postgres_database, infra_missing
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError

@@ -16,8 +16,8 @@ import pytest
 from aftersales_shared.fields import Day, Instant, NulFree
 from aftersales_shared.money import MAX_AMOUNT, Money, MoneyOut, MoneyType
 from aftersales_shared.problems import PROBLEM_JSON
-from aftersales_shared.testing import fresh_postgres_database
 from aftersales_shared.web import configure_app
+from aftersales_testing import fresh_postgres_database
 from fastapi import FastAPI, Request, UploadFile
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import Column, Integer, MetaData, Table, func, insert, select, text

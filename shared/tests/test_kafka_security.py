@@ -19,8 +19,8 @@ from aftersales_shared.bus.kafka import KafkaBus
 from aftersales_shared.bus.security import KafkaSecurity
 from aftersales_shared.events import CloudEvent
 from aftersales_shared.settings import ServiceSettings
-from aftersales_shared.testing import infra_missing
-from aftersales_shared.testing_kafka import SERVICES, BrokerAccess, kafka_broker
+from aftersales_shared.testing_kafka import SERVICES, BrokerAccess
+from aftersales_testing import infra_missing, kafka_broker
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import (
     GroupAuthorizationFailedError,

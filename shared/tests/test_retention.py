@@ -10,7 +10,7 @@ import pytest
 from aftersales_shared.db import make_engine, session_factory, unit_of_work
 from aftersales_shared.outbox import InboxEntry, OutboxMessage
 from aftersales_shared.retention import purge
-from aftersales_shared.testing import fresh_postgres_database
+from aftersales_testing import fresh_postgres_database
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aftersales_shared.testing import free_port, fresh_postgres_database
-from aftersales_shared.testing_kafka import kafka_broker
+from aftersales_testing import free_port, fresh_postgres_database, kafka_broker
 from case_api_testing import order_body
 
 ROOT = Path(__file__).resolve().parents[2]

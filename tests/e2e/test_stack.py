@@ -21,7 +21,7 @@ from aftersales_shared import topics
 from aftersales_shared.bus import OutRecord
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.events import CloudEvent
-from aftersales_shared.testing import Metrics, scrape
+from aftersales_testing import Metrics, scrape
 from case_api_testing import order_body
 from watcher_testing import scan as watcher_scan
 

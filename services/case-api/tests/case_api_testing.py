@@ -22,7 +22,7 @@ from aftersales_shared.events import CloudEvent, PayoutResult, envelope
 from aftersales_shared.migrations import upgrade
 from aftersales_shared.money import MoneyType
 from aftersales_shared.outbox import OutboxMessage
-from aftersales_shared.testing import RunningService, make_keys, serve
+from aftersales_testing import RunningService, make_keys, serve
 from case_api.config import Settings
 from case_api.main import create_app
 from case_api.models import Order, OrderLine

@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aftersales_shared.testing import fresh_postgres_database
+from aftersales_testing import fresh_postgres_database
 from case_api.config import Settings
 from case_api_testing import Api, running_api
 

@@ -17,9 +17,8 @@ from aftersales_shared import topics
 from aftersales_shared.bus import Bus, Record
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.events import CloudEvent
-from aftersales_shared.testing import free_port, fresh_postgres_database
-from aftersales_shared.testing_kafka import kafka_broker
 from aftersales_shared.topics import dlq
+from aftersales_testing import free_port, fresh_postgres_database, kafka_broker
 from case_api.cli import main
 from sqlalchemy import text
 from sqlalchemy.engine import make_url

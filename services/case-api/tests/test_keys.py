@@ -16,7 +16,7 @@ from aftersales_shared.auth import ApiKey, create_key
 from aftersales_shared.clock import FrozenClock
 from aftersales_shared.db import unit_of_work
 from aftersales_shared.migrations import upgrade
-from aftersales_shared.testing import serve
+from aftersales_testing import serve
 from case_api.cli import main
 from case_api.config import Settings
 from case_api.main import create_app

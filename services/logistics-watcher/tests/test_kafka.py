@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from aftersales_shared import topics
 from aftersales_shared.events import CloudEvent
-from aftersales_shared.testing import fresh_postgres_database
-from aftersales_shared.testing_kafka import kafka_broker
+from aftersales_testing import fresh_postgres_database, kafka_broker
 from test_consumer import cloud_event, eventually, publish_case
 from watcher_testing import Watcher, running_watcher, scan
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import logistics_watcher
 import pytest
-from aftersales_shared.testing import check_migrations, fresh_postgres_database, service_metadata
+from aftersales_testing import check_migrations, fresh_postgres_database, service_metadata
 from logistics_watcher import models  # noqa: F401  (registers the tables)
 
 SERVICE_DIR = Path(logistics_watcher.__file__).parent  # alembic.ini and migrations/

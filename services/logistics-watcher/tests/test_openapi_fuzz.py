@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aftersales_shared.testing import fuzz_openapi
+from aftersales_testing import fuzz_openapi
 
 
 class TestOpenApiFuzz:

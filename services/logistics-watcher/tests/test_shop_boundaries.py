@@ -18,7 +18,7 @@ from aftersales_shared import topics
 from aftersales_shared.auth import Role, create_key
 from aftersales_shared.db import unit_of_work
 from aftersales_shared.migrations import upgrade
-from aftersales_shared.testing import fresh_postgres_database
+from aftersales_testing import fresh_postgres_database
 from logistics_watcher.models import Parcel, ScanRecord, parcels, scans
 from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.ext.asyncio import create_async_engine

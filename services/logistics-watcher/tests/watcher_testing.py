@@ -17,7 +17,7 @@ from aftersales_shared.clock import FrozenClock
 from aftersales_shared.events import CloudEvent
 from aftersales_shared.migrations import upgrade
 from aftersales_shared.outbox import OutboxMessage
-from aftersales_shared.testing import RunningService, fresh_postgres_database, make_keys, serve
+from aftersales_testing import RunningService, fresh_postgres_database, make_keys, serve
 from logistics_watcher.config import Settings
 from logistics_watcher.main import create_app
 from sqlmodel import col, func, select

@@ -15,7 +15,7 @@ import ops_console
 from aftersales_shared.clock import FrozenClock
 from aftersales_shared.db import unit_of_work
 from aftersales_shared.migrations import upgrade
-from aftersales_shared.testing import fresh_postgres_database, serve
+from aftersales_testing import fresh_postgres_database, serve
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from ops_console.accounts import StaffRole

@@ -27,7 +27,7 @@ from aftersales_shared.events import CashbackApproved, CashbackCancelled, CloudE
 from aftersales_shared.ids import new_id
 from aftersales_shared.migrations import upgrade
 from aftersales_shared.signing import ApprovalSigner, public_text
-from aftersales_shared.testing import RunningService, free_port, fresh_postgres_database, make_keys, serve
+from aftersales_testing import RunningService, free_port, fresh_postgres_database, make_keys, serve
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from payout_worker.config import Settings
 from payout_worker.engine import PayoutEngine

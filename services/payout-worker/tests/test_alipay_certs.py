@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from aftersales_shared.clock import FrozenClock
-from aftersales_shared.testing import infra_missing
+from aftersales_testing import infra_missing
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa

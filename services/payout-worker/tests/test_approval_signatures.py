@@ -27,8 +27,7 @@ from aftersales_shared.signing import (
     private_text,
     public_text,
 )
-from aftersales_shared.testing import fresh_postgres_database
-from aftersales_shared.testing_kafka import kafka_broker
+from aftersales_testing import fresh_postgres_database, kafka_broker
 from case_api.config import Settings as CaseApiSettings
 from case_api_testing import Api, running_api
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

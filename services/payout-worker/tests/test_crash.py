@@ -21,8 +21,8 @@ from aftersales_shared import topics
 from aftersales_shared.bus import Bus
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.clock import SystemClock
-from aftersales_shared.testing import fresh_postgres_database
-from aftersales_shared.testing_kafka import BrokerAccess, kafka_broker
+from aftersales_shared.testing_kafka import BrokerAccess
+from aftersales_testing import fresh_postgres_database, kafka_broker
 from payout_testing import (
     BIN,
     TRUSTED,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from aftersales_shared.calendar import BusinessCalendar
-from aftersales_shared.testing import fresh_postgres_database
+from aftersales_testing import fresh_postgres_database
 from payout_testing import FakeProvider, approved, at, running_worker
 from payout_worker.engine import PayoutEngine
 from payout_worker.models import Payout

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import context, op
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel.sql.sqltypes import AutoString, UTCDateTime
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ async def upgrade(service_dir: Path, url: str, revision: str = "head") -> None:
 
 def create_shared_tables() -> None:
     """outbox, inbox and api_keys as each service's first revision made them."""
-    text, instant = sqlmodel.sql.sqltypes.AutoString, sqlmodel.sql.sqltypes.UTCDateTime
+    text, instant = AutoString, UTCDateTime
     op.create_table(
         "api_keys",
         sa.Column("id", text(), nullable=False),
@@ -175,7 +175,7 @@ def drop_inbox_processed_at_index() -> None:
 def add_api_key_expiry() -> None:
     """api_keys.expires_at: nullable, no default, so every existing key keeps working until revoked."""
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("expires_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column("expires_at", UTCDateTime(), nullable=True))
 
 
 def drop_api_key_expiry() -> None:

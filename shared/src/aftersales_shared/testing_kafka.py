@@ -121,15 +121,3 @@ def broker_access(servers: str) -> BrokerAccess:
         return BrokerAccess(servers, dict(os.environ))
     dev = dev_broker_exports()
     return BrokerAccess(servers, dev if dev.get("TEST_KAFKA_BOOTSTRAP_SERVERS") == servers else {})
-
-
-def kafka_broker() -> BrokerAccess:
-    """TEST_KAFKA_BOOTSTRAP_SERVERS's broker; without one, the test skips (fails in CI)."""
-    from .testing import infra_missing
-
-    servers = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
-    if not servers:
-        infra_missing(
-            "Apache Kafka", "run `make kafka-up` and export TEST_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092"
-        )
-    return broker_access(servers or "")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from aftersales_shared.events import CloudEvent
-from aftersales_shared.testing import free_port
+from aftersales_testing import free_port
 from case_api.config import Settings
 from case_api_checks import assert_problem, outbox_rows
 from case_api_testing import Api, running_api

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from aftersales_shared.pagination import encode_cursor, encode_position
-from aftersales_shared.testing import fresh_postgres_database
+from aftersales_testing import fresh_postgres_database
 from case_api.config import Settings
 from case_api.models import Case
 from case_api_checks import assert_problem

@@ -12,8 +12,7 @@ from aftersales_shared import topics
 from aftersales_shared.clock import SystemClock
 from aftersales_shared.consumer import ConsumerRunner
 from aftersales_shared.events import CloudEvent
-from aftersales_shared.testing import fresh_postgres_database
-from aftersales_shared.testing_kafka import kafka_broker
+from aftersales_testing import fresh_postgres_database, kafka_broker
 from case_api.config import Settings
 from case_api_testing import Api, running_api
 from sqlmodel.ext.asyncio.session import AsyncSession

@@ -6,7 +6,7 @@ import asyncio
 from datetime import datetime
 
 from aftersales_shared.db import make_engine, session_factory
-from aftersales_shared.testing import Metrics, free_port
+from aftersales_testing import Metrics, free_port
 from case_api_testing import Api
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from aftersales_shared import topics
-from aftersales_shared.testing import fresh_postgres_database
+from aftersales_testing import fresh_postgres_database
 from case_api.config import Settings
 from case_api.consumers import REACTION_TOPICS
 from case_api.jobs import webhook_dispatcher

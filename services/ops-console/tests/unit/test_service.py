@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aftersales_shared.signing import private_text
 from aftersales_shared.staff_tokens import StaffTokenVerifier
-from aftersales_shared.testing import check_migrations, fresh_postgres_database
+from aftersales_testing import check_migrations, fresh_postgres_database
 from console_testing import NOW, SERVICE_DIR, running_console
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ops_console import cli, models

@@ -1,4 +1,5 @@
-"""Helpers for the services' tests: run an app with its lifespan, keys per role, infrastructure switches."""
+"""Helpers for the services' tests (imports pytest, so kept out of the runtime package): run an app with
+its lifespan, keys per role, infrastructure switches, the test broker."""
 
 from __future__ import annotations
 
@@ -18,17 +19,17 @@ from typing import Any
 
 import httpx
 import pytest
+from aftersales_shared.auth import Role, create_key
+from aftersales_shared.bus import Bus
+from aftersales_shared.clock import FrozenClock
+from aftersales_shared.db import unit_of_work
+from aftersales_shared.testing_kafka import BrokerAccess, broker_access
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from sqlalchemy import MetaData, Table, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
-
-from .auth import Role, create_key
-from .bus import Bus
-from .clock import FrozenClock
-from .db import unit_of_work
 
 
 @asynccontextmanager
@@ -164,11 +165,10 @@ async def fresh_postgres_database(prefix: str) -> AsyncIterator[str]:
 async def check_migrations(service_dir: Path, metadata: MetaData, url: str) -> list[Any]:
     """Upgrade to head, return the differences between the models and the migrated schema (none
     expected), then downgrade to base and upgrade again: the history is revertable."""
+    from aftersales_shared.migrations import alembic_config, upgrade
     from alembic import command
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
-
-    from .migrations import alembic_config, upgrade
 
     await upgrade(service_dir, url)
     engine = create_async_engine(url)
@@ -260,3 +260,13 @@ def fuzz_openapi(
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def kafka_broker() -> BrokerAccess:
+    """TEST_KAFKA_BOOTSTRAP_SERVERS's broker; without one, the test skips (fails in CI)."""
+    servers = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
+    if not servers:
+        infra_missing(
+            "Apache Kafka", "run `make kafka-up` and export TEST_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092"
+        )
+    return broker_access(servers or "")
