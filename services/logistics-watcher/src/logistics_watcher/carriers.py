@@ -58,6 +58,32 @@ KUAIDI100: Final[dict[str, Normalised]] = {
 }
 
 
+# Our carrier codes (the events' `carrier`) and Kuaidi100's company codes (快递公司编码), for subscribing.
+KUAIDI100_COMPANIES: Final[dict[str, str]] = {
+    "SF": "shunfeng",  # 顺丰速运
+    "ZTO": "zhongtong",  # 中通快递
+    "YTO": "yuantong",  # 圆通速递
+    "STO": "shentong",  # 申通快递
+    "YUNDA": "yunda",  # 韵达快递
+    "JD": "jd",  # 京东物流
+    "EMS": "ems",  # EMS
+    "DEPPON": "debangkuaidi",  # 德邦快递 (parcels); its freight arm 德邦物流 is debangwuliu
+    "JT": "jtexpress",  # 极兔速递 J&T
+}
+CARRIER_ALIASES: Final[dict[str, str]] = {"J&T": "JT", "JTEXPRESS": "JT", "DBL": "DEPPON", "JDL": "JD"}
+
+
+def kuaidi100_company(carrier: str) -> str | None:
+    """Kuaidi100's company code of a carrier (SF, ZTO, ... case-insensitive, or already a Kuaidi100 code);
+    None for a carrier the table does not know (its parcels are not subscribed)."""
+    code = carrier.strip().upper()
+    code = CARRIER_ALIASES.get(code, code)
+    if code in KUAIDI100_COMPANIES:
+        return KUAIDI100_COMPANIES[code]
+    lowered = carrier.strip().lower()
+    return lowered if lowered in KUAIDI100_COMPANIES.values() or lowered == "debangwuliu" else None
+
+
 def kuaidi100(code: str) -> Normalised:
     code = code.strip()
     if code in KUAIDI100:

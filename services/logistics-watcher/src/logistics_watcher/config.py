@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from aftersales_shared.settings import ServiceSettings
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 
@@ -44,6 +44,21 @@ class Settings(ServiceSettings):
     )
     consumer_group: str = "logistics-watcher"
     ingest_batch_size: int = Field(4000, ge=1, description="records the consumer fetches at once")
+
+    # Kuaidi100 (快递100): the watcher subscribes each new tracking number and takes Kuaidi100's pushes.
+    kuaidi100_key: SecretStr | None = Field(
+        None, description="the customer's authorisation key (授权key); unset: no subscriptions are made"
+    )
+    kuaidi100_salt: SecretStr | None = Field(
+        None,
+        description="signs the pushes: sign = uppercase MD5(param + salt); unset: pushes refused",
+    )
+    kuaidi100_callback_url: str | None = Field(
+        None,
+        description="where Kuaidi100 pushes: /v1/carriers/kuaidi100/callback as reached from outside",
+    )
+    kuaidi100_subscribe_url: str = "https://poll.kuaidi100.com/poll"
+    kuaidi100_interval_seconds: float = Field(10.0, gt=0, description="how often due subscriptions are sent")
 
     def thresholds_for(self, carrier: str) -> Thresholds:
         override = self.carrier_thresholds.get(carrier)

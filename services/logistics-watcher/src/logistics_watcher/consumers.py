@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import httpx
 from aftersales_shared import contracts, topics
 from aftersales_shared.clock import Clock
 from aftersales_shared.consumer import BatchHandler, ConsumerRunner, Handler
@@ -16,7 +17,7 @@ from aftersales_shared.events import CaseEvent, CloudEvent
 from fastapi import FastAPI
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from . import detectors, handlers
+from . import detectors, handlers, kuaidi100
 from .config import Settings
 
 log = logging.getLogger(__name__)
@@ -83,4 +84,13 @@ def jobs(app: FastAPI) -> list[Callable[[], Coroutine[Any, Any, None]]]:
             except Exception:
                 log.exception("detection run failed; it runs again at the next interval")
 
-    return [detection_schedule]
+    async def kuaidi100_subscriptions() -> None:
+        async with httpx.AsyncClient() as client:
+            while True:
+                await asyncio.sleep(settings.kuaidi100_interval_seconds)
+                try:
+                    await kuaidi100.subscribe_due(app.state.sessions, settings, client, app.state.clock.now())
+                except Exception:
+                    log.exception("kuaidi100 subscriptions failed; the rows stay due for the next round")
+
+    return [detection_schedule] + ([kuaidi100_subscriptions] if settings.kuaidi100_key is not None else [])

@@ -22,7 +22,7 @@ from sqlmodel import col
 from sqlmodel import select as select_models
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from . import store
+from . import kuaidi100, store
 from .config import Settings
 from .domain import (
     BIT,
@@ -138,6 +138,7 @@ async def ingest(
             result.duplicates.append(Duplicate(index=index, event_id=scan.event_id))
     if fresh:
         await _apply(session, {tn: rows[tn] for tn in fresh}, fresh, new, now)
+        await kuaidi100.queue(session, [rows[tn] for tn in new if tn in fresh], settings, now)
     result.duplicates.sort(key=lambda d: d.index)
     result.rejected.sort(key=lambda r: r.index)
     return result

@@ -7,7 +7,7 @@ from aftersales_shared.bus import Bus
 from aftersales_shared.clock import Clock
 from fastapi import FastAPI
 
-from . import api, detectors
+from . import api, detectors, kuaidi100_push
 from .config import Settings
 from .consumers import consumers, jobs
 
@@ -36,7 +36,7 @@ def create_app(
         clock=clock,
         bus=bus,
         background=background,
-        routers=[api.router],
+        routers=[api.router, kuaidi100_push.router],
         consumers=consumers,
         jobs=jobs,
         gauges=[detectors.OPEN_ALERTS],

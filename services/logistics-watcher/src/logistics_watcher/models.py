@@ -106,8 +106,32 @@ class InterceptRequest(SQLModel, table=True):
     tracking_no: str | None = Field(default=None, max_length=64)
 
 
+class Kuaidi100Subscription(SQLModel, table=True):
+    """A tracking number to subscribe at Kuaidi100 (快递100), kept until it is: the subscriber claims due rows
+    for a lease and sends them; a failed or interrupted call leaves the row due again (nothing is lost)."""
+
+    __tablename__ = "kuaidi100_subscriptions"
+    __table_args__ = (Index("ix_kuaidi100_subscriptions_due", "status", "next_attempt_at"),)
+
+    tracking_no: str = Field(primary_key=True, max_length=64)
+    carrier: str = Field(max_length=64)
+    company: str = Field(max_length=32)  # Kuaidi100's code of the carrier (carriers.KUAIDI100_COMPANIES)
+    order_id: str | None = Field(default=None, max_length=64)
+    shop_id: str | None = Field(default=None, max_length=64)
+    # pending (to send), subscribed (Kuaidi100 monitors it), finished (signed: shutdown), failed (refused)
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime
+    claimed_until: datetime | None = None  # a subscriber is sending it until then
+    last_error: str | None = Field(default=None, max_length=200)
+    subscribed_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
 # The tables for Core statements (bulk and set-based work, where ORM objects would only cost time).
 parcels: Table = Parcel.__table__  # type: ignore[attr-defined]
 scans: Table = ScanRecord.__table__  # type: ignore[attr-defined]
 alerts: Table = Alert.__table__  # type: ignore[attr-defined]
 intercept_requests: Table = InterceptRequest.__table__  # type: ignore[attr-defined]
+kuaidi100_subscriptions: Table = Kuaidi100Subscription.__table__  # type: ignore[attr-defined]
