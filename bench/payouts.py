@@ -11,8 +11,9 @@
             engine queries and finds them paid; then the simulator's record is checked: every cashback
             task executed exactly once, under its payout's key, and the ledger agrees
 
-Prints the times and the ratio; target: payouts ≤ 3 s for 10k. Never asserted, except that the duplicate
-check fails the run (exit 1) if anything was paid twice or not at all.
+Prints the times and the ratio; target: payouts ≤ 3 s for 10k (ARCHITECTURE.md), ≤ 2 s since issue 15.
+Never asserted, except that the duplicate check fails the run (exit 1) if anything was paid twice or not at
+all. The service's INFO line per payout result is silenced during the runs (`payout_worker` at WARNING).
 
     .venv/bin/python bench/payouts.py [--transfers 10000] [--latency-ms 50] [--database-url URL]
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -141,6 +143,8 @@ async def pay(
     await bus.publish_batch(approvals(n, ApprovalSigner(dev_key(folder))))
     provider = SimulatorProvider(sim_url, timeout=provider_timeout, qps=1000)
     app = create_app(settings, bus=bus, background=False, provider=provider)
+    # The service logs one INFO line per payout result; the bench prints its figures instead.
+    logging.getLogger("payout_worker").setLevel(logging.WARNING)
     phases: dict[str, float] = {}
     async with app.router.lifespan_context(app):
         runner, engine = app.state.consumers[0], app.state.engine
@@ -278,8 +282,8 @@ def main() -> int:
                 f" batch {phases['batch']:.2f}, send+record {phases['send']:.2f});"
                 f" {n / elapsed:,.0f} payouts/s"
             )
-            met = "met" if elapsed <= 3 else "MISSED"
-            print(f"  ratio     {elapsed / base:6.2f} x baseline; target ≤ 3 s: {met}")
+            met = "met" if elapsed <= 2 else "MISSED"
+            print(f"  ratio     {elapsed / base:6.2f} x baseline; target ≤ 2 s: {met}")
             print(f"  record    {record1}")
             behave(fault="timeout", fault_executes=True, fault_calls=2, hang_seconds=3)
             timed_out, _, payouts = asyncio.run(

@@ -274,17 +274,20 @@ async def open_payouts(
 
 
 def result_of(row: Mapping[str, Any]) -> PayoutResult:
-    return PayoutResult(
-        payout_id=row["id"],
-        cashback_task_id=row["cashback_task_id"],
-        order_id=row["order_id"],
-        amount=row["amount"],
-        status=row["status"],
-        out_biz_no=row["out_biz_no"],
-        provider_reference=row.get("provider_order_id"),
-        failure_code=row.get("failure_code"),
-        paid_at=row.get("paid_at"),
-    )
+    """The result of a ledger row (ours and typed already: not validated again, as a batch records a
+    thousand at once)."""
+    fields: dict[str, Any] = {
+        "payout_id": row["id"],
+        "cashback_task_id": row["cashback_task_id"],
+        "order_id": row["order_id"],
+        "amount": row["amount"],
+        "status": str(row["status"]),
+        "out_biz_no": row["out_biz_no"],
+        "provider_reference": row.get("provider_order_id"),
+        "failure_code": row.get("failure_code"),
+        "paid_at": row.get("paid_at"),
+    }
+    return PayoutResult.model_construct(**fields)
 
 
 async def queue_results(session: AsyncSession, results: Sequence[PayoutResult], clock: Clock) -> None:
