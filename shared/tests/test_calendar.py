@@ -167,7 +167,7 @@ class TestSettings:
 
 
 def uncovered(service: str) -> float | None:
-    return REGISTRY.get_sample_value("business_calendar_uncovered_days", {"service": service})
+    return REGISTRY.get_sample_value("aftersales_business_calendar_uncovered_days", {"service": service})
 
 
 class TestCoverage:

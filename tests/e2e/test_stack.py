@@ -187,23 +187,27 @@ async def test_a_refund_and_a_cashback_from_start_to_finish(stack: Stack) -> Non
 
     async def settled() -> dict[str, Metrics] | None:
         scrapes = {name: await scrape(stack.clients[name]) for name in DATABASES}
-        return scrapes if all(m.value("outbox_backlog", service=n) == 0 for n, m in scrapes.items()) else None
+        return (
+            scrapes
+            if all(m.value("aftersales_outbox_backlog", service=n) == 0 for n, m in scrapes.items())
+            else None
+        )
 
     metrics = await stack.until("every outbox to drain", settled)
     cases, watcher, payouts = metrics["case-api"], metrics["logistics-watcher"], metrics["payout-worker"]
-    assert cases.value("cases_by_status", status="refunded") == 1
-    assert watcher.labels("open_alerts_by_kind", "kind") == {
+    assert cases.value("aftersales_cases_by_status", status="refunded") == 1
+    assert watcher.labels("aftersales_open_alerts_by_kind", "kind") == {
         "no_first_scan",
         "stalled",
         "suspected_lost",
         "suspected_false_delivery",
     }
-    assert payouts.value("payouts_by_status", status="paid") == 1
+    assert payouts.value("aftersales_payouts_by_status", status="paid") == 1
     for name, scraped in metrics.items():
-        assert scraped.labels("consumer_lag", "group") == {name}, name
-        assert scraped.labels("consumer_lag", "partition"), name
-        assert scraped.total("http_request_duration_seconds_count", service=name) > 0, name
-        assert scraped.value("outbox_oldest_unpublished_age_seconds", service=name) == 0
+        assert scraped.labels("aftersales_consumer_lag", "group") == {name}, name
+        assert scraped.labels("aftersales_consumer_lag", "partition"), name
+        assert scraped.total("aftersales_http_request_duration_seconds_count", service=name) > 0, name
+        assert scraped.value("aftersales_outbox_oldest_unpublished_age_seconds", service=name) == 0
 
     # The services' JSON logs follow both by their ids.
     lines = [json.loads(line) for line in stack.log.read_text().splitlines() if line.startswith("{")]

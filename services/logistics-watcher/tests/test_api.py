@@ -237,9 +237,9 @@ class TestMetrics:
         await watcher.send(scan("in_transit", timedelta(0)), scan("created", timedelta(0), tracking_no="YT2"))
         await watcher.detect(after=timedelta(hours=25))
         metrics = await watcher.metrics()
-        assert metrics.value("open_alerts_by_kind", kind="stalled") == 1
-        assert metrics.value("open_alerts_by_kind", kind="no_first_scan") == 1
-        assert metrics.value("open_alerts_by_kind", kind="suspected_lost") == 0
+        assert metrics.value("aftersales_open_alerts_by_kind", kind="stalled") == 1
+        assert metrics.value("aftersales_open_alerts_by_kind", kind="no_first_scan") == 1
+        assert metrics.value("aftersales_open_alerts_by_kind", kind="suspected_lost") == 0
         await watcher.send(scan("delivered", watcher.clock.now(), signed_by="recipient"))
         metrics = await watcher.metrics()
-        assert metrics.value("open_alerts_by_kind", kind="stalled") == 0
+        assert metrics.value("aftersales_open_alerts_by_kind", kind="stalled") == 0

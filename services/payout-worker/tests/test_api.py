@@ -186,14 +186,16 @@ class TestMetrics:
     async def test_payouts_by_status_and_the_outbox_backlog(self, worker: Worker) -> None:
         await paid_day(worker)
         metrics = await worker.metrics()
-        assert metrics.value("payouts_by_status", status="paid") == 4
-        assert metrics.value("payouts_by_status", status="pending") == 1
-        assert metrics.value("payouts_by_status", status="unknown") == 0  # every status is reported
+        assert metrics.value("aftersales_payouts_by_status", status="paid") == 4
+        assert metrics.value("aftersales_payouts_by_status", status="pending") == 1
         assert (
-            metrics.value("outbox_backlog", service="payout-worker") > 0
+            metrics.value("aftersales_payouts_by_status", status="unknown") == 0
+        )  # every status is reported
+        assert (
+            metrics.value("aftersales_outbox_backlog", service="payout-worker") > 0
         )  # the results, not yet published (no relay here)
         while await worker.app.state.relay.drain_once():
             pass
         metrics = await worker.metrics()
-        assert metrics.value("outbox_backlog", service="payout-worker") == 0
-        assert metrics.value("outbox_oldest_unpublished_age_seconds", service="payout-worker") == 0
+        assert metrics.value("aftersales_outbox_backlog", service="payout-worker") == 0
+        assert metrics.value("aftersales_outbox_oldest_unpublished_age_seconds", service="payout-worker") == 0

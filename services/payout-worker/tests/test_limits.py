@@ -374,8 +374,10 @@ class TestVisibility:
 
     async def test_metrics(self, limited: Worker) -> None:
         metrics = await limited.metrics()
-        assert metrics.value("payouts_by_status", status="held_for_review") == 0  # reported before any
-        assert metrics.value("payouts_held_amount", reason="per_transfer") == 0
+        assert (
+            metrics.value("aftersales_payouts_by_status", status="held_for_review") == 0
+        )  # reported before any
+        assert metrics.value("aftersales_payouts_held_amount", reason="per_transfer") == 0
         await limited.deliver(
             approved("cb-1", amount="600.00"),
             approved("cb-2", amount="700.50", account="li@example.com"),
@@ -383,13 +385,13 @@ class TestVisibility:
             approved("cb-4", amount="500.00", account="wang@example.com"),
         )
         metrics = await limited.metrics()
-        assert metrics.value("payouts_by_status", status="held_for_review") == 2
-        assert metrics.value("payouts_held_amount", reason="per_transfer") == 1300.50
-        assert metrics.value("payouts_held_amount", reason="per_payee_day") == 0
+        assert metrics.value("aftersales_payouts_by_status", status="held_for_review") == 2
+        assert metrics.value("aftersales_payouts_held_amount", reason="per_transfer") == 1300.50
+        assert metrics.value("aftersales_payouts_held_amount", reason="per_payee_day") == 0
         await limited.deliver(approved("cb-5", amount="500.00", account="wang@example.com"))
         metrics = await limited.metrics()
-        assert metrics.value("payouts_held_amount", reason="per_payee_day") == 500
-        assert metrics.value("payouts_held_amount", reason="per_shop_day") == 0
+        assert metrics.value("aftersales_payouts_held_amount", reason="per_payee_day") == 500
+        assert metrics.value("aftersales_payouts_held_amount", reason="per_shop_day") == 0
 
 
 @pytest.mark.postgres

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 COVERAGE_DAYS = 60
 MAX_HOLIDAY_DAYS = 15  # the longest State Council holiday (Spring Festival) is 9 days: more is a typo
 UNCOVERED = Gauge(
-    "business_calendar_uncovered_days",
+    "aftersales_business_calendar_uncovered_days",
     f"days of the next {COVERAGE_DAYS} (Asia/Shanghai) without holiday data: SLAs and cut-offs count "
     "Monday to Friday there; 0 when the calendar file or chinese-calendar covers them all",
     ["service"],
@@ -178,7 +178,7 @@ class BusinessCalendar:
 
 def watch_coverage(calendar: BusinessCalendar, clock: Clock, service: str) -> None:
     """Warn now if the next 60 days are not all covered by holiday data, and report how many are not as
-    `business_calendar_uncovered_days` at every scrape."""
+    `aftersales_business_calendar_uncovered_days` at every scrape."""
 
     def uncovered() -> list[date]:
         return calendar.uncovered_days(as_utc(clock.now()).astimezone(SHANGHAI).date())

@@ -32,9 +32,9 @@ from .outbox import already_processed, unseen
 from .topics import dlq
 
 log = logging.getLogger(__name__)
-CONSUMER_LAG = Gauge("consumer_lag", "records not yet consumed", ["group", "topic", "partition"])
+CONSUMER_LAG = Gauge("aftersales_consumer_lag", "records not yet consumed", ["group", "topic", "partition"])
 LAG_INTERVAL = 1.0  # seconds between two reports of a runner's lag
-EVENTS_HANDLED = Counter("consumer_events_total", "events handled", ["group", "outcome"])
+EVENTS_HANDLED = Counter("aftersales_consumer_events_total", "events handled", ["group", "outcome"])
 
 Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]]

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 CONTEXT_FIELDS = (
+    "request_id",
     "event_id",
     "event_type",
     "action",
@@ -42,6 +43,11 @@ def log_context(**fields: Any) -> Iterator[None]:
         yield
     finally:
         _CONTEXT.reset(token)
+
+
+def current(field: str) -> Any:
+    """A field of the log context this code runs in (the request's id while a request is served)."""
+    return _CONTEXT.get().get(field)
 
 
 def _with_context(make: Any) -> Any:

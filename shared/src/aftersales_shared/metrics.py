@@ -20,9 +20,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from .clock import as_utc
 from .outbox import UNSENT, OutboxMessage
 
-OUTBOX_BACKLOG = Gauge("outbox_backlog", "events committed but not yet published", ["service"])
+OUTBOX_BACKLOG = Gauge("aftersales_outbox_backlog", "events committed but not yet published", ["service"])
 OUTBOX_OLDEST = Gauge(
-    "outbox_oldest_unpublished_age_seconds", "age of the oldest unpublished event (0: none)", ["service"]
+    "aftersales_outbox_oldest_unpublished_age_seconds",
+    "age of the oldest unpublished event (0: none)",
+    ["service"],
 )
 READ_TIMEOUT = 5.0  # seconds; a scrape must not hang on a database that does not answer
 

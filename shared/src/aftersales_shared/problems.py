@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .logging import current
+
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger(__name__)
 E = TypeVar("E", bound=Exception)
@@ -69,8 +71,16 @@ def conflict(code: str, detail: str, **extra: Any) -> Problem:
     return Problem(409, code, "Conflict", detail, **extra)
 
 
+def internal_error() -> Problem:
+    return Problem(500, "internal_error", "Internal error", "the error was logged")
+
+
 def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(problem.body(), status_code=problem.status, media_type=PROBLEM_JSON, headers=headers)
+    """The problem as answered; `instance` names this occurrence by the request's X-Request-ID."""
+    body = problem.body()
+    if (request_id := current("request_id")) is not None:
+        body.setdefault("instance", f"urn:request:{request_id}")
+    return JSONResponse(body, status_code=problem.status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def _validation_problem(exc: RequestValidationError) -> Problem:
@@ -120,4 +130,4 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
-        return problem_response(Problem(500, "internal_error", "Internal error", "the error was logged"))
+        return problem_response(internal_error())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
@@ -15,12 +17,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import Principal, authenticate
-from .problems import Problem, install_problem_handlers, problem_response
+from .logging import log_context
+from .problems import Problem, install_problem_handlers, internal_error, problem_response
 
 log = logging.getLogger(__name__)
 
 REQUEST_LATENCY = Histogram(
-    "http_request_duration_seconds",
+    "aftersales_http_request_duration_seconds",
     "HTTP request latency",
     ["service", "method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
@@ -44,6 +47,7 @@ async def current_principal(
         authorization,
         now=request.app.state.clock.now(),
         staff_tokens=getattr(request.app.state, "staff_tokens", None),
+        cache=getattr(request.app.state, "principal_cache", None),
     )
 
 
@@ -123,6 +127,47 @@ class RequestMetrics:
             REQUEST_LATENCY.labels(self.service, scope["method"], route, str(status)).observe(
                 time.perf_counter() - started
             )
+
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+
+class RequestId:
+    """Pure ASGI middleware: the caller's `X-Request-ID` (printable, at most 128 characters) or a new one,
+    echoed on the response, on every log line written while the request is served, and as the `instance`
+    of a problem answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), b"").decode("latin-1")
+        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        with log_context(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:
+                # Answered here rather than by the server's last resort, so that the 500 and its log line
+                # carry the id too.
+                if started:
+                    raise
+                log.exception("unhandled error", extra={"path": scope["path"]})
+                await problem_response(internal_error())(scope, receive, send_with_id)
 
 
 class BodyTooLarge(Exception):
@@ -213,4 +258,5 @@ def configure_app(
 ) -> None:
     install_problem_handlers(app)
     app.add_middleware(BodyLimit, default=max_body_bytes, limits=body_limits)
-    app.add_middleware(RequestMetrics, service=service)  # outermost: it also times the 413s
+    app.add_middleware(RequestMetrics, service=service)  # it also times the 413s
+    app.add_middleware(RequestId)  # outermost: every answer and every line logged carry the id

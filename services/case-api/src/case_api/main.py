@@ -34,7 +34,7 @@ def upload_limit(settings: Settings) -> int:
 
 
 CASES_BY_STATUS = CountBy(
-    Gauge("cases_by_status", "cases by status", ["status"]), Case.status, list(CaseStatus)
+    Gauge("aftersales_cases_by_status", "cases by status", ["status"]), Case.status, list(CaseStatus)
 )
 WEBHOOKS_BY_STATUS = CountBy(
     Gauge(

@@ -146,7 +146,7 @@ async def open_alerts(session: AsyncSession, rule: Rule, now: datetime, limit: i
 
 # Open alerts per kind: the scan's answer, and a gauge on /metrics.
 OPEN_ALERTS = CountBy(
-    Gauge("open_alerts_by_kind", "open alerts by kind", ["kind"]),
+    Gauge("aftersales_open_alerts_by_kind", "open alerts by kind", ["kind"]),
     alerts.c.kind,
     KINDS,
     [alerts.c.status == "open"],

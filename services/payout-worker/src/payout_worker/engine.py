@@ -37,7 +37,7 @@ from .providers import Outcome, PaymentProvider, Transfer, TransferResult
 from .schedule import backoff, open_window
 
 log = logging.getLogger(__name__)
-PAYOUTS = Metric("payouts_total", "payout outcomes recorded", ["status"])
+PAYOUTS = Metric("aftersales_payouts_total", "payout outcomes recorded", ["status"])
 
 
 class PayoutEngine:

@@ -40,7 +40,7 @@ Authenticate with `Authorization: Bearer <api key>` (roles ops, support). Money 
 """
 
 PAYOUTS_BY_STATUS = CountBy(
-    Gauge("payouts_by_status", "payouts in the ledger by status", ["status"]),
+    Gauge("aftersales_payouts_by_status", "payouts in the ledger by status", ["status"]),
     Payout.status,
     list(PayoutStatus),
 )
@@ -61,7 +61,7 @@ class SumBy(CountBy):
 
 
 HELD_AMOUNT = SumBy(
-    Gauge("payouts_held_amount", "yuan held for review, by the limit that held it", ["reason"]),
+    Gauge("aftersales_payouts_held_amount", "yuan held for review, by the limit that held it", ["reason"]),
     Payout.hold_reason,
     list(HoldReason),
     (col(Payout.status) == PayoutStatus.held_for_review,),
