@@ -5,12 +5,12 @@ streamed, so refusals reach the browser word for word and downloads are not held
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 import httpx
 from aftersales_shared.problems import Problem, not_found
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.background import BackgroundTask
 
 from ..tokens import token_for
 from .deps import SignedInDep
@@ -71,9 +71,16 @@ async def proxy(service: str, path: str, request: Request, who: SignedInDep) -> 
             message_zh="服务暂时不可用,请稍后重试。",
             message_en="The service is unavailable. Please try again shortly.",
         ) from None
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in answer.aiter_raw():
+                yield chunk
+        finally:  # also when the browser goes away mid-download: the service's connection is let go
+            await answer.aclose()
+
     return StreamingResponse(
-        answer.aiter_raw(),
+        body(),
         status_code=answer.status_code,
         headers={name: value for name in RETURNED_HEADERS if (value := answer.headers.get(name))},
-        background=BackgroundTask(answer.aclose),
     )
