@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from .auth import ensure_key
+from .auth import PrincipalCache, ensure_key
 from .bus import Bus
 from .bus.factory import make_bus
 from .clock import Clock, SystemClock
@@ -89,6 +89,7 @@ def build_app(
     app.state.settings = settings
     app.state.clock = clock
     app.state.staff_tokens = staff_token_verifier(settings.staff_token_public_keys)
+    app.state.principal_cache = PrincipalCache(settings.principal_cache_seconds)
     for key, value in (state or {}).items():
         setattr(app.state, key, value)
     configure_app(app, settings.service_name, settings.max_body_bytes, body_limits)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -142,12 +143,40 @@ def staff_principal(claims: StaffClaims) -> Principal:
     )
 
 
+class PrincipalCache:
+    """The API keys found in the last `seconds` (of real time), by hash, so that a busy client's requests
+    do not each look theirs up. A key's expiry still counts at every request; its revocation takes effect
+    within `seconds` (0: no cache, every request looks its key up). Unknown keys are never cached."""
+
+    def __init__(self, seconds: float, *, timer: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._timer = timer
+        self._found: dict[str, tuple[float, Principal, datetime | None]] = {}
+
+    def get(self, key_hash: str, now: datetime) -> Principal | None:
+        entry = self._found.get(key_hash)
+        if entry is None:
+            return None
+        found_at, principal, expires_at = entry
+        if self._timer() - found_at >= self.seconds or (expires_at is not None and now >= expires_at):
+            del self._found[key_hash]
+            return None
+        return principal
+
+    def put(self, key_hash: str, principal: Principal, expires_at: datetime | None) -> None:
+        if self.seconds > 0:
+            if len(self._found) >= 10_000:  # many keys: start again rather than grow without end
+                self._found.clear()
+            self._found[key_hash] = (self._timer(), principal, expires_at)
+
+
 async def authenticate(
     session: AsyncSession,
     authorization: str | None,
     *,
     now: datetime,
     staff_tokens: StaffTokenVerifier | None = None,
+    cache: PrincipalCache | None = None,
 ) -> Principal:
     """The caller of a request: 401 for no key, an unknown one, or one revoked or expired at `now`. A staff
     token genuine and current by `staff_tokens` is the person it names; any other is looked up as a key
@@ -161,12 +190,18 @@ async def authenticate(
         and (claims := staff_tokens.verify(token.strip(), now)) is not None
     ):
         return staff_principal(claims)
-    key = (await session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(token.strip())))).first()
+    key_hash = hash_key(token.strip())
+    if cache is not None and (cached := cache.get(key_hash, now)) is not None:
+        return cached
+    key = (await session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash))).first()
     if key is None or not key.usable(now):
         raise Problem(401, "unauthenticated", "Unauthenticated", "unknown, revoked or expired api key")
-    return Principal(
+    principal = Principal(
         key_id=key.id,
         name=key.name,
         roles=frozenset(Role(r) for r in key.roles),
         shops=None if key.shops is None else frozenset(key.shops),
     )
+    if cache is not None:
+        cache.put(key_hash, principal, key.expires_at)
+    return principal

@@ -48,6 +48,9 @@ class ServiceSettings(BaseSettings):
     # The largest request body taken (<PREFIX>MAX_BODY_BYTES); a larger one is answered 413 before it is read
     # in full (web.BodyLimit). Uploads may have a larger limit of their own (case-api's evidence).
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # How long an API key found stays known without a lookup (<PREFIX>PRINCIPAL_CACHE_SECONDS; auth.py's
+    # PrincipalCache): a revocation takes effect within it; 0 looks the key up at every request.
+    principal_cache_seconds: float = Field(5.0, ge=0, le=300)
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -15,6 +15,7 @@ from aftersales_shared.auth import Principal
 from aftersales_shared.clock import as_utc
 from aftersales_shared.ids import new_id
 from aftersales_shared.problems import not_found
+from sqlalchemy import select as select_columns
 from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -85,7 +86,21 @@ async def entries(session: AsyncSession, order_id: str) -> list[LedgerEntry]:
     return list(rows.all())
 
 
-def domain_entries(rows: Iterable[LedgerEntry]) -> list[dl.Entry]:
+ENTRY_COLUMNS = tuple(
+    col(c)
+    for c in (
+        LedgerEntry.line_id,
+        LedgerEntry.bucket,
+        LedgerEntry.amount,
+        LedgerEntry.status,
+        LedgerEntry.new_order_id,
+        LedgerEntry.new_line_id,
+    )
+)
+
+
+def domain_entries(rows: Iterable[Any]) -> list[dl.Entry]:
+    """Ledger rows (entries, or rows of ENTRY_COLUMNS) as the domain's entries."""
     return [
         dl.Entry(
             line_id=row.line_id,
@@ -102,16 +117,22 @@ def domain_entries(rows: Iterable[LedgerEntry]) -> list[dl.Entry]:
 async def line_history(session: AsyncSession, order_id: str) -> dict[str, dm.LineHistory]:
     """Per line: what the ledger holds (R-COMP-CAP, R-POSTAGE) and the exchanges (R-EXCHANGE-ONCE)."""
     replacements: dict[str, datetime | None] = {}
+    # Columns, not ORM objects: this runs in every request that opens a case or a cashback task.
     exchanges = await session.exec(
-        select(Case).where(
+        select(Case.lines, Case.details).where(
             Case.order_id == order_id, Case.remedy == "exchange", col(Case.status).not_in(RELEASED)
         )
     )
-    for case in exchanges.all():
-        signed = CaseDetails.model_validate(case.details).replacement_signed_at  # the case's typed details
-        for line in case.lines:
+    for lines, details in exchanges.all():
+        signed = CaseDetails.model_validate(details).replacement_signed_at  # the case's typed details
+        for line in lines:
             replacements[line["line_id"]] = as_utc(signed) if signed else None
-    return dl.line_histories(domain_entries(await entries(session, order_id)), replacements)
+    await session.flush()  # entries added in this transaction count too (a connection does not autoflush)
+    connection = await session.connection()
+    held = await connection.execute(
+        select_columns(*ENTRY_COLUMNS).where(col(LedgerEntry.order_id) == order_id)
+    )
+    return dl.line_histories(domain_entries(held.all()), replacements)
 
 
 async def price_claims(session: AsyncSession, new_order_id: str) -> list[dl.Entry]:
