@@ -9,6 +9,7 @@ from aftersales_shared.clock import Clock, SystemClock
 from aftersales_shared.metrics import CountBy
 from fastapi import FastAPI
 from prometheus_client import Gauge
+from sqlmodel import col
 
 from .api import cases, cashback, claims, errors, evidence, messages, orders, registers, webhooks
 from .config import Settings
@@ -53,7 +54,7 @@ WEBHOOK_BACKLOG = CountBy(
     ),
     WebhookDelivery.status,
     ["pending"],
-    [WebhookDelivery.status == "pending"],
+    [col(WebhookDelivery.status) == "pending"],
 )
 
 
