@@ -383,4 +383,5 @@ class TestInspections:
         )
         async with unchanged(api):
             assert_problem(await api.act(case, "record_inspection", "support", parcel_weight_g=-1), 422)
-            assert_problem(await api.act(case, "record_inspection", "support", passed=True), 422)
+            verdict = await api.act(case, "record_inspection", "support", passed=True)
+            assert assert_problem(verdict, 409)["code"] == "not_a_return_inspection"

@@ -290,6 +290,6 @@ class TestInspection:
         assert inspection is not None and (inspection.passed, inspection.weight_difference_g) == (None, -230)
 
     def test_a_check_on_an_open_case_neither_passes_nor_fails(self) -> None:
-        with pytest.raises(InvalidRequest) as caught:
+        with pytest.raises(CaseConflict) as caught:
             self.inspect(case(Remedy.RESHIP, Reason.MISSING_ITEM, S.open), passed=False)
-        assert caught.value.field == "passed"
+        assert caught.value.code == "not_a_return_inspection"

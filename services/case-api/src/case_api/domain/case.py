@@ -353,7 +353,11 @@ def _record_inspection(case: Case, command: c.RecordInspection, now: datetime) -
     weighed, expected = command.parcel_weight_g, command.expected_weight_g
     passed = _inspection_result(case, command) if case.status is S.return_received else None
     if case.status is not S.return_received and command.passed is not None:
-        raise InvalidRequest("passed", "only the inspection of a received return passes or fails")
+        raise CaseConflict(  # a verdict belongs to the inspection of a received return
+            "not_a_return_inspection",
+            f"a {case.status} case takes checks, not a verdict: only a received return passes or fails",
+            case_status=case.status,
+        )
     inspection = Inspection(
         passed=passed,
         notes=command.notes,
