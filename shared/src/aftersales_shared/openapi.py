@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections import Counter
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -256,9 +257,13 @@ def install(app: FastAPI) -> None:
     """The completed OpenAPI at /openapi.json, Swagger UI at /docs and ReDoc at /redoc, all self-hosted.
     The app is made with docs_url=None and redoc_url=None."""
 
+    made_on: list[date] = []
+
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = document(app)
+        # Made again each day: examples may be dated from today (an order inside its return window).
+        today = app.state.clock.now().date() if hasattr(app.state, "clock") else date.today()
+        if app.openapi_schema is None or made_on != [today]:
+            app.openapi_schema, made_on[:] = document(app), [today]
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

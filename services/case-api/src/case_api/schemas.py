@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
+from aftersales_shared.clock import SystemClock
 from aftersales_shared.events import Payee
 from aftersales_shared.fields import ID_MAX_LENGTH, ID_PATTERN, Instant, NulFree
 from aftersales_shared.money import Money, MoneyOut
@@ -63,48 +65,56 @@ class Shipment(Strict):
     shipped_at: Instant | None = None
 
 
+def _dated_order_examples(schema: dict[str, Any]) -> None:
+    """The example order dated from today (paid 3 days ago, shipped 2, signed for yesterday): an example
+    signed on a fixed date would be refused by R-BEYOND-7D a week later."""
+    today = SystemClock().now().astimezone(BEIJING).replace(microsecond=0)
+    dates = {f"{name}_at": (today - timedelta(days=days)).isoformat() for name, days in DAYS_AGO.items()}
+    example = {**ORDER_EXAMPLE, "paid_at": dates["paid_at"], "signed_at": dates["signed_at"]}
+    example["shipment"] = {**ORDER_EXAMPLE["shipment"], "shipped_at": dates["shipped_at"]}
+    schema["examples"] = [example]
+
+
+BEIJING = ZoneInfo("Asia/Shanghai")
+DAYS_AGO = {"paid": 3, "shipped": 2, "signed": 1}
+ORDER_EXAMPLE: dict[str, Any] = {
+    "shop_id": "shop-1",
+    "platform": "tmall",
+    "buyer": {
+        "id": "b-1",
+        "name": "张三",
+        "phone": "13812345678",
+        "address": "浙江省杭州市西湖区文三路 1 号",
+        "alipay_account": "zhangsan@example.com",
+    },
+    "paid_at": "2026-11-01T10:00:00+08:00",
+    "lines": [
+        {
+            "line_id": "L1",
+            "sku": "TEE-001-M-BLK",
+            "name": "纯棉T恤",
+            "size": "M",
+            "color": "black",
+            "category": "tops",
+            "quantity": 2,
+            "unit_price": "129.00",
+            "paid_amount": "238.00",
+        }
+    ],
+    "shipping_fee": "10.00",
+    "shipping_insurance": False,
+    "shipment": {
+        "carrier": "SF",
+        "tracking_no": "SF1234567890",
+        "warehouse_id": "WH-HZ",
+        "shipped_at": "2026-11-02T09:00:00+08:00",
+    },
+    "signed_at": "2026-11-03T15:20:00+08:00",
+}
+
+
 class OrderIn(Strict):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "shop_id": "shop-1",
-                    "platform": "tmall",
-                    "buyer": {
-                        "id": "b-1",
-                        "name": "张三",
-                        "phone": "13812345678",
-                        "address": "浙江省杭州市西湖区文三路 1 号",
-                        "alipay_account": "zhangsan@example.com",
-                    },
-                    "paid_at": "2026-11-01T10:00:00+08:00",
-                    "lines": [
-                        {
-                            "line_id": "L1",
-                            "sku": "TEE-001-M-BLK",
-                            "name": "纯棉T恤",
-                            "size": "M",
-                            "color": "black",
-                            "category": "tops",
-                            "quantity": 2,
-                            "unit_price": "129.00",
-                            "paid_amount": "238.00",
-                        }
-                    ],
-                    "shipping_fee": "10.00",
-                    "shipping_insurance": False,
-                    "shipment": {
-                        "carrier": "SF",
-                        "tracking_no": "SF1234567890",
-                        "warehouse_id": "WH-HZ",
-                        "shipped_at": "2026-11-02T09:00:00+08:00",
-                    },
-                    "signed_at": "2026-11-03T15:20:00+08:00",
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_dated_order_examples)
 
     shop_id: str = Id
     platform: Literal["tmall", "taobao", "jd", "douyin", "other"]

@@ -7,6 +7,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from aftersales_shared.clock import SystemClock
 from aftersales_shared.testing_openapi import check_docs_pages, check_document, generate_client, typed_client
 from case_api_testing import Api, order_body
 
@@ -76,3 +77,16 @@ class TestOpenApi:
         )
         denied = await _call(client_module, "cases.get_case").asyncio_detailed(opened.id, client=anonymous)
         assert denied.status_code == 401 and denied.parsed.code == "unauthenticated"
+
+
+class TestExamples:
+    async def test_the_docs_example_order_is_inside_its_return_window_today(self, api: Api) -> None:
+        """It was signed on a fixed date once, and R-BEYOND-7D refused it a week later."""
+        api.clock.advance(seconds=(SystemClock().now() - api.clock.now()).total_seconds())
+        example = api.app.openapi()["components"]["schemas"]["OrderIn"]["examples"][0]
+        body = example | {"shop_id": "shop-a"}
+        put = await api.call("PUT", "/v1/orders/o-example", "storefront", json=body)
+        assert put.status_code in (200, 201), put.text
+        options = (await api.call("GET", "/v1/orders/o-example/after-sales-options", "storefront")).json()
+        no_reason = [o for o in options["options"] if o["reason"] == "no_reason"]
+        assert no_reason and all(o["eligible"] for o in no_reason), options
