@@ -85,6 +85,7 @@ class Case(SQLModel, table=True):
     needs_retention: bool = False
     evidence_missing: int = 0
     created_by: str
+    assignee: str | None = Field(default=None, index=True, max_length=128)  # the person working it
     version: int = 1
     created_at: datetime = Field(index=True)
     updated_at: datetime

@@ -195,6 +195,13 @@ def created_after(column: Any, value: datetime | None) -> list[ColumnElement[boo
     return [] if value is None else [col(column) >= value]
 
 
+def assigned_to(assignee: str | None) -> list[ColumnElement[bool]]:
+    """Cases this person works; `none`: the cases nobody has taken."""
+    if assignee is None:
+        return []
+    return [col(Case.assignee).is_(None) if assignee == "none" else col(Case.assignee) == assignee]
+
+
 def shipped_by(carrier: str | None) -> list[ColumnElement[bool]]:
     """Cases whose order was shipped by this carrier (the order snapshot's `shipment.carrier`)."""
     if carrier is None:

@@ -291,6 +291,7 @@ class CasePublic(BaseModel):
     needs_retention: bool
     evidence_missing: int
     evidence: list[CaseEvidencePublic] = []
+    assignee: str | None = None
     version: int
     created_at: datetime
     updated_at: datetime
@@ -318,6 +319,19 @@ class ActionBody(Strict):
 
     expected_version: int | None = Field(
         None, ge=1, description="the case's version you read / 您读取到的工单版本号"
+    )
+
+
+class AssigneeBody(ActionBody):
+    """Who works the case: a person's principal name (`staff:<username>`, or an API key's name), or null to
+    release it. Support takes a case for themself or releases their own; ops assigns anyone.
+    处理人:员工身份名(`staff:<用户名>` 或 API 密钥名称),null 表示释放。
+    客服只能领取或释放自己的工单,运营可指派任何人。"""
+
+    model_config = _examples({"assignee": "staff:alice", "expected_version": 3}, {"assignee": None})
+
+    assignee: str | None = Field(
+        min_length=1, max_length=128, pattern=r"^\S(.*\S)?$", description="处理人 / the assignee (null: none)"
     )
 
 

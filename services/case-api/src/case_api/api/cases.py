@@ -5,7 +5,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from aftersales_shared.auth import Role
-from aftersales_shared.fields import IdQuery, Instant, ResourceIdPath, TextQuery
+from aftersales_shared.fields import NO_NUL_PATTERN, IdQuery, Instant, ResourceIdPath, TextQuery
 from aftersales_shared.idempotency import idempotent, request_hash
 from aftersales_shared.pagination import Page, next_cursor
 from aftersales_shared.web import IdempotencyKey
@@ -17,12 +17,30 @@ from .. import repository as repo
 from ..domain.model import InvalidRequest
 from ..domain.workflow import MOVES, Action, CaseStatus
 from ..models import Case
-from ..schemas import ACTION_BODIES, ActionBody, CaseCreate, CasePublic, Reason, Remedy, TimelineEntry
+from ..schemas import (
+    ACTION_BODIES,
+    ActionBody,
+    AssigneeBody,
+    CaseCreate,
+    CasePublic,
+    Reason,
+    Remedy,
+    TimelineEntry,
+)
 from .deps import ContextDep, FeedHorizonDep, IfMatchDep, UpdatedAfter
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 READERS = (Role.storefront, Role.support, Role.ops)
 POLICY_REFUSAL = {"description": "refused by a policy rule (problem+json with rule, message_zh, message_en)"}
+AssigneeQuery = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=128,
+        pattern=NO_NUL_PATTERN,
+        description="the cases this person works (`staff:alice`), or `none` for the unassigned",
+    ),
+]
 CONFLICT = {
     "description": "stale version, a move the case's status does not allow, or a reused Idempotency-Key"
 }
@@ -81,6 +99,7 @@ async def list_cases(
     order_id: IdQuery = None,
     shop_id: IdQuery = None,
     carrier: TextQuery = None,  # the carrier that shipped the order (its shipment.carrier)
+    assignee: AssigneeQuery = None,
     created_after: Instant | None = None,
     updated_after: UpdatedAfter = None,
     cursor: str | None = None,
@@ -97,6 +116,7 @@ async def list_cases(
         (Case.shop_id, shop_id),
     )
     filters += repo.created_after(Case.created_at, created_after) + repo.shipped_by(carrier)
+    filters += repo.assigned_to(assignee)
     if updated_after is not None:
         rows = await repo.changes(
             ctx.session, Case, ctx.principal, Case.shop_id, filters, updated_after, cursor, limit, horizon
@@ -123,6 +143,28 @@ async def get_timeline(case_id: ResourceIdPath, ctx: ContextDep) -> list[Timelin
     ctx.principal.require(*READERS)
     await repo.get_case(ctx.session, ctx.principal, case_id)
     return [TimelineEntry(**e.model_dump()) for e in await repo.timeline(ctx.session, case_id)]
+
+
+@router.put(
+    "/{case_id}/assignee",
+    response_model=CasePublic,
+    summary="Take, release or assign a case 领取/释放/指派工单",
+    responses={409: CONFLICT},
+    tags=["case actions"],
+)
+async def set_assignee(
+    case_id: ResourceIdPath, body: AssigneeBody, ctx: ContextDep, if_match: IfMatchDep
+) -> dict[str, Any]:
+    """Roles 角色: `support` takes a case for themself (`assignee` = their own principal name, e.g.
+    `staff:alice`) or releases their own (`null`); `ops` assigns anyone. A case taken by someone else is a
+    409 `already_assigned` for support. Writes an `assigned` timeline entry and bumps `version`; send
+    `expected_version` (or `If-Match`) to be safe against concurrent edits; stale → 409.
+    客服可领取(处理人为自己)或释放自己的工单,运营可指派任何人;已被他人领取返回 409。"""
+    expected = body.expected_version if body.expected_version is not None else if_match
+    case = await handlers.assign(ctx, case_id, body.assignee, expected)
+    result = await public(ctx, case)
+    await ctx.session.commit()
+    return result
 
 
 Endpoint = Callable[..., Awaitable[dict[str, Any]]]

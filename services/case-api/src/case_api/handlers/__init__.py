@@ -4,6 +4,7 @@ Handlers lock, check, change state, write the timeline and queue events in the c
 flush; the edge commits. A newcomer reads `cases.act` to see what happens when a case moves.
 """
 
+from .assignment import assign
 from .cases import SOURCE, act, locked_case, open_case, record, sign_replacement, touch
 from .cashback import cancel_task, create_cashback, decide_cashback, locked_task, request_clawback
 from .context import Context
@@ -13,6 +14,7 @@ __all__ = [
     "SOURCE",
     "Context",
     "act",
+    "assign",
     "cancel_task",
     "create_cashback",
     "decide_cashback",

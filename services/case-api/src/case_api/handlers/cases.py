@@ -314,13 +314,7 @@ async def act(ctx: Context, case_id: str, action: Action, body: ActionBody, if_m
     """Run one workflow action on the case, as the caller (or a named system actor)."""
     ctx.principal.require(*MOVES[action].roles)
     row = await locked_case(ctx, case_id)
-    expected = body.expected_version if body.expected_version is not None else if_match
-    if expected is not None and expected != row.version:
-        raise conflict(
-            "stale_version",
-            f"the case is at version {row.version}, not {expected}",
-            current_version=row.version,
-        )
+    check_version(row, body.expected_version if body.expected_version is not None else if_match)
     case = aggregate(row)
     dc.check_move(case, action)
     fields = body.model_dump(exclude={"expected_version"})
@@ -334,6 +328,16 @@ async def act(ctx: Context, case_id: str, action: Action, body: ActionBody, if_m
     touch(ctx, row, action, from_status, data)
     await ctx.session.flush()
     return row
+
+
+def check_version(row: Case, expected: int | None) -> None:
+    """409 when the caller saw another version of the case than the one it is at now."""
+    if expected is not None and expected != row.version:
+        raise conflict(
+            "stale_version",
+            f"the case is at version {row.version}, not {expected}",
+            current_version=row.version,
+        )
 
 
 async def locked_case(ctx: Context, case_id: str) -> Case:
