@@ -3,7 +3,7 @@ system as `make run` starts it (embedded default). Staff accounts are made throu
 order and the case through case-api's with the development key; then, as a person would, in the browser:
 
 - a wrong password is refused, and the support agent signs in;
-- finds the case in the queue, opens it, approves it, and reads their own name in the timeline;
+- finds the case in the queue, takes it (领取), opens it, approves it, and reads their name in the timeline;
 - downloads a register as xlsx, which openpyxl opens with its Chinese headers and the case in it;
 - tries an ops action (releasing a held payout) and is refused by payout-worker, word for word;
 - the main pages are photographed at 1366×768: into docs/screenshots/ with UPDATE_SCREENSHOTS=1, else
@@ -180,6 +180,12 @@ async def shot(page: Page, name: str, folder: Path) -> None:
     await page.screenshot(path=folder / f"{name}.png")
 
 
+async def pick(page: Page, field: str, option: str) -> None:
+    """Choose `option` in the queue's select labelled `field`."""
+    await page.get_by_label(field).click(force=True)  # the chosen value's label lies over the input
+    await page.locator(".ant-select-dropdown:visible").get_by_title(option, exact=True).click()
+
+
 async def test_a_support_agent_works_a_case_in_the_browser(console: Console, tmp_path: Path) -> None:
     s = console.stack
     pictures = SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path
@@ -215,6 +221,15 @@ async def test_a_support_agent_works_a_case_in_the_browser(console: Console, tmp
             await expect(link).to_have_count(0)
             await carrier.fill("SF")
             await expect(link).to_be_visible()
+
+            # She takes the case (领取): the queue names her, and lists it under 我的 but not 未领取.
+            await row.get_by_role("button", name=f"领取 {case['id']}").click()
+            await expect(row.get_by_role("button", name=f"释放 {case['id']}")).to_be_visible()
+            await expect(row).to_contain_text("li.na")
+            await pick(page, "处理人", "未领取")
+            await expect(link).to_have_count(0)
+            await pick(page, "处理人", "我的")
+            await expect(link).to_be_visible()
             await link.focus()
             await page.keyboard.press("Enter")
 
@@ -238,6 +253,7 @@ async def test_a_support_agent_works_a_case_in_the_browser(console: Console, tmp
             await shot(page, "case-detail", pictures)
             approved = await s.call("case-api", "GET", f"/v1/cases/{case['id']}")
             assert approved["status"] != "open"
+            assert approved["assignee"] == "staff:li.na"
             entries = await s.call("case-api", "GET", f"/v1/cases/{case['id']}/timeline")
             [approval] = [e for e in entries if e["action"] == "approve"]
             assert "li.na" in approval["actor"]

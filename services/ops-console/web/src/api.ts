@@ -126,6 +126,10 @@ export class ApiClient {
     return this.request<T>("POST", path, body, headers);
   }
 
+  put<T>(path: string, body?: unknown, headers?: Record<string, string>): Promise<T> {
+    return this.request<T>("PUT", path, body, headers);
+  }
+
   async signIn(username: string, password: string): Promise<Session> {
     const session = await this.request<Session>("POST", "/api/session", { username, password });
     this.csrfToken = session.csrf_token;

@@ -2,6 +2,10 @@ import { describe, expect, it } from "vitest";
 import {
   actionBody,
   allowedActions,
+  assigneeBody,
+  assigneeParam,
+  assigneeText,
+  takeChoice,
   bulkClosable,
   clocksOf,
   formatDuration,
@@ -175,5 +179,43 @@ describe("actions allowed now", () => {
     expect(actionBody("reject", { reason_code: "worn", message: "" }, 1)).toEqual({ expected_version: 1, reason_code: "worn" });
     expect(actionBody("record_carrier_verdict", { confirmed: false }, 4)).toEqual({ expected_version: 4, confirmed: false });
     expect(actionBody("approve", { notes: "sneaked in" }, 1)).toEqual({ expected_version: 1 });
+  });
+});
+
+describe("taking a case", () => {
+  it("filters by me, the unassigned, or anyone", () => {
+    expect(assigneeParam("mine", "li.na")).toBe("staff:li.na");
+    expect(assigneeParam("unassigned", "li.na")).toBe("none");
+    expect(assigneeParam(undefined, "li.na")).toBeUndefined();
+  });
+
+  it("shows an account's username and a key's name as they are", () => {
+    expect(assigneeText("staff:li.na")).toBe("li.na");
+    expect(assigneeText("tmall-shop-a")).toBe("tmall-shop-a");
+    expect(assigneeText(null)).toBeNull();
+    expect(assigneeText(undefined)).toBeNull();
+  });
+
+  it("offers take on a free case and release on my own", () => {
+    expect(takeChoice(aCase(), "li.na", false)).toEqual({ kind: "take" });
+    expect(takeChoice(aCase({ assignee: "staff:li.na" }), "li.na", false)).toEqual({ kind: "release" });
+  });
+
+  it("lets support not take a case someone else holds, and ops take it over", () => {
+    const held = aCase({ assignee: "staff:wang.qiang" });
+    expect(takeChoice(held, "li.na", false)).toEqual({ kind: "taken", by: "wang.qiang" });
+    expect(takeChoice(held, "li.na", true)).toEqual({ kind: "take" });
+  });
+
+  it("offers nothing on a case that is over", () => {
+    for (const status of ["closed", "rejected", "withdrawn", "retained"]) {
+      expect(takeChoice(aCase({ status }), "li.na", true)).toEqual({ kind: "closed" });
+    }
+    expect(takeChoice(aCase({ status: "refunded" }), "li.na", false)).toEqual({ kind: "take" });
+  });
+
+  it("sends myself or null with the version I saw", () => {
+    expect(assigneeBody({ kind: "take" }, "li.na", 3)).toEqual({ assignee: "staff:li.na", expected_version: 3 });
+    expect(assigneeBody({ kind: "release" }, "li.na", 4)).toEqual({ assignee: null, expected_version: 4 });
   });
 });

@@ -196,6 +196,41 @@ export function bulkClosable(item: CaseItem): boolean {
   return SETTLED.has(item.status);
 }
 
+// Who works a case (case-api's PUT /v1/cases/{id}/assignee): services name a console account `staff:<username>`.
+export const staffName = (username: string) => `staff:${username}`;
+
+/** The queue's assignee filter: my cases, the unassigned, or (undefined) anyone's. */
+export type AssigneeFilter = "mine" | "unassigned";
+
+/** The `assignee` query parameter of GET /v1/cases for the filter. */
+export function assigneeParam(filter: AssigneeFilter | undefined, username: string): string | undefined {
+  if (filter === "mine") return staffName(username);
+  if (filter === "unassigned") return "none";
+  return undefined;
+}
+
+/** The assignee as people read it: an account's username without the `staff:` prefix. */
+export function assigneeText(assignee: string | null | undefined): string | null {
+  if (!assignee) return null;
+  return assignee.startsWith("staff:") ? assignee.slice("staff:".length) : assignee;
+}
+
+/** What the queue's take button does for me on a case: take it, release my own, or nothing (support cannot
+ * take a case someone else holds; ops may take it over). Closed cases are not taken. */
+export type TakeChoice = { kind: "take" } | { kind: "release" } | { kind: "taken"; by: string } | { kind: "closed" };
+
+export function takeChoice(item: CaseItem, username: string, canReassign: boolean): TakeChoice {
+  if (FINAL_STATUSES.has(item.status)) return { kind: "closed" };
+  if (!item.assignee) return { kind: "take" };
+  if (item.assignee === staffName(username)) return { kind: "release" };
+  return canReassign ? { kind: "take" } : { kind: "taken", by: assigneeText(item.assignee) ?? item.assignee };
+}
+
+/** The body of PUT /v1/cases/{id}/assignee for the choice, with the version the user saw. */
+export function assigneeBody(choice: TakeChoice, username: string, version: number): { assignee: string | null; expected_version: number } {
+  return { assignee: choice.kind === "release" ? null : staffName(username), expected_version: version };
+}
+
 // The fields each staff action's body takes beside expected_version (case-api's ACTION_BODIES).
 export type FieldKind = "text" | "textarea" | "money" | "bool" | { choices: string[] };
 export interface ActionField {

@@ -4,7 +4,19 @@ import { Link } from "react-router-dom";
 import { api, caseApi, type Page } from "../api";
 import { RefusalView } from "../components/RefusalView";
 import { SlaTags } from "../components/SlaTags";
-import { bulkClosable, FINAL_STATUSES, queueRows, type CaseItem, type FollowUpRow, type QueueRow } from "../domain";
+import {
+  assigneeBody,
+  assigneeParam,
+  assigneeText,
+  bulkClosable,
+  FINAL_STATUSES,
+  queueRows,
+  takeChoice,
+  type AssigneeFilter,
+  type CaseItem,
+  type FollowUpRow,
+  type QueueRow,
+} from "../domain";
 import { useI18n, valuesOf } from "../i18n";
 import { refusalLine, refusalOf } from "../refusal";
 import { useSession } from "../session";
@@ -15,13 +27,14 @@ interface Filters {
   reason?: string;
   shop_id?: string;
   carrier?: string;
+  assignee?: AssigneeFilter;
 }
 
 const ACTIVE = "__active__";
 
 export function QueuePage() {
   const { t, label, lang } = useI18n();
-  const { has } = useSession();
+  const { has, user } = useSession();
   const { message } = AntApp.useApp();
   const [draft, setDraft] = useState<Filters>({ status: ACTIVE });
   const [filters, setFilters] = useState<Filters>(draft);
@@ -39,8 +52,10 @@ export function QueuePage() {
       setError(null);
       try {
         const status = filters.status === ACTIVE ? undefined : filters.status;
+        const assignee = assigneeParam(filters.assignee, user.username);
+        const query = { ...filters, status, assignee, cursor: after, limit: 200 };
         const [page, register] = await Promise.all([
-          api.get<Page<CaseItem>>(caseApi("/v1/cases"), { ...filters, status, cursor: after, limit: 200 }),
+          api.get<Page<CaseItem>>(caseApi("/v1/cases"), query),
           after
             ? Promise.resolve(null)
             : api.get<{ items: FollowUpRow[] }>(caseApi("/v1/registers/logistics-follow-up"), { limit: 1000 }),
@@ -56,7 +71,7 @@ export function QueuePage() {
         setLoading(false);
       }
     },
-    [filters],
+    [filters, user.username],
   );
 
   useEffect(() => {
@@ -94,8 +109,22 @@ export function QueuePage() {
     await load();
   };
 
+  const takeOrRelease = async (item: CaseItem) => {
+    const choice = takeChoice(item, user.username, has("ops"));
+    try {
+      await api.put(caseApi(`/v1/cases/${encodeURIComponent(item.id)}/assignee`), assigneeBody(choice, user.username, item.version));
+      message.success(`${item.id} · ${t(choice.kind === "release" ? "released" : "taken")}`);
+    } catch (refused) {
+      message.error(`${item.id}: ${refusalLine(refusalOf(refused, lang))}`, 8);
+    }
+    await load();
+  };
+
   const options = (group: string) => valuesOf(group).map((value) => ({ value, label: label(group, value) }));
-  const notOffered = t("not_offered");
+  const assigneeOptions = [
+    { value: "mine", label: t("assignee_mine") },
+    { value: "unassigned", label: t("assignee_unassigned") },
+  ];
 
   return (
     <Space direction="vertical" style={{ width: "100%" }} size="middle">
@@ -123,10 +152,8 @@ export function QueuePage() {
         <Form.Item label={t("carrier")} name="carrier">
           <Input style={{ width: 100 }} allowClear placeholder="SF" />
         </Form.Item>
-        <Form.Item label={t("assignee")}>
-          <Tooltip title={notOffered}>
-            <Select style={{ width: 110 }} disabled placeholder={t("all")} aria-description={notOffered} />
-          </Tooltip>
+        <Form.Item label={t("assignee")} name="assignee">
+          <Select style={{ width: 110 }} allowClear options={assigneeOptions} placeholder={t("all")} />
         </Form.Item>
         <Button onClick={() => void load()}>{t("refresh")}</Button>
       </Form>
@@ -169,6 +196,7 @@ export function QueuePage() {
           { title: t("remedy"), key: "remedy", render: (_, row) => label("remedy", row.item.remedy) },
           { title: t("reason"), key: "reason", render: (_, row) => label("reason", row.item.reason) },
           { title: t("amount"), key: "amount", align: "right", render: (_, row) => row.item.amount ?? "—" },
+          { title: t("assignee"), key: "assignee", render: (_, row) => assigneeText(row.item.assignee) ?? "—" },
           { title: t("sla"), key: "sla", width: 300, render: (_, row) => <SlaTags clocks={row.clocks} /> },
           {
             title: t("created_at"),
@@ -183,11 +211,9 @@ export function QueuePage() {
                 <Link to={`/cases/${encodeURIComponent(row.item.id)}`} aria-label={`${t("open")} ${row.item.id}`}>
                   {t("open")}
                 </Link>
-                <Tooltip title={t("taking_not_offered")}>
-                  <Button size="small" disabled>
-                    {t("take")}
-                  </Button>
-                </Tooltip>
+                {has("support", "ops") && (
+                  <TakeButton row={row} username={user.username} canReassign={has("ops")} onClick={takeOrRelease} />
+                )}
               </Space>
             ),
           },
@@ -199,5 +225,27 @@ export function QueuePage() {
         </Button>
       )}
     </Space>
+  );
+}
+
+function TakeButton(props: { row: QueueRow; username: string; canReassign: boolean; onClick: (item: CaseItem) => Promise<void> }) {
+  const { t } = useI18n();
+  const { row, username, canReassign, onClick } = props;
+  const choice = takeChoice(row.item, username, canReassign);
+  if (choice.kind === "closed") return null;
+  if (choice.kind === "taken") {
+    return (
+      <Tooltip title={t("taken_by", { name: choice.by })}>
+        <Button size="small" disabled aria-label={`${t("take")} ${row.item.id}`}>
+          {t("take")}
+        </Button>
+      </Tooltip>
+    );
+  }
+  const word = t(choice.kind === "release" ? "release_case" : "take");
+  return (
+    <Button size="small" aria-label={`${word} ${row.item.id}`} onClick={() => void onClick(row.item)}>
+      {word}
+    </Button>
   );
 }
