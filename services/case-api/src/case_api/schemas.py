@@ -276,6 +276,35 @@ class CaseEvidencePublic(BaseModel):
 
 
 class CasePublic(BaseModel):
+    """A case as the API shows it. 售后工单。"""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "case_01jd2v6b4q8m7c5x3w9e0r1t2y",
+                    "order_id": "TB20261101001",
+                    "shop_id": "shop-1",
+                    "remedy": "return_refund",
+                    "reason": "no_reason",
+                    "status": "awaiting_return",
+                    "stage": "received",
+                    "description": "颜色和图片不一样,不想要了",
+                    "lines": [{"line_id": "L1", "quantity": 1}],
+                    "amount": "119.00",
+                    "line_amounts": {"L1": "119.00"},
+                    "details": {},
+                    "needs_retention": True,
+                    "evidence_missing": 0,
+                    "evidence": [],
+                    "version": 3,
+                    "created_at": "2026-11-05T02:00:00Z",
+                    "updated_at": "2026-11-05T02:30:00Z",
+                }
+            ]
+        }
+    )
+
     id: str
     order_id: str
     shop_id: str

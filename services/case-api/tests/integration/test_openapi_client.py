@@ -9,6 +9,7 @@ from typing import Any
 
 from aftersales_shared.clock import SystemClock
 from aftersales_shared.testing_openapi import check_docs_pages, check_document, generate_client, typed_client
+from case_api.schemas import CasePublic
 from case_api_testing import Api, order_body
 
 
@@ -90,3 +91,7 @@ class TestExamples:
         options = (await api.call("GET", "/v1/orders/o-example/after-sales-options", "storefront")).json()
         no_reason = [o for o in options["options"] if o["reason"] == "no_reason"]
         assert no_reason and all(o["eligible"] for o in no_reason), options
+
+    def test_a_case_answer_has_an_example_that_is_a_case(self, api: Api) -> None:
+        case = api.app.openapi()["components"]["schemas"]["CasePublic"]
+        assert CasePublic.model_validate(case["examples"][0]).status == "awaiting_return"
