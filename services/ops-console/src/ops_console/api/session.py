@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from aftersales_shared.fields import NulFree
-from aftersales_shared.problems import Problem, problem_response
+from aftersales_shared.problems import problem_response
 from aftersales_shared.web import SessionDep
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -64,11 +64,8 @@ async def create_session(body: Credentials, request: Request, session: SessionDe
     settings, now = request.app.state.settings, request.app.state.clock.now()
     try:
         who, session_id = await sign_in(session, body.username, body.password, now, settings)
-    except LockedOut as locked:
+    except LockedOut as locked:  # a refused attempt is recorded by sign_in itself
         return problem_response(locked, headers={"Retry-After": str(locked.retry_after)})
-    except Problem:
-        await session.commit()  # the failure counts towards the lockout
-        raise
     await forget_old(session, now, settings)
     await session.commit()
     response = JSONResponse(_session_out(who).model_dump(mode="json"))
