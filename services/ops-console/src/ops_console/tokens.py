@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from aftersales_shared import staff_tokens
 from aftersales_shared.signing import dev_key, parse_private_key
+from aftersales_shared.staff_tokens import issue
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .accounts import StaffRole
@@ -26,7 +26,7 @@ def signing_key(settings: Settings) -> Ed25519PrivateKey:
 def token_for(key: Ed25519PrivateKey, account: StaffAccount, now: datetime, lifetime: timedelta) -> str:
     """A staff token naming the person, with the service roles of the account (admin is the console's own)
     and its shops."""
-    return staff_tokens.issue(
+    return issue(
         key,
         username=account.username,
         display_name=account.display_name,
