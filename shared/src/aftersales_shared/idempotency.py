@@ -16,7 +16,7 @@ from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .auth import Principal
-from .problems import PROBLEM_JSON, Problem, as_problem
+from .problems import PROBLEM_JSON, Problem, as_problem, problem_body
 
 
 class IdempotencyRecord(SQLModel, table=True):
@@ -76,7 +76,7 @@ async def idempotent(
         if key is None or refusal is None or refusal.status >= 500:
             raise
         await session.rollback()  # a refusal changes nothing, but its answer is remembered
-        status, payload, media_type = refusal.status, refusal.body(), PROBLEM_JSON
+        status, payload, media_type = refusal.status, problem_body(refusal), PROBLEM_JSON
     if key is not None:
         session.add(
             IdempotencyRecord(

@@ -75,12 +75,18 @@ def internal_error() -> Problem:
     return Problem(500, "internal_error", "Internal error", "the error was logged")
 
 
-def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The problem as answered; `instance` names this occurrence by the request's X-Request-ID."""
+def problem_body(problem: Problem) -> dict[str, Any]:
+    """The problem as answered: `instance` names this occurrence by the request's X-Request-ID."""
     body = problem.body()
     if (request_id := current("request_id")) is not None:
         body.setdefault("instance", f"urn:request:{request_id}")
-    return JSONResponse(body, status_code=problem.status, media_type=PROBLEM_JSON, headers=headers)
+    return body
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        problem_body(problem), status_code=problem.status, media_type=PROBLEM_JSON, headers=headers
+    )
 
 
 def _validation_problem(exc: RequestValidationError) -> Problem:
