@@ -30,7 +30,6 @@ import httpx
 from aftersales_shared.db import unit_of_work
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession as SAAsyncSession
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -84,7 +83,7 @@ async def queue(
         await execute(session, dialect.insert(kuaidi100_subscriptions).on_conflict_do_nothing(), rows)
 
 
-async def claim(sessions: async_sessionmaker[SAAsyncSession], now: datetime) -> list[Kuaidi100Subscription]:
+async def claim(sessions: async_sessionmaker[AsyncSession], now: datetime) -> list[Kuaidi100Subscription]:
     """Due rows, leased to this subscriber until now + LEASE (committed before any call is made)."""
     due = and_(
         K.status == "pending",
@@ -147,7 +146,7 @@ def backoff(attempts: int) -> timedelta:
 
 
 async def subscribe_due(
-    sessions: async_sessionmaker[SAAsyncSession], settings: Settings, client: httpx.AsyncClient, now: datetime
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, client: httpx.AsyncClient, now: datetime
 ) -> dict[str, int]:
     """Send every due subscription once; what became of them, by status."""
     if settings.kuaidi100_key is None:
