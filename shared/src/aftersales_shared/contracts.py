@@ -21,6 +21,7 @@ from .events import (
     CaseEvent,
     CashbackApproved,
     CashbackCancelled,
+    CashbackTaskChanged,
     CustomerNotification,
     LogisticsAlert,
     ParcelMilestone,
@@ -94,6 +95,17 @@ CASHBACK_APPROVED = Contract(
 CASHBACK_CANCELLED = Contract(
     "aftersales.cashback.cancelled.v1", CashbackCancelled, topics.CASHBACK, "cashback_task_id"
 )
+# read by no service: for storefronts (webhooks) that follow a task from its entry to its verdict
+CASHBACK_CREATED = Contract(
+    "aftersales.cashback.created.v1", CashbackTaskChanged, topics.CASHBACK, "cashback_task_id", (STOREFRONTS,)
+)
+CASHBACK_REJECTED = Contract(
+    "aftersales.cashback.rejected.v1",
+    CashbackTaskChanged,
+    topics.CASHBACK,
+    "cashback_task_id",
+    (STOREFRONTS,),
+)
 
 # warehouse systems (and carriers' pushes relayed by them)
 TRACKING_SCAN = Contract("logistics.tracking.scan.v1", TrackingEvent, topics.TRACKING, "tracking_no")
@@ -134,6 +146,8 @@ REGISTRY: dict[str, Contract] = _index(
         NOTIFICATION_REQUESTED,
         CASHBACK_APPROVED,
         CASHBACK_CANCELLED,
+        CASHBACK_CREATED,
+        CASHBACK_REJECTED,
         TRACKING_SCAN,
         *ALERT_EVENTS.values(),
         *PARCEL_EVENTS.values(),

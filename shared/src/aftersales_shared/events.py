@@ -116,6 +116,22 @@ class CashbackCancelled(NulFree):
     reason: str
 
 
+class CashbackTaskChanged(NulFree):
+    """`aftersales.cashback.created.v1` and `aftersales.cashback.rejected.v1`: a task entered for
+    verification, or refused by support (its reservation released), for storefronts that follow cashback."""
+
+    cashback_task_id: str
+    order_id: str
+    shop_id: str
+    case_id: str | None = None
+    line_id: str
+    reason: str
+    amount: Money
+    status: str
+    rejection_reason: str | None = None
+    at: Instant
+
+
 Direction = Literal["outbound", "return"]
 TrackingStatus = Literal[
     "created",

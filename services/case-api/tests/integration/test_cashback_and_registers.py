@@ -28,6 +28,8 @@ CASHBACK = {
     "note": "活动价差",
 }
 APPROVED = "aftersales.cashback.approved.v1"
+CREATED = "aftersales.cashback.created.v1"
+REJECTED = "aftersales.cashback.rejected.v1"
 
 
 async def create_task(api: Api, who: str = "support", **changes: Any) -> dict[str, Any]:
@@ -45,7 +47,13 @@ class TestCashbackVerification:
         await api.put_order()
         task = await create_task(api, "storefront")
         assert (task["status"], task["amount"], task["payee"]) == ("pending_verification", "15.00", PAYEE)
-        assert await outbox_rows(api, topics.CASHBACK) == []
+        # told to storefronts following cashback (webhooks), without the payee; payout-worker pays approvals
+        rows = await outbox_rows(api, topics.CASHBACK)
+        assert [(r.key, e["type"]) for r, e in zip(rows, events(rows), strict=True)] == [
+            (task["id"], CREATED)
+        ]
+        (created,) = events(rows)
+        assert created["data"]["status"] == "pending_verification" and "payee" not in created["data"]
         read = (await api.call("GET", f"/v1/cashback-tasks/{task['id']}", "ops")).json()
         assert read["status"] == "pending_verification"
 
@@ -62,7 +70,9 @@ class TestCashbackVerification:
             "support",
             2,
         )
-        rows = await outbox_rows(api, topics.CASHBACK)
+        rows = [
+            r for r in await outbox_rows(api, topics.CASHBACK) if json.loads(r.payload)["type"] != CREATED
+        ]
         assert [(r.topic, r.key) for r in rows] == [("aftersales.cashback.v1", task["id"])]
         (event,) = events(rows)
         assert (event["type"], event["subject"]) == (APPROVED, task["id"])
@@ -80,9 +90,9 @@ class TestCashbackVerification:
             again = await api.call("POST", path, "support")
         problem = assert_problem(again, 409, "invalid_transition")
         assert problem["task_status"] == "approved"
-        assert len(await outbox_rows(api, topics.CASHBACK)) == 1
+        assert [e["type"] for e in events(await outbox_rows(api, topics.CASHBACK))] == [CREATED, APPROVED]
 
-    async def test_rejection_keeps_the_reason_and_emits_nothing(self, api: Api) -> None:
+    async def test_rejection_keeps_the_reason_and_tells_only_storefronts(self, api: Api) -> None:
         await api.put_order()
         task = await create_task(api)
         response = await api.call(
@@ -93,7 +103,12 @@ class TestCashbackVerification:
             "rejected",
             "差价已在平台退还",
         )
-        assert await outbox_rows(api, topics.CASHBACK) == []
+        told = events(await outbox_rows(api, topics.CASHBACK))
+        assert [e["type"] for e in told] == [CREATED, REJECTED]  # no approval: nothing for payout-worker
+        assert (told[1]["data"]["status"], told[1]["data"]["rejection_reason"]) == (
+            "rejected",
+            "差价已在平台退还",
+        )
         for decision in ("approve", "reject"):
             async with unchanged(api):
                 late = await api.call("POST", f"/v1/cashback-tasks/{task['id']}/{decision}", "support")

@@ -421,6 +421,8 @@ class TestApi:
             "aftersales.case.approved.v1",
             "aftersales.cashback.approved.v1",
             "aftersales.cashback.cancelled.v1",
+            "aftersales.cashback.created.v1",
+            "aftersales.cashback.rejected.v1",
             "payouts.payout.paid.v1",
             "payouts.payout.failed.v1",
             "logistics.alert.opened.v1",

@@ -8,7 +8,7 @@ import logging
 from aftersales_shared import contracts
 from aftersales_shared.auth import Role
 from aftersales_shared.db import log_on_commit
-from aftersales_shared.events import CashbackApproved, CashbackCancelled, Payee
+from aftersales_shared.events import CashbackApproved, CashbackCancelled, CashbackTaskChanged, Payee
 from aftersales_shared.ids import new_id
 from aftersales_shared.outbox import add_event
 from aftersales_shared.problems import Problem, conflict
@@ -83,6 +83,7 @@ async def create_cashback(ctx: Context, body: CashbackCreate) -> CashbackTask:
         now=ctx.now,
         cashback_task_id=task.id,
     )
+    emit_task_change(ctx, task, contracts.CASHBACK_CREATED)
     await ctx.session.flush()
     return task
 
@@ -139,6 +140,7 @@ async def decide_cashback(
         task.status = "rejected"
         task.rejection_reason = reason or "rejected by support"
         await ledger.release(ctx.session, ctx.now, cashback_task_id=task.id)
+        emit_task_change(ctx, task, contracts.CASHBACK_REJECTED)
     ctx.session.add(task)
     await ctx.session.flush()
     return task
@@ -200,4 +202,21 @@ def emit_cashback(ctx: Context, task: CashbackTask, what: str, reason: str = "")
             cashback_task_id=task.id, order_id=task.order_id, shop_id=task.shop_id, reason=reason
         )
     contract = contracts.CASHBACK_APPROVED if what == "approved" else contracts.CASHBACK_CANCELLED
+    add_event(ctx.session, contract, data, source=SOURCE, subject=task.id, at=ctx.now)
+
+
+def emit_task_change(ctx: Context, task: CashbackTask, contract: contracts.Contract) -> None:
+    """A task entered or refused: told to whoever follows cashback (storefront webhooks)."""
+    data = CashbackTaskChanged(
+        cashback_task_id=task.id,
+        order_id=task.order_id,
+        shop_id=task.shop_id,
+        case_id=task.case_id,
+        line_id=task.line_id,
+        reason=task.reason,
+        amount=task.amount,
+        status=task.status,
+        rejection_reason=task.rejection_reason,
+        at=ctx.now,
+    )
     add_event(ctx.session, contract, data, source=SOURCE, subject=task.id, at=ctx.now)
