@@ -21,9 +21,7 @@ class TestOpenApi:
     def test_the_document_says_what_the_service_does(self, api: Api) -> None:
         document = check_document(api.app)
         actions = [p for p in document["paths"] if "/actions/" in p]
-        bodies = {
-            p: document["paths"][p]["post"].get("requestBody", {}).get("content", {}) for p in actions
-        }
+        bodies = {p: document["paths"][p]["post"].get("requestBody", {}).get("content", {}) for p in actions}
         reject = bodies["/v1/cases/{case_id}/actions/reject"]["application/json"]["schema"]["$ref"]
         assert reject.endswith("/RejectBody")
         assert document["components"]["schemas"]["RejectBody"]["required"] == ["reason_code"]
