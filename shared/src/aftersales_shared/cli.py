@@ -168,22 +168,47 @@ def _instant(value: str) -> datetime:
     return at.astimezone(UTC)
 
 
+def add_serve_and_migrate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser("serve", help="migrate the database, then serve HTTP")
+    serve.add_argument("--no-migrate", action="store_true")
+    migrate = commands.add_parser("migrate", help="alembic upgrade head on this service's database")
+    migrate.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to this long for the database to answer (a prestart step)",
+    )
+
+
+def serve_or_migrate(
+    args: argparse.Namespace, settings: ServiceSettings, service_dir: Path, app_path: str
+) -> int:
+    """Run `serve` or `migrate` (nothing for other commands); 1 when the database did not answer in time."""
+    if args.command == "migrate" and args.wait:
+        try:
+            asyncio.run(wait_for_database(settings.sqlalchemy_url, args.wait))
+        except (OSError, SQLAlchemyError) as exc:
+            print(f"the database did not answer within {args.wait:g}s: {exc}", file=sys.stderr)
+            return 1
+    if args.command in ("serve", "migrate") and not getattr(args, "no_migrate", False):
+        asyncio.run(upgrade(service_dir, settings.sqlalchemy_url))
+    if args.command == "serve":
+        import uvicorn
+
+        uvicorn.run(
+            app_path, factory=True, host=settings.host, port=settings.port, log_config=None, access_log=False
+        )
+    return 0
+
+
 def make_main(
     settings_factory: Callable[[], ServiceSettings], app_path: str, service_dir: Path
 ) -> Callable[[Sequence[str] | None], int]:
     def main(argv: Sequence[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog=settings_factory().service_name)
         commands = parser.add_subparsers(dest="command", required=True)
-        serve = commands.add_parser("serve", help="migrate the database, then serve HTTP")
-        serve.add_argument("--no-migrate", action="store_true")
-        migrate = commands.add_parser("migrate", help="alembic upgrade head on this service's database")
-        migrate.add_argument(
-            "--wait",
-            type=float,
-            default=0,
-            metavar="SECONDS",
-            help="first wait up to this long for the database to answer (a prestart step)",
-        )
+        add_serve_and_migrate(commands)
         keys = commands.add_parser("keys", help="API keys: create, list, revoke")
         key_commands = keys.add_subparsers(dest="keys_command", required=True)
         create = key_commands.add_parser("create")
@@ -221,25 +246,8 @@ def make_main(
         )
         args = parser.parse_args(argv)
         settings = settings_factory()
-        if args.command == "migrate" and args.wait:
-            try:
-                asyncio.run(wait_for_database(settings.sqlalchemy_url, args.wait))
-            except (OSError, SQLAlchemyError) as exc:
-                print(f"the database did not answer within {args.wait:g}s: {exc}", file=sys.stderr)
-                return 1
-        if args.command in ("serve", "migrate") and not getattr(args, "no_migrate", False):
-            asyncio.run(upgrade(service_dir, settings.sqlalchemy_url))
-        if args.command == "serve":
-            import uvicorn
-
-            uvicorn.run(
-                app_path,
-                factory=True,
-                host=settings.host,
-                port=settings.port,
-                log_config=None,
-                access_log=False,
-            )
+        if serve_or_migrate(args, settings, service_dir, app_path) != 0:
+            return 1
         if args.command == "keys":
             if (missing := _no_database(settings)) is not None:
                 print(missing, file=sys.stderr)

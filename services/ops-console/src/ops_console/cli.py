@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aftersales_shared.cli import _no_database, _shops
+from aftersales_shared.cli import _no_database, _shops, add_serve_and_migrate, serve_or_migrate
 from aftersales_shared.db import make_engine, session_factory, unit_of_work
-from aftersales_shared.migrations import upgrade, wait_for_database
 from aftersales_shared.problems import Problem
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -100,10 +99,7 @@ async def _accounts(settings: Settings, args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     main_parser = argparse.ArgumentParser(prog="ops-console")
     commands = main_parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="migrate the database, then serve HTTP")
-    serve.add_argument("--no-migrate", action="store_true")
-    migrate = commands.add_parser("migrate", help="alembic upgrade head on the console's database")
-    migrate.add_argument("--wait", type=float, default=0, metavar="SECONDS")
+    add_serve_and_migrate(commands)
     accounts = commands.add_parser(
         "accounts", help="staff accounts; passwords are read from the terminal or stdin"
     )
@@ -126,25 +122,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = Settings()
-    if args.command == "migrate" and args.wait:
-        try:
-            asyncio.run(wait_for_database(settings.sqlalchemy_url, args.wait))
-        except (OSError, SQLAlchemyError) as exc:
-            print(f"the database did not answer within {args.wait:g}s: {exc}", file=sys.stderr)
-            return 1
-    if args.command in ("serve", "migrate") and not getattr(args, "no_migrate", False):
-        asyncio.run(upgrade(SERVICE_DIR, settings.sqlalchemy_url))
-    if args.command == "serve":
-        import uvicorn
-
-        uvicorn.run(
-            "ops_console.main:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-        )
+    if serve_or_migrate(args, settings, SERVICE_DIR, "ops_console.main:create_app") != 0:
+        return 1
     if args.command == "accounts":
         if (missing := _no_database(settings)) is not None:
             print(missing.replace(" keys:", " accounts:"), file=sys.stderr)
