@@ -12,7 +12,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +160,26 @@ async def fresh_postgres_database(prefix: str) -> AsyncIterator[str]:
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+@asynccontextmanager
+async def tables_on(backend: str, tmp_path: Path, prefix: str, tables: list[Any]) -> AsyncIterator[Any]:
+    """Sessions on a fresh SQLite file ("sqlite") or PostgreSQL database holding just these tables."""
+    from aftersales_shared.db import make_engine, session_factory
+    from sqlmodel import SQLModel
+
+    async with AsyncExitStack() as stack:
+        if backend == "sqlite":
+            url = f"sqlite+aiosqlite:///{tmp_path}/{prefix}.db"
+        else:
+            url = await stack.enter_async_context(fresh_postgres_database(prefix))
+        engine = make_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(lambda sync: SQLModel.metadata.create_all(sync, tables=tables))
+            yield session_factory(engine)
+        finally:
+            await engine.dispose()
 
 
 async def check_migrations(service_dir: Path, metadata: MetaData, url: str) -> list[Any]:

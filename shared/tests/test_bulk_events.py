@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from aftersales_shared import contracts
-from aftersales_shared.db import make_engine, session_factory, unit_of_work
+from aftersales_shared.db import unit_of_work
 from aftersales_shared.events import (
     CloudEvent,
     LogisticsAlert,
@@ -23,9 +23,9 @@ from aftersales_shared.events import (
 )
 from aftersales_shared.ids import new_id
 from aftersales_shared.outbox import OutboxMessage, add_events
-from aftersales_testing import fresh_postgres_database
+from aftersales_testing import tables_on
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import SQLModel, col, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -90,20 +90,8 @@ def test_ids_are_ulids_in_creation_order() -> None:
 async def sessions(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    async def made(url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-        engine = make_engine(url)
-        async with engine.begin() as conn:
-            await conn.run_sync(lambda c: SQLModel.metadata.create_all(c, tables=[OutboxMessage.__table__]))  # type: ignore[attr-defined]
-        yield session_factory(engine)
-        await engine.dispose()
-
-    if request.param == "sqlite":
-        async for s in made(f"sqlite+aiosqlite:///{tmp_path}/o.db"):
-            yield s
-        return
-    async with fresh_postgres_database("bulk_events") as url:
-        async for s in made(url):
-            yield s
+    async with tables_on(request.param, tmp_path, "bulk_events", [OutboxMessage.__table__]) as sessions:  # type: ignore[attr-defined]
+        yield sessions
 
 
 async def test_add_events_stores_one_row_per_event(sessions: async_sessionmaker[AsyncSession]) -> None:

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aftersales_shared.db import make_engine, session_factory, unit_of_work
+from aftersales_shared.db import unit_of_work
 from aftersales_shared.outbox import InboxEntry, OutboxMessage
 from aftersales_shared.retention import purge
-from aftersales_testing import fresh_postgres_database
+from aftersales_testing import tables_on
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import SQLModel, col, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -23,21 +23,10 @@ DAY = timedelta(days=1)
 async def sessions(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    async def made(url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-        engine = make_engine(url)
-        tables = [OutboxMessage.__table__, InboxEntry.__table__]
-        async with engine.begin() as conn:
-            await conn.run_sync(lambda sync: SQLModel.metadata.create_all(sync, tables=tables))
-        yield session_factory(engine)
-        await engine.dispose()
-
-    if request.param == "sqlite":
-        async for s in made(f"sqlite+aiosqlite:///{tmp_path}/r.db"):
-            yield s
-        return
-    async with fresh_postgres_database("retention") as url:
-        async for s in made(url):
-            yield s
+    async with tables_on(
+        request.param, tmp_path, "retention", [OutboxMessage.__table__, InboxEntry.__table__]
+    ) as sessions:  # type: ignore[attr-defined]
+        yield sessions
 
 
 async def test_old_published_rows_and_old_inbox_entries_go_in_batches(
