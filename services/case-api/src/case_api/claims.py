@@ -17,11 +17,11 @@ from aftersales_shared.auth import Principal, Role
 from aftersales_shared.clock import SHANGHAI, as_utc
 from aftersales_shared.ids import new_id
 from aftersales_shared.money import fmt
-from aftersales_shared.problems import conflict, not_found
+from aftersales_shared.problems import conflict
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from . import handlers
+from . import handlers, repository
 from .domain import claims as dcl
 from .domain.claims import ClaimAction, ClaimStatus
 from .domain.model import PolicyRefusal
@@ -134,14 +134,9 @@ async def decide(
 async def get(
     session: AsyncSession, principal: Principal, claim_id: str, *, for_update: bool = False
 ) -> CarrierClaim:
-    query = select(CarrierClaim).where(CarrierClaim.id == claim_id)
-    if for_update:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    claim = (await session.exec(query)).first()
-    if claim is None:
-        raise not_found("carrier claim", claim_id)
-    principal.require_shop(claim.shop_id, hide=True, what="carrier claim", ident=claim_id)
-    return claim
+    return await repository.visible(
+        session, principal, CarrierClaim, claim_id, "carrier claim", for_update=for_update
+    )
 
 
 def amount_now(claim: CarrierClaim) -> Decimal:

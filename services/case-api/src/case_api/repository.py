@@ -14,10 +14,21 @@ from sqlalchemy import ColumnElement, tuple_
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .models import Case, CaseEvent, CaseEvidence, CashbackTask, Evidence, Order, OrderLine
+from .models import (
+    CarrierClaim,
+    Case,
+    CaseEvent,
+    CaseEvidence,
+    CashbackTask,
+    Evidence,
+    Order,
+    OrderLine,
+    WebhookSubscription,
+)
 
 M = TypeVar("M", bound=SQLModel)
 Changed = TypeVar("Changed", Case, CashbackTask)  # the tables with a change feed
+Owned = TypeVar("Owned", Case, CashbackTask, CarrierClaim, WebhookSubscription)  # a shop's, found by id
 
 
 async def get_order(session: AsyncSession, order_id: str) -> Order:
@@ -41,17 +52,30 @@ async def order_lines(session: AsyncSession, order_id: str) -> list[OrderLine]:
     return list(rows.all())
 
 
+async def visible(
+    session: AsyncSession,
+    principal: Principal,
+    model: type[Owned],
+    ident: str,
+    what: str,
+    *,
+    for_update: bool = False,
+) -> Owned:
+    """The row of the key's shops (another shop's is 404, as a missing one)."""
+    query = select(model).where(model.id == ident)
+    if for_update:  # and fresh: an earlier read of it in this session may predate the lock
+        query = query.with_for_update().execution_options(populate_existing=True)
+    row = (await session.exec(query)).first()
+    if row is None:
+        raise not_found(what, ident)
+    principal.require_shop(row.shop_id, hide=True, what=what, ident=ident)
+    return row
+
+
 async def get_case(
     session: AsyncSession, principal: Principal, case_id: str, *, for_update: bool = False
 ) -> Case:
-    query = select(Case).where(Case.id == case_id)
-    if for_update:  # and fresh: an earlier read of it in this session may predate the lock
-        query = query.with_for_update().execution_options(populate_existing=True)
-    case = (await session.exec(query)).first()
-    if case is None:
-        raise not_found("case", case_id)
-    principal.require_shop(case.shop_id, hide=True, what="case", ident=case_id)
-    return case
+    return await visible(session, principal, Case, case_id, "case", for_update=for_update)
 
 
 async def order_cases(session: AsyncSession, order_id: str) -> list[Case]:
@@ -70,15 +94,7 @@ async def case_cashback_tasks(session: AsyncSession, case_id: str) -> list[Cashb
 async def get_task(
     session: AsyncSession, principal: Principal, task_id: str, *, for_update: bool = False
 ) -> CashbackTask:
-    """A cashback task of the key's shops (another shop's is 404, as a missing one)."""
-    query = select(CashbackTask).where(CashbackTask.id == task_id)
-    if for_update:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    task = (await session.exec(query)).first()
-    if task is None:
-        raise not_found("cashback task", task_id)
-    principal.require_shop(task.shop_id, hide=True, what="cashback task", ident=task_id)
-    return task
+    return await visible(session, principal, CashbackTask, task_id, "cashback task", for_update=for_update)
 
 
 async def case_evidence(session: AsyncSession, case_id: str) -> list[tuple[CaseEvidence, Evidence]]:

@@ -9,20 +9,15 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ..models import WebhookDelivery, WebhookSubscription
+from ..repository import visible
 
 
 async def get_subscription(
     session: AsyncSession, principal: Principal, subscription_id: str, *, for_update: bool = False
 ) -> WebhookSubscription:
-    """A subscription of the key's shops (another shop's is 404, as a missing one)."""
-    query = select(WebhookSubscription).where(WebhookSubscription.id == subscription_id)
-    if for_update:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    subscription = (await session.exec(query)).first()
-    if subscription is None:
-        raise not_found("webhook", subscription_id)
-    principal.require_shop(subscription.shop_id, hide=True, what="webhook", ident=subscription_id)
-    return subscription
+    return await visible(
+        session, principal, WebhookSubscription, subscription_id, "webhook", for_update=for_update
+    )
 
 
 async def subscriptions(
