@@ -171,17 +171,12 @@ async def listed(
     limit: int = 1000,
 ) -> list[CarrierClaim]:
     """The claims the key may see, newest first."""
-    query = select(CarrierClaim)
-    if principal.shops is not None:
-        query = query.where(col(CarrierClaim.shop_id).in_(sorted(principal.shops)))
-    if carrier is not None:
-        query = query.where(CarrierClaim.carrier == carrier)
+    filters = [col(CarrierClaim.carrier) == carrier] if carrier is not None else []
     if status is not None:
-        query = query.where(CarrierClaim.status == status)
-    if since is not None:
-        query = query.where(col(CarrierClaim.claimed_at) >= since)
-    rows = await session.exec(query.order_by(col(CarrierClaim.claimed_at).desc()).limit(limit))
-    return list(rows.all())
+        filters.append(col(CarrierClaim.status) == status)
+    return await repository.newest(
+        session, CarrierClaim, principal, CarrierClaim.claimed_at, filters, since, limit
+    )
 
 
 def month_of(at: datetime) -> str:
@@ -222,13 +217,14 @@ async def report(
     """R-CARRIER-REPORT 报快递: per problem parcel of the carrier, what its claims desk needs: the tracking
     number, the order, the problem, the photos, the claim, and the recipient's name, address and phone,
     which only support sees (ops gets the rows without them)."""
-    query = select(LogisticsFollowUp).where(LogisticsFollowUp.carrier == carrier)
-    if principal.shops is not None:
-        query = query.where(col(LogisticsFollowUp.shop_id).in_(sorted(principal.shops)))
-    if since is not None:
-        query = query.where(col(LogisticsFollowUp.created_at) >= since)
-    entries = list(
-        (await session.exec(query.order_by(col(LogisticsFollowUp.created_at).desc()).limit(limit))).all()
+    entries = await repository.newest(
+        session,
+        LogisticsFollowUp,
+        principal,
+        LogisticsFollowUp.created_at,
+        [col(LogisticsFollowUp.carrier) == carrier],
+        since,
+        limit,
     )
     claims = await of_follow_ups(session, (e.id for e in entries))
     photos = await _photos(session, [e.case_id for e in entries])

@@ -169,6 +169,25 @@ async def page(
     return list(rows.all())
 
 
+async def newest(
+    session: AsyncSession,
+    model: type[M],
+    principal: Principal,
+    time_column: Any,
+    filters: Sequence[ColumnElement[bool]],
+    since: datetime | None,
+    limit: int,
+) -> list[M]:
+    """A register's rows of the key's shops, newest first, from `since` on."""
+    query = select(model).where(*filters)
+    if principal.shops is not None:
+        query = query.where(col(model.shop_id).in_(sorted(principal.shops)))  # type: ignore[attr-defined]
+    if since is not None:
+        query = query.where(col(time_column) >= since)
+    rows = await session.exec(query.order_by(col(time_column).desc()).limit(limit))
+    return list(rows.all())
+
+
 async def changes(
     session: AsyncSession,
     model: type[Changed],

@@ -7,9 +7,9 @@ from aftersales_shared.export import FORMATS_DOC, Column, Format, register_respo
 from aftersales_shared.fields import Instant
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from sqlmodel import SQLModel, col, select
+from sqlmodel import SQLModel
 
-from .. import claims
+from .. import claims, repository
 from ..models import CashbackTask, InspectionEntry, LogisticsFollowUp, RetentionEntry
 from .deps import ContextDep
 
@@ -96,13 +96,8 @@ async def _rows(
     ctx: ContextDep, model: type[SQLModel], time_column: object, since: Instant | None, limit: int
 ) -> list[dict[str, Any]]:
     ctx.principal.require(Role.support, Role.ops)
-    query = select(model)
-    if ctx.principal.shops is not None:
-        query = query.where(col(model.shop_id).in_(sorted(ctx.principal.shops)))  # type: ignore[attr-defined]
-    if since is not None:
-        query = query.where(col(time_column) >= since)
-    rows = await ctx.session.exec(query.order_by(col(time_column).desc()).limit(limit))
-    return [row.model_dump(mode="json") for row in rows.all()]
+    rows = await repository.newest(ctx.session, model, ctx.principal, time_column, [], since, limit)
+    return [row.model_dump(mode="json") for row in rows]
 
 
 Since = Annotated[Instant | None, Query(description="entries from this time on")]

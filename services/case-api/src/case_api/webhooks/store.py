@@ -9,7 +9,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ..models import WebhookDelivery, WebhookSubscription
-from ..repository import visible
+from ..repository import page, visible
 
 
 async def get_subscription(
@@ -23,13 +23,15 @@ async def get_subscription(
 async def subscriptions(
     session: AsyncSession, principal: Principal, cursor: str | None, limit: int
 ) -> list[WebhookSubscription]:
-    query = select(WebhookSubscription)
-    if principal.shops is not None:
-        query = query.where(col(WebhookSubscription.shop_id).in_(sorted(principal.shops)))
-    if (after := decode_cursor(cursor)) is not None:
-        query = query.where(col(WebhookSubscription.id) < after)
-    return list(
-        (await session.exec(query.order_by(col(WebhookSubscription.id).desc()).limit(limit + 1))).all()
+    return await page(
+        session,
+        WebhookSubscription,
+        WebhookSubscription.id,
+        principal,
+        WebhookSubscription.shop_id,
+        [],
+        cursor,
+        limit,
     )
 
 
