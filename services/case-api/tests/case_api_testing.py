@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -345,3 +345,28 @@ async def deliver_payout(api: Api, task: dict[str, Any], status: str, **fields: 
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"the payout result for {task['id']} was not consumed")
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], seconds: float = 15) -> Any:
+    """The check's first truthy answer, polled every 50 ms."""
+    for _ in range(int(seconds / 0.05)):
+        if result := await check():
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError("not in time")
+
+
+async def deliver(api: Api, *events: CloudEvent) -> None:
+    """Publish logistics-watcher's parcel events and alerts; wait until case-api's consumer has handled
+    them, none dead-lettered."""
+    runner = api.app.state.consumers[0]
+    before = runner.processed + runner.dead_lettered
+
+    async def done() -> bool:
+        return bool(runner.processed + runner.dead_lettered >= before + len(events))
+
+    for event in events:
+        topic = topics.ALERTS if event.type.startswith("logistics.alert.") else topics.PARCELS
+        await api.bus.publish(topic, event.data["tracking_no"], event.to_bytes())
+    await eventually(done)
+    assert runner.dead_lettered == 0

@@ -7,20 +7,19 @@ running logistics-watcher."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aftersales_shared import contracts, topics
+from aftersales_shared import contracts
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.db import unit_of_work
 from aftersales_shared.events import CloudEvent, LogisticsAlert, ParcelMilestone, envelope
 from case_api.config import Settings
 from case_api.models import ReshipOrder
 from case_api.reactions.logistics import escalate_overdue
-from case_api_testing import NOW, Api, running_api
+from case_api_testing import NOW, Api, deliver, eventually, running_api
 from sqlmodel import select
 
 UNSIGNED = {"signed_at": None}
@@ -71,28 +70,6 @@ def milestone(kind: str, at: datetime = NOW - H, **fields: Any) -> CloudEvent:
         data=data,
         at=NOW,
     )
-
-
-async def deliver(api: Api, *events: CloudEvent) -> None:
-    runner = api.app.state.consumers[0]
-    before = runner.processed + runner.dead_lettered
-    for event in events:
-        topic = topics.ALERTS if event.type.startswith("logistics.alert.") else topics.PARCELS
-        await api.bus.publish(topic, event.data["tracking_no"], event.to_bytes())
-    await eventually(lambda: _done(runner, before + len(events)))
-    assert runner.dead_lettered == 0
-
-
-async def _done(runner: Any, count: int) -> bool:
-    return bool(runner.processed + runner.dead_lettered >= count)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], seconds: float = 15) -> Any:
-    for _ in range(int(seconds / 0.05)):
-        if result := await check():
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError("not in time")
 
 
 async def cases(api: Api) -> list[dict[str, Any]]:

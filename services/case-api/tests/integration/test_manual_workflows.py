@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aftersales_shared import topics
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.events import CloudEvent, ParcelMilestone, envelope
 from case_api_checks import assert_problem, unchanged, upload
-from case_api_testing import NOW, Api, image, outbox_events, read_money
+from case_api_testing import NOW, Api, deliver, image, outbox_events, read_money
 
 Case = dict[str, Any]
 H = timedelta(hours=1)
@@ -70,19 +69,6 @@ def delivered(tracking_no: str = REPLACEMENT, at: datetime = SIGNED_AT, **fields
         data=data,
         at=NOW,
     )
-
-
-async def deliver(api: Api, *events: CloudEvent) -> None:
-    runner = api.app.state.consumers[0]
-    before = runner.processed + runner.dead_lettered
-    for event in events:
-        await api.bus.publish(topics.PARCELS, event.data["tracking_no"], event.to_bytes())
-    for _ in range(300):
-        if runner.processed + runner.dead_lettered >= before + len(events):
-            assert runner.dead_lettered == 0
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the milestones were not consumed")
 
 
 async def ask_return(api: Api, at: datetime) -> Any:

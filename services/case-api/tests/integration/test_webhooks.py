@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +25,7 @@ from case_api.jobs import webhook_dispatcher
 from case_api.webhooks import schedule
 from case_api.webhooks.catalog import source_topics, subscribable_types
 from case_api.webhooks.dispatcher import Dispatcher
-from case_api_testing import Api, running_api
+from case_api_testing import Api, eventually, running_api
 from webhook_testing import verify
 
 QUIET = 3600.0  # the app's own dispatcher polls this rarely: the tests drive theirs by hand
@@ -85,14 +85,6 @@ def settings(tmp_path: Path, **changes: Any) -> Settings:
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
     async for running in running_api(settings(tmp_path), tmp_path):
         yield running
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], seconds: float = 15) -> Any:
-    for _ in range(int(seconds / 0.05)):
-        if result := await check():
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError("not in time")
 
 
 async def subscribe(api: Api, url: str, who: str = "storefront", **fields: Any) -> dict[str, Any]:
