@@ -4,9 +4,10 @@ commit the handler's transaction, then the offset.
 A fetch is split by partition and the partitions are applied concurrently (on PostgreSQL), each chunk in
 one transaction (inbox rows and effects together), each partition's records in offset order; the offsets
 are committed once every chunk of the fetch has committed. A run of events of a type with a batch handler
-goes to it at once. If anything in a chunk fails, the chunk is rolled back and handled again one event at
-a time: failing records are retried with backoff and then parked on `<topic>.dlq` with the error in
-headers, so the partition moves on."""
+goes to it at once. A service whose handlers lock shared rows (case-api's orders) takes them first, all at
+once and in one order (`lock_first`), so that two partitions' transactions cannot deadlock. If anything in
+a chunk fails, the chunk is rolled back and handled again one event at a time: failing records are retried
+with backoff and then parked on `<topic>.dlq` with the error in headers, so the partition moves on."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ EVENTS_HANDLED = Counter("aftersales_consumer_events_total", "events handled", [
 
 Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]]
+# Takes the row locks a transaction's events will need, before any of them is handled
+LockFirst = Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]]
 
 
 def by_partition(records: Sequence[Record]) -> dict[tuple[str, int], list[Record]]:
@@ -59,6 +62,7 @@ class ConsumerRunner(BackgroundLoop):
         topics: Sequence[str],
         handlers: Mapping[str, Handler],
         batch_handlers: Mapping[str, BatchHandler] | None = None,
+        lock_first: LockFirst | None = None,
         max_attempts: int = 5,
         backoff: float = 0.2,
         fetch_max: int = 500,
@@ -70,6 +74,7 @@ class ConsumerRunner(BackgroundLoop):
         self._topics = list(topics)
         self._handlers = handlers
         self._batch_handlers = batch_handlers or {}
+        self._lock_first = lock_first
         self._fetch_max = fetch_max
         # The partitions of a fetch are applied concurrently, each in its own transaction; SQLite has one
         # writer (and one pooled connection), so there they take turns.
@@ -137,6 +142,8 @@ class ConsumerRunner(BackgroundLoop):
 
     async def _apply(self, session: AsyncSession, events: list[CloudEvent]) -> None:
         """Each run of same-type events to its batch handler, or one by one to its handler, in order."""
+        if self._lock_first is not None and events:
+            await self._lock_first(session, events)
         for event_type, run in groupby(events, key=lambda e: e.type):
             if (batch := self._batch_handlers.get(event_type)) is not None:
                 await batch(session, list(run))

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from aftersales_shared import topics
 from aftersales_shared.clock import Clock
-from aftersales_shared.consumer import ConsumerRunner, Handler
+from aftersales_shared.consumer import ConsumerRunner, Handler, LockFirst
 from fastapi import FastAPI
 
-from .reactions import logistics, payouts
+from .reactions import lock_orders_first, logistics, payouts
 from .webhooks.catalog import subscribable_types
 from .webhooks.fanout import with_fan_out
 
@@ -23,7 +23,7 @@ def handlers(clock: Clock) -> dict[str, Handler]:
 
 
 def consumers(app: FastAPI) -> list[ConsumerRunner]:
-    def runner(names: list[str]) -> ConsumerRunner:
+    def runner(names: list[str], lock_first: LockFirst | None = None) -> ConsumerRunner:
         return ConsumerRunner(
             bus=app.state.bus,
             sessions=app.state.sessions,
@@ -31,7 +31,10 @@ def consumers(app: FastAPI) -> list[ConsumerRunner]:
             group=GROUP,
             topics=names,
             handlers=handlers(app.state.clock),
+            lock_first=lock_first,
         )
 
     own = [t for t in topics.CONSUMED_BY[GROUP] if t not in REACTION_TOPICS]
-    return [runner(list(REACTION_TOPICS)), runner(own)]
+    # The reactions change orders, cases and tasks under the order's lock; the fan-out of case-api's own
+    # events only adds deliveries, and needs none.
+    return [runner(list(REACTION_TOPICS), lock_orders_first), runner(own)]
