@@ -1,23 +1,34 @@
 """case-api's consumer applies a fetch's partitions concurrently, and the events of one order arrive on
 several partitions (payout results are keyed by cashback task, parcel events by tracking number). Each
 transaction takes the order locks its events need at once, in id order, before handling any of them; so
-two partitions naming the same orders in opposite orders wait for each other instead of deadlocking."""
+two partitions naming the same orders in opposite orders wait for each other instead of deadlocking. The
+escalation of overdue carrier answers, too, takes the orders' locks before the entries and cases it marks,
+as a verdict recorded meanwhile does."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aftersales_shared import contracts, topics
+from aftersales_shared.auth import Role, system_actor
 from aftersales_shared.bus import Record
+from aftersales_shared.db import unit_of_work
 from aftersales_shared.events import CloudEvent, ParcelMilestone, envelope
+from case_api import handlers
+from case_api.domain.workflow import Action
+from case_api.reactions import system_context
+from case_api.reactions.logistics import escalate_overdue
+from case_api.schemas import RecordCarrierVerdictBody
 from case_api_testing import NOW, Api, payout_result
 from sqlalchemy import text
 
 pytestmark = pytest.mark.postgres
 ROUNDS = 6
+SUPPORT = system_actor("support-desk", Role.support)
 SHIPPED_AT = "2026-11-02T09:00:00+08:00"
 
 
@@ -97,3 +108,38 @@ class TestPartitionsOfOneFetch:
         for order_id in ("o-1", "o-2"):
             order = (await api.call("GET", f"/v1/orders/{order_id}", "support")).json()
             assert order["signed_at"] is not None, order
+
+
+async def reported_case(api: Api) -> dict[str, Any]:
+    """A lost parcel's case, reported to the carrier: its answer is due within the SLA."""
+    await api.put_order(signed_at=None)
+    opened = await api.open_case(remedy="reship", reason="lost")
+    assert opened.status_code == 201, opened.text
+    answer = await api.act(opened.json(), "report_to_carrier")
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+class TestEscalation:
+    async def test_an_escalation_waits_for_a_verdict_being_recorded(self, pg_api: Api) -> None:
+        """The SLA is overdue; support is recording the carrier's verdict (holding the order's lock, then the
+        case's) when the escalation runs. The escalation waits, then passes over the answered case."""
+        api = pg_api
+        case = await reported_case(api)
+        before = await deadlocks(api)
+
+        async def escalate() -> int:
+            async with unit_of_work(api.app.state.sessions) as session:
+                return await escalate_overdue(session, NOW + timedelta(days=30))
+
+        verdict = RecordCarrierVerdictBody(confirmed=True, verdict="确认丢失")
+        async with unit_of_work(api.app.state.sessions) as session:
+            ctx = system_context(session, NOW, SUPPORT)
+            await handlers.locked_case(ctx, case["id"])  # the verdict's first step, taken a moment early
+            escalating = asyncio.create_task(escalate())
+            await asyncio.sleep(0.3)  # the escalation is waiting for a lock now
+            await handlers.act(ctx, case["id"], Action.record_carrier_verdict, verdict, None)
+        assert await escalating == 0
+        assert await deadlocks(api) - before == 0
+        actions = [e["action"] for e in (await api.call("GET", f"/v1/cases/{case['id']}/timeline")).json()]
+        assert actions == ["open", "report_to_carrier", "record_carrier_verdict"]

@@ -35,7 +35,7 @@ from aftersales_shared.problems import as_problem
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .. import handlers
+from .. import handlers, ledger
 from .. import repository as repo
 from ..domain.case import CaseDetails
 from ..domain.model import InvalidRequest
@@ -284,16 +284,22 @@ def _earliest_sign_off(order: Order) -> datetime:
 
 
 async def escalate_overdue(session: AsyncSession, now: datetime) -> int:
-    """R-LOST: escalate the carrier answers overdue (run it periodically); how many were escalated."""
+    """R-LOST: escalate the carrier answers overdue (run it periodically); how many were escalated.
+
+    The orders' locks first, in id order, then the entries and their cases, as every change of a case: a
+    verdict recorded meanwhile holds its order, then its case, then its entry."""
+    due = (
+        LogisticsFollowUp.case_id == Case.id,
+        col(LogisticsFollowUp.sla_due_at) <= now,
+        col(LogisticsFollowUp.escalated_at).is_(None),
+        col(LogisticsFollowUp.verdict).is_(None),
+        Case.status == CaseStatus.awaiting_carrier,
+    )
+    orders = await ledger.lock_orders(session, None, *(await session.exec(select(Case.order_id).where(*due))))
     overdue = await session.exec(
         select(LogisticsFollowUp, Case)
-        .where(
-            LogisticsFollowUp.case_id == Case.id,
-            col(LogisticsFollowUp.sla_due_at) <= now,
-            col(LogisticsFollowUp.escalated_at).is_(None),
-            col(LogisticsFollowUp.verdict).is_(None),
-            Case.status == CaseStatus.awaiting_carrier,
-        )
+        .where(*due, col(Case.order_id).in_(orders))
+        .order_by(col(Case.id))
         .with_for_update()
     )
     ctx = _context(session, now, SLA_MONITOR)
