@@ -35,7 +35,9 @@ from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-SERVICES = ("case-api", "logistics-watcher", "payout-worker")  # services/<name>: one image each
+# services/<name>: one image each
+SERVICES = ("case-api", "logistics-watcher", "payout-worker", "ops-console")
+BUS_SERVICES = SERVICES[:3]  # on Kafka; ops-console has no event bus
 MIGRATE_STEPS = {f"{name}-migrate": name for name in SERVICES}  # one-shot step -> the service it migrates
 SIMULATOR = "payout-simulator"  # runs from the payout-worker image
 ACLS_STEP = "kafka-acls"  # one-shot, from the case-api image: the Kafka ACLs, before the services start
@@ -48,11 +50,14 @@ IMAGE_OF = {
 EXPECTED_SERVICES = {"postgres", "kafka", *SERVICES, *MIGRATE_STEPS, SIMULATOR}
 PASSWORD = "compose-test-password"
 _APPROVAL_KEY = Ed25519PrivateKey.generate()
+_STAFF_TOKEN_KEY = Ed25519PrivateKey.generate()
 # What the operator of a production deployment chooses besides the passwords (docs/operations.md): case-api's
 # approval key and its public half, and Alipay in certificate mode (read when payout-worker starts).
 OPERATOR = {
     "CASE_API_APPROVAL_SIGNING_KEY": private_text(_APPROVAL_KEY),
     "PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS": public_text(_APPROVAL_KEY.public_key()),
+    "OPS_CONSOLE_TOKEN_SIGNING_KEY": private_text(_STAFF_TOKEN_KEY),
+    "STAFF_TOKEN_PUBLIC_KEYS": public_text(_STAFF_TOKEN_KEY.public_key()),
     "PAYOUT_WORKER_ALIPAY_APP_ID": "2021000000000001",
     "PAYOUT_WORKER_ALIPAY_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\n(the app's RSA2 key)\n-----END...",
     "PAYOUT_WORKER_ALIPAY_APP_CERT": "/run/secrets/appCertPublicKey_2021000000000001.crt",
@@ -85,6 +90,8 @@ EXPECTED_VARIABLES = {
     "ENVIRONMENT": {(":-", "production")},
     "CASE_API_APPROVAL_SIGNING_KEY": {(":?", "set CASE_API_APPROVAL_SIGNING_KEY")},
     "PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS": {(":?", "set PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS")},
+    "OPS_CONSOLE_TOKEN_SIGNING_KEY": {(":?", "set OPS_CONSOLE_TOKEN_SIGNING_KEY")},
+    "STAFF_TOKEN_PUBLIC_KEYS": {(":?", "set STAFF_TOKEN_PUBLIC_KEYS")},
     "PAYOUT_WORKER_PROVIDER": {(":-", "alipay")},
     "PAYOUT_WORKER_CUTOFF": {(":-", "17:30")},
     "PAYOUT_WORKER_ALIPAY_APP_ID": {(":-", "")},
@@ -301,7 +308,28 @@ def test_every_dependency_names_a_condition_its_target_can_meet() -> None:
 def test_each_service_waits_for_its_migration_and_the_broker(name: str) -> None:
     depends_on = service(name).get("depends_on", {})
     assert depends_on.get(f"{name}-migrate") == {"condition": "service_completed_successfully"}
-    assert depends_on.get("kafka") == {"condition": "service_healthy"}
+    if name in BUS_SERVICES:
+        assert depends_on.get("kafka") == {"condition": "service_healthy"}
+    else:
+        assert not any(key.startswith("KAFKA_") for key in service(name)["environment"]), "no bus here"
+
+
+@pytest.mark.parametrize("name", BUS_SERVICES)
+def test_the_console_reaches_each_service_which_trusts_its_staff_tokens(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its proxy calls the service by its compose name and port; the service accepts the tokens it signs."""
+    from aftersales_shared.staff_tokens import staff_token_verifier
+    from ops_console.tokens import signing_key
+
+    use_only(monkeypatch, container_env("ops-console"))
+    console = settings_class("ops-console")()
+    url = urlsplit(console.service_urls()[name])  # type: ignore[attr-defined]
+    assert (url.hostname, url.port) == (name, default_port(name))
+    use_only(monkeypatch, container_env(name))
+    verifier = staff_token_verifier(settings_class(name)().staff_token_public_keys)
+    assert verifier is not None, f"{name} accepts no staff token"
+    assert public_text(signing_key(console).public_key()) in container_env(name)["STAFF_TOKEN_PUBLIC_KEYS"]
 
 
 def test_the_payout_worker_waits_for_the_simulator_it_pays_through() -> None:
@@ -553,7 +581,7 @@ def scram_password(user: str) -> str:
     return environment_of("kafka")["SCRAM_PASSWORD_" + user.upper().replace("-", "_")]
 
 
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("name", BUS_SERVICES)
 def test_each_service_reaches_kafka_as_its_own_scram_user(name: str) -> None:
     env = container_env(name)
     prefix = env_prefix(name)
@@ -567,7 +595,7 @@ def test_each_service_reaches_kafka_as_its_own_scram_user(name: str) -> None:
 
 def test_the_broker_knows_every_user_and_the_acl_step_runs_as_its_super_user() -> None:
     kafka = environment_of("kafka")
-    assert set(kafka["SCRAM_USERS"].split()) == {"admin", *SERVICES, "warehouse"}
+    assert set(kafka["SCRAM_USERS"].split()) == {"admin", *BUS_SERVICES, "warehouse"}
     assert service("kafka")["command"] == ["bash", "/opt/aftersales/compose-kafka.sh"]
     mounted = {v.split(":")[1]: v.split(":")[0] for v in service("kafka")["volumes"]}
     assert (
@@ -579,7 +607,7 @@ def test_the_broker_knows_every_user_and_the_acl_step_runs_as_its_super_user() -
     assert step["depends_on"] == {"kafka": {"condition": "service_healthy"}}
     env = container_env(ACLS_STEP)
     assert (env["KAFKA_ADMIN_USERNAME"], env["KAFKA_ADMIN_PASSWORD"]) == ("admin", scram_password("admin"))
-    for name in SERVICES:  # the same cluster and namespace as the services
+    for name in BUS_SERVICES:  # the same cluster and namespace as the services
         for key in ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_TOPIC_PREFIX"):
             assert env[key] == container_env(name)[key], key
 
@@ -621,7 +649,7 @@ async def services_on_the_broker(servers: str, monkeypatch: pytest.MonkeyPatch) 
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 
-    for name in SERVICES:
+    for name in BUS_SERVICES:
         # development: the same Kafka settings, without production's other requirements (keys, Alipay)
         env = container_env(name) | {"KAFKA_BOOTSTRAP_SERVERS": servers, "ENVIRONMENT": "development"}
         use_only(monkeypatch, env)

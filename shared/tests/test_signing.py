@@ -126,11 +126,25 @@ class TestKeys:
         assert calls == [1]
         assert base64.b64encode(SEED).decode() not in repr(signer)
 
-    def test_new_prints_a_matching_pair(self, capsys: pytest.CaptureFixture[str]) -> None:
-        assert main(["new"]) == 0
+    @pytest.mark.parametrize(
+        ("args", "private_setting", "public_setting"),
+        [
+            (["new"], "CASE_API_APPROVAL_SIGNING_KEY", "PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS"),
+            (["new", "staff-token"], "OPS_CONSOLE_TOKEN_SIGNING_KEY", "STAFF_TOKEN_PUBLIC_KEYS"),
+        ],
+    )
+    def test_new_prints_a_matching_pair(
+        self, args: list[str], private_setting: str, public_setting: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert main(args) == 0
         lines = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines() if "=" in line)
-        private = parse_private_key(lines["CASE_API_APPROVAL_SIGNING_KEY"])
-        assert parse_public_keys(lines["PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS"])[0] == private.public_key()
+        assert set(lines) == {private_setting, public_setting}
+        private = parse_private_key(lines[private_setting])
+        assert parse_public_keys(lines[public_setting])[0] == private.public_key()
+
+    def test_an_unknown_pair_is_a_usage_error(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["new", "payout"]) == 2
+        assert "usage" in capsys.readouterr().err
 
 
 def _dev_key_id(folder: str) -> str:

@@ -217,14 +217,22 @@ def approval_verifier(configured: str | None, data_dir: Path) -> ApprovalVerifie
     return ApprovalVerifier([dev_key(data_dir).public_key()])
 
 
+# The settings a fresh pair is printed as: cashback approvals, or ops-console's staff tokens.
+PAIRS = {
+    "approval": ("CASE_API_APPROVAL_SIGNING_KEY", "PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS"),
+    "staff-token": ("OPS_CONSOLE_TOKEN_SIGNING_KEY", "STAFF_TOKEN_PUBLIC_KEYS"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`new`: a fresh key pair as the two settings. `public`: the public half and key id of the private
-    key read from stdin (for rotation: add it to payout-worker's list before case-api signs with it)."""
+    """`new [approval|staff-token]`: a fresh key pair as the two settings. `public`: the public half and key
+    id of the private key read from stdin (for rotation: add it to the verifiers' lists before signing)."""
     args = sys.argv[1:] if argv is None else argv
-    if args == ["new"]:
+    if args[:1] == ["new"] and len(args) <= 2 and (args[1:] or ["approval"])[0] in PAIRS:
+        private_setting, public_setting = PAIRS[(args[1:] or ["approval"])[0]]
         key = Ed25519PrivateKey.generate()
-        print(f"CASE_API_APPROVAL_SIGNING_KEY={private_text(key)}")
-        print(f"PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS={public_text(key.public_key())}")
+        print(f"{private_setting}={private_text(key)}")
+        print(f"{public_setting}={public_text(key.public_key())}")
         print(f"# key id {key_id(key.public_key())}")
         return 0
     if args == ["public"]:
@@ -232,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         print(public_text(public))
         print(f"# key id {key_id(public)}")
         return 0
-    print("usage: python -m aftersales_shared.signing new | public < private-key", file=sys.stderr)
+    print(
+        "usage: python -m aftersales_shared.signing new [approval|staff-token] | public < private-key",
+        file=sys.stderr,
+    )
     return 2
 
 
