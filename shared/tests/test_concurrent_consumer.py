@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aftersales_shared.bus import Bus, Consumer, OutRecord
+from aftersales_shared.bus import Bus, Consumer, OutRecord, Record
 from aftersales_shared.clock import SystemClock
 from aftersales_shared.consumer import ConsumerRunner
 from aftersales_shared.db import make_engine, session_factory, unit_of_work
@@ -216,3 +216,52 @@ class TestInbox:
                 await first.commit()
                 assert [e.id for e in await other] == ["evt-a-3"]
                 await second.commit()
+
+
+class TestLockFirst:
+    async def test_each_transaction_takes_its_locks_before_its_events_are_handled(
+        self, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
+        """`lock_first` sees the events a transaction applies (not those seen before), before any handler;
+        a chunk that failed is handled again one event at a time, each transaction taking its own locks."""
+        calls: list[tuple[str, list[int]]] = []
+        failed: set[int] = set()
+
+        async def lock_first(session: AsyncSession, events: list[CloudEvent]) -> None:
+            calls.append(("lock", [e.data["n"] for e in events]))
+
+        async def handle(session: AsyncSession, e: CloudEvent) -> None:
+            calls.append(("handle", [e.data["n"]]))
+            if e.data["n"] == 3 and 3 not in failed:
+                failed.add(3)
+                raise RuntimeError("fails once")
+
+        runner = ConsumerRunner(
+            bus=None,  # type: ignore[arg-type]  # nothing is dead-lettered here
+            sessions=sessions,
+            clock=SystemClock(),
+            group="g",
+            topics=["t"],
+            handlers={TYPE: handle},
+            lock_first=lock_first,
+            backoff=0,
+        )
+
+        def chunk(*ns: int) -> list[Record]:
+            return [Record("t", 0, n, "a", event("a", n).to_bytes()) for n in ns]
+
+        async with unit_of_work(sessions) as session:
+            await unseen(session, "g", [event("a", 1)], NOW)
+        await runner.handle_chunk(chunk(1))
+        await runner.handle_chunk(chunk(1, 2))
+        await runner.handle_chunk(chunk(3, 4))
+        assert calls == [
+            ("lock", [2]),
+            ("handle", [2]),
+            ("lock", [3, 4]),
+            ("handle", [3]),
+            ("lock", [3]),
+            ("handle", [3]),
+            ("lock", [4]),
+            ("handle", [4]),
+        ]
