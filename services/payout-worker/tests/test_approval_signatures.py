@@ -147,6 +147,24 @@ class TestForgedApprovals:
         assert (payout.status, payout.failure_code) == ("paid", None)
         assert [(t["remark"], t["amount"]) for t in simulator.transfers()] == [("cb-1", "88.00")]
 
+    async def test_one_forgery_in_a_chunk_of_genuine_approvals_is_the_only_one_refused(
+        self, paying: Worker, simulator: Simulator, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A chunk is verified approval by approval: the forgery (a genuine signature over a changed
+        payee) fails alone, every other task is paid once, delivered twice."""
+        caplog.set_level(logging.WARNING)
+        genuine = [approved(f"cb-{i}") for i in range(40)]
+        forgery = approved("cb-forged")
+        forgery.data["payee"] = {"alipay_account": ATTACKER, "name": "张三"}
+        chunk = [*genuine[:20], forgery, *genuine[20:]]
+        await paying.deliver(*chunk)
+        await paying.deliver(*chunk)  # redelivered (a rebalance, a restart): nothing changes
+        await pay_everything(paying)
+        assert await paying.statuses() == {**{f"cb-{i}": "paid" for i in range(40)}, "cb-forged": "failed"}
+        assert "does not match" in await refused_with_a_failed_result(paying, "cb-forged", simulator)
+        assert sorted(t["remark"] for t in simulator.transfers()) == sorted(f"cb-{i}" for i in range(40))
+        assert not [r for r in caplog.records if "one by one" in r.getMessage()], "not handled as a chunk"
+
     async def test_a_forgery_after_the_genuine_approval_changes_nothing(
         self, paying: Worker, simulator: Simulator
     ) -> None:

@@ -113,6 +113,8 @@ class BusinessCalendar:
         self._extra_workdays = frozenset(extra_workdays)
         self._notices = {year: (n.off(), frozenset(n.workdays)) for year, n in (notices or {}).items()}
         self._warned: set[int] = set()
+        # chinese-calendar's answers, kept: it is slow, and a chunk of payouts asks it once per approval
+        self._library_days: dict[date, bool] = {}
 
     def is_working_day(self, day: date) -> bool:
         if day in self._extra_workdays:
@@ -122,6 +124,11 @@ class BusinessCalendar:
         if (notice := self._notices.get(day.year)) is not None:
             off, working = notice
             return day in working or (day.weekday() < 5 and day not in off)
+        if (known := self._library_days.get(day)) is None:
+            known = self._library_days[day] = self._library_working_day(day)
+        return known
+
+    def _library_working_day(self, day: date) -> bool:
         try:
             return bool(chinese_calendar.is_workday(day))
         except NotImplementedError:
