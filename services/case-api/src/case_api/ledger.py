@@ -15,8 +15,8 @@ from aftersales_shared.auth import Principal
 from aftersales_shared.clock import as_utc
 from aftersales_shared.ids import new_id
 from aftersales_shared.problems import not_found
+from sqlalchemy import cast, null, union_all, update
 from sqlalchemy import select as select_columns
-from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -115,24 +115,32 @@ def domain_entries(rows: Iterable[Any]) -> list[dl.Entry]:
 
 
 async def line_history(session: AsyncSession, order_id: str) -> dict[str, dm.LineHistory]:
-    """Per line: what the ledger holds (R-COMP-CAP, R-POSTAGE) and the exchanges (R-EXCHANGE-ONCE)."""
-    replacements: dict[str, datetime | None] = {}
-    # Columns, not ORM objects: this runs in every request that opens a case or a cashback task.
-    exchanges = await session.exec(
-        select(Case.lines, Case.details).where(
-            Case.order_id == order_id, Case.remedy == "exchange", col(Case.status).not_in(RELEASED)
-        )
+    """Per line: what the ledger holds (R-COMP-CAP, R-POSTAGE) and the exchanges (R-EXCHANGE-ONCE).
+
+    One round trip, after the order's lock (a statement that took the lock would read with the snapshot
+    from before it waited): the order's entries, and its live exchange cases' lines and details (columns,
+    not ORM objects: this runs in every request that opens a case or a cashback task)."""
+    held = select_columns(*ENTRY_COLUMNS, _none(Case.lines), _none(Case.details)).where(
+        col(LedgerEntry.order_id) == order_id
     )
-    for lines, details in exchanges.all():
-        signed = CaseDetails.model_validate(details).replacement_signed_at  # the case's typed details
-        for line in lines:
-            replacements[line["line_id"]] = as_utc(signed) if signed else None
+    exchanges = select_columns(*(_none(c) for c in ENTRY_COLUMNS), col(Case.lines), col(Case.details)).where(
+        col(Case.order_id) == order_id, col(Case.remedy) == "exchange", col(Case.status).not_in(RELEASED)
+    )
     await session.flush()  # entries added in this transaction count too (a connection does not autoflush)
-    connection = await session.connection()
-    held = await connection.execute(
-        select_columns(*ENTRY_COLUMNS).where(col(LedgerEntry.order_id) == order_id)
-    )
-    return dl.line_histories(domain_entries(held.all()), replacements)
+    rows = (await (await session.connection()).execute(union_all(held, exchanges))).all()
+    replacements: dict[str, datetime | None] = {}
+    for row in rows:
+        if row.line_id is None:  # an exchange case (every ledger entry has a line)
+            signed = CaseDetails.model_validate(row.details).replacement_signed_at  # the case's typed details
+            for line in row.lines:
+                replacements[line["line_id"]] = as_utc(signed) if signed else None
+    entries = [row for row in rows if row.line_id is not None]
+    return dl.line_histories(domain_entries(entries), replacements)
+
+
+def _none(column: Any) -> Any:
+    """A NULL of the column's type, where the other half of a UNION has the column."""
+    return cast(null(), column.type).label(column.key)
 
 
 async def price_claims(session: AsyncSession, new_order_id: str) -> list[dl.Entry]:

@@ -12,7 +12,8 @@ from fastapi import Depends, Header, Query, Request
 from ..handlers import Context
 
 
-def get_context(request: Request, session: SessionDep, principal: PrincipalDep) -> Context:
+async def get_context(request: Request, session: SessionDep, principal: PrincipalDep) -> Context:
+    # async although it awaits nothing: FastAPI runs a plain `def` dependency in a worker thread
     state = request.app.state
     return Context(
         session=session,
