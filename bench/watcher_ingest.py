@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -37,8 +38,9 @@ from aftersales_shared.db import make_engine, session_factory
 from aftersales_shared.events import CloudEvent
 from aftersales_shared.migrations import upgrade
 from aftersales_shared.testing_kafka import broker_access
+from create_case import CLK_TCK, CpuMeter
 from logistics_watcher.config import Settings
-from logistics_watcher.consumers import event_handlers
+from logistics_watcher.consumers import event_handlers, keep_startup_objects_out_of_gc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from stall_scan import DEFAULT_SERVER_URL, SERVICE_DIR
@@ -158,24 +160,37 @@ async def through_watcher(
             batch_handlers=batch,
             fetch_max=settings.ingest_batch_size if batched else 1,
         )
+        keep_startup_objects_out_of_gc()  # as the service's consumers() does
         runner.start()
+        meter = CpuMeter(os.getpid(), make_url(url).database)
         try:
-            first, cpu, deadline = 0.0, 0.0, time.perf_counter() + seconds
+            first, deadline = 0.0, time.perf_counter() + seconds
             while runner.processed < total and time.perf_counter() < deadline:
                 await asyncio.sleep(0.01)
                 if not first and runner.processed:
-                    first, cpu = time.perf_counter(), time.process_time()
+                    first, counted = time.perf_counter(), runner.processed
+                    meter.__enter__()
+            meter.__exit__()
             done, handled = time.perf_counter(), runner.processed
-            print(
-                f"  ({'batched' if batched else 'per-record'}: this process was on CPU "
-                f"{(time.process_time() - cpu) / (done - first):.0%} of the time)",
-                flush=True,
-            )
+            print(f"  ({'batched' if batched else 'per-record'}: {cpu_per_event(meter, handled - counted)})")
         finally:
             await runner.stop()
             await bus.stop()
             await engine.dispose()
     return handled / (done - first), handled
+
+
+def cpu_per_event(meter: CpuMeter, events: int) -> str:
+    """CPU per event of this process and of its database's PostgreSQL backends (steadier than events/s on a
+    shared machine), and how busy the rest of the machine was (the broker, and anyone else's jobs)."""
+    seconds = {name: ticks / CLK_TCK for name, ticks in meter.ticks.items()}
+    rest = seconds["machine"] - seconds["server"] - seconds["postgres"]
+    us = {name: seconds[name] / max(events, 1) * 1e6 for name in ("server", "postgres")}
+    return (
+        f"CPU per event: this process {us['server']:.0f} us, PostgreSQL {us['postgres']:.0f} us; "
+        f"this process busy {seconds['server'] / meter.wall:.0%} of the time, "
+        f"the rest of the machine {rest / meter.wall:.0%} of a core"
+    )
 
 
 async def main(args: argparse.Namespace) -> int:

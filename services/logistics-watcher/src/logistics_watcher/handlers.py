@@ -16,7 +16,7 @@ from typing import Any
 
 from aftersales_shared.events import ParcelMilestone
 from aftersales_shared.ids import new_id
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import func, select, update
 from sqlmodel import col
 from sqlmodel import select as select_models
@@ -69,6 +69,7 @@ class IngestResult:
         )
 
 
+SCAN_CHUNK = TypeAdapter(list[TrackingEventIn])
 OWN_SHOPS_ONLY = "this key may only send events of its own shops' parcels"
 
 
@@ -153,12 +154,11 @@ def _validate(
 ) -> list[tuple[int, Scan]]:
     valid: list[tuple[int, Scan]] = []
     seen: set[str] = set()
-    for index, raw in enumerate(events):
-        try:
-            scan = TrackingEventIn.model_validate(raw).to_scan()
-        except ValidationError as exc:
-            result.rejected.append(Rejection(index=index, errors=field_errors(exc)))
+    for index, parsed in enumerate(_parsed(events)):
+        if isinstance(parsed, ValidationError):
+            result.rejected.append(Rejection(index=index, errors=field_errors(parsed)))
             continue
+        scan = parsed.to_scan()
         if shops is not None and scan.shop_id is None and len(shops) == 1:
             scan = replace(scan, shop_id=next(iter(shops)))  # the key's one shop
         if scan.occurred_at > now + settings.future_tolerance:
@@ -173,6 +173,22 @@ def _validate(
             seen.add(scan.event_id)
             valid.append((index, scan))
     return valid
+
+
+def _parsed(events: Sequence[Any]) -> list[TrackingEventIn] | list[TrackingEventIn | ValidationError]:
+    """The events validated in one call for the whole chunk; only a chunk holding an invalid event is gone
+    through again one event at a time, to tell which ones and why."""
+    try:
+        return SCAN_CHUNK.validate_python(events)
+    except ValidationError:
+        pass
+    parsed: list[TrackingEventIn | ValidationError] = []
+    for raw in events:
+        try:
+            parsed.append(TrackingEventIn.model_validate(raw))
+        except ValidationError as exc:
+            parsed.append(exc)
+    return parsed
 
 
 def _refused(result: IngestResult, index: int, problem: tuple[str, str] | None) -> bool:

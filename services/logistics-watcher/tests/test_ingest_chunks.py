@@ -1,0 +1,86 @@
+"""A chunk of scans is validated in one call; an invalid one sends the chunk through again one scan at a time,
+so that it alone is refused, by its index and with the reasons one scan alone would get. And the objects the
+process holds once started are left out of garbage collections (P3), while later garbage is still freed."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aftersales_shared.db import unit_of_work
+from logistics_watcher import handlers
+from logistics_watcher.consumers import keep_startup_objects_out_of_gc
+from logistics_watcher.schemas import TrackingEventIn, field_errors
+from pydantic import ValidationError
+from watcher_testing import Watcher, scan
+
+H = timedelta(hours=1)
+INVALID = {
+    "no status": {"status": None},
+    "a NUL": {"location": "杭州\x00"},
+    "a naive time": {"occurred_at": "2026-11-05T09:00:00"},
+}
+
+
+async def ingest(w: Watcher, events: list[Any]) -> handlers.IngestResult:
+    async with unit_of_work(w.app.state.sessions) as session:
+        return await handlers.ingest(session, events, settings=w.app.state.settings, now=w.clock.now())
+
+
+def alone(event: Any) -> list[dict[str, Any]]:
+    """The errors of this event validated on its own."""
+    with pytest.raises(ValidationError) as refused:
+        TrackingEventIn.model_validate(event)
+    return field_errors(refused.value)
+
+
+class TestOneValidationPerChunk:
+    async def test_a_valid_chunk_applies_every_scan(self, any_db_watcher: Watcher) -> None:
+        w = any_db_watcher
+        events = [scan("in_transit", -h * H, tracking_no=f"SF{h}") for h in range(1, 6)]
+        result = await ingest(w, events)
+        assert (result.accepted, result.duplicates, result.rejected) == (5, [], [])
+        assert [(await w.parcel(f"SF{h}"))["status"] for h in range(1, 6)] == ["in_transit"] * 5
+
+    @pytest.mark.parametrize("position", [0, 2, 4])
+    @pytest.mark.parametrize("flaw", list(INVALID))
+    async def test_only_the_invalid_scan_is_refused_wherever_it_is(
+        self, any_db_watcher: Watcher, position: int, flaw: str
+    ) -> None:
+        w = any_db_watcher
+        events: list[Any] = [scan("in_transit", -h * H, tracking_no=f"SF{h}") for h in range(1, 5)]
+        bad = {**scan("in_transit", -1 * H, tracking_no="SF9"), **INVALID[flaw]}
+        events.insert(position, bad)
+        result = await ingest(w, events)
+        assert [(r.index, r.errors) for r in result.rejected] == [(position, alone(bad))]
+        assert (result.accepted, result.duplicates) == (4, [])
+        assert [(await w.parcel(f"SF{h}"))["status"] for h in range(1, 5)] == ["in_transit"] * 4
+        assert (await w.call("GET", "/v1/parcels/SF9", "support")).status_code == 404
+
+    async def test_a_chunk_of_nothing_but_invalid_scans(self, any_db_watcher: Watcher) -> None:
+        events: list[Any] = ["not an event", {**scan(), **INVALID["no status"]}]
+        result = await ingest(any_db_watcher, events)
+        assert [r.index for r in result.rejected] == [0, 1] and result.accepted == 0
+
+
+class TestStartupObjectsOutOfCollections:
+    def test_frozen_once_and_what_comes_later_is_still_freed(self) -> None:
+        keep_startup_objects_out_of_gc()
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+
+        class Node:
+            other: Any = None
+
+        cycle = Node()
+        cycle.other = Node()
+        cycle.other.other = cycle  # only a collection frees a cycle
+        gone = weakref.ref(cycle)
+        keep_startup_objects_out_of_gc()  # a second app in the same process: nothing more is frozen
+        assert gc.get_freeze_count() == frozen
+        del cycle
+        gc.collect()
+        assert gone() is None
