@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Insert, Table, bindparam, event, insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.orm.session import Session
 
@@ -89,3 +91,48 @@ async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncItera
         except BaseException:
             await session.rollback()
             raise
+
+
+async def insert_rows(session: AsyncSession, *rows: SQLModel) -> None:
+    """INSERT new rows now, in the session's transaction, without the ORM tracking them: on PostgreSQL in
+    one statement (one round trip: each row an INSERT, joined as data-modifying CTEs), elsewhere an
+    INSERT per table. Name a row before the rows that refer to it. An autoincrement key left unset is left
+    to the database."""
+    connection = await session.connection()
+    if connection.dialect.name != "postgresql":
+        tables: dict[Table, list[dict[str, Any]]] = {}
+        for row in rows:
+            tables.setdefault(_table(row), []).append(_values(row))
+        for table, values in tables.items():
+            await connection.execute(insert(table), values)
+        return
+    values = [_values(row) for row in rows]
+    statement = _one_statement(tuple((_table(row), tuple(v)) for row, v in zip(rows, values, strict=True)))
+    await connection.execute(
+        statement, {f"r{i}_{key}": value for i, v in enumerate(values) for key, value in v.items()}
+    )
+
+
+@functools.lru_cache(maxsize=128)
+def _one_statement(shape: tuple[tuple[Table, tuple[str, ...]], ...]) -> Insert:
+    """The one statement of rows of this shape (their tables and columns, in order), with named parameters:
+    built once, compiled once."""
+    inserts = [
+        insert(table).values({key: bindparam(f"r{i}_{key}", type_=table.c[key].type) for key in keys})
+        for i, (table, keys) in enumerate(shape)
+    ]
+    *first, last = inserts
+    return last.add_cte(*(earlier.cte(f"row_{i}") for i, earlier in enumerate(first)))
+
+
+def _table(row: SQLModel) -> Table:
+    return row.__table__  # type: ignore[attr-defined]
+
+
+def _values(row: SQLModel) -> dict[str, Any]:
+    """The row's columns, but an autoincrement key it leaves to the database."""
+    return {
+        c.key: getattr(row, c.key)
+        for c in _table(row).columns
+        if not (c.autoincrement is True and getattr(row, c.key) is None)
+    }

@@ -33,7 +33,7 @@ from .background import BackgroundLoop
 from .bus import Bus, OutRecord
 from .clock import Clock
 from .contracts import Contract
-from .events import KAFKA_HEADERS, CloudEvent, envelope, envelope_bytes
+from .events import KAFKA_HEADERS, CloudEvent, envelope_bytes
 from .ids import new_id
 
 log = logging.getLogger(__name__)
@@ -82,18 +82,34 @@ def add_event(
 ) -> str:
     """Queue an event of a registered contract in the caller's transaction; it is published only if that
     commits. Topic, key and type are the contract's."""
-    cloud_event = envelope(source=source, type=contract.type, subject=subject, data=data, at=at)
-    session.add(
-        OutboxMessage(
-            event_id=cloud_event.id,
-            topic=contract.topic,
-            key=contract.key_of(data),
-            payload=cloud_event.to_bytes(),
-            created_at=at,
-        )
-    )
+    row = outbox_row(session, contract, data, source=source, subject=subject, at=at)
+    session.add(row)
+    return row.event_id
+
+
+def outbox_row(
+    session: AsyncSession,
+    contract: Contract,
+    data: BaseModel,
+    *,
+    source: str,
+    subject: str | None,
+    at: datetime,
+) -> OutboxMessage:
+    """`add_event`'s row, for a caller that writes it with its other rows (`db.insert_rows`) in the
+    session's transaction; the relay is woken when that commits."""
+    event_id = new_id("evt")
     session.info["outbox_dirty"] = True
-    return cloud_event.id
+    return OutboxMessage(
+        event_id=event_id,
+        topic=contract.topic,
+        key=contract.key_of(data),
+        # our own payload, validated as it was made: serialised once, not validated again as an envelope
+        payload=envelope_bytes(
+            id=event_id, source=source, type=contract.type, subject=subject, data=data, at=at
+        ),
+        created_at=at,
+    )
 
 
 # One event to queue: (its contract, subject, payload). The payload is the contract's model, or, from a

@@ -15,7 +15,7 @@ from aftersales_shared.auth import Principal
 from aftersales_shared.clock import as_utc
 from aftersales_shared.ids import new_id
 from aftersales_shared.problems import not_found
-from sqlalchemy import cast, null, union_all, update
+from sqlalchemy import bindparam, cast, null, union_all, update
 from sqlalchemy import select as select_columns
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -114,20 +114,32 @@ def domain_entries(rows: Iterable[Any]) -> list[dl.Entry]:
     ]
 
 
+def _none(column: Any) -> Any:
+    """A NULL of the column's type, where the other half of a UNION has the column."""
+    return cast(null(), column.type).label(column.key)
+
+
+# Per line: what the ledger holds, and the order's live exchanges; built once, the order a parameter.
+HISTORY = union_all(
+    select_columns(*ENTRY_COLUMNS, _none(Case.lines), _none(Case.details)).where(
+        col(LedgerEntry.order_id) == bindparam("order_id")
+    ),
+    select_columns(*(_none(c) for c in ENTRY_COLUMNS), col(Case.lines), col(Case.details)).where(
+        col(Case.order_id) == bindparam("order_id"),
+        col(Case.remedy) == "exchange",
+        col(Case.status).not_in(RELEASED),
+    ),
+)
+
+
 async def line_history(session: AsyncSession, order_id: str) -> dict[str, dm.LineHistory]:
     """Per line: what the ledger holds (R-COMP-CAP, R-POSTAGE) and the exchanges (R-EXCHANGE-ONCE).
 
     One round trip, after the order's lock (a statement that took the lock would read with the snapshot
     from before it waited): the order's entries, and its live exchange cases' lines and details (columns,
     not ORM objects: this runs in every request that opens a case or a cashback task)."""
-    held = select_columns(*ENTRY_COLUMNS, _none(Case.lines), _none(Case.details)).where(
-        col(LedgerEntry.order_id) == order_id
-    )
-    exchanges = select_columns(*(_none(c) for c in ENTRY_COLUMNS), col(Case.lines), col(Case.details)).where(
-        col(Case.order_id) == order_id, col(Case.remedy) == "exchange", col(Case.status).not_in(RELEASED)
-    )
     await session.flush()  # entries added in this transaction count too (a connection does not autoflush)
-    rows = (await (await session.connection()).execute(union_all(held, exchanges))).all()
+    rows = (await (await session.connection()).execute(HISTORY, {"order_id": order_id})).all()
     replacements: dict[str, datetime | None] = {}
     for row in rows:
         if row.line_id is None:  # an exchange case (every ledger entry has a line)
@@ -138,19 +150,13 @@ async def line_history(session: AsyncSession, order_id: str) -> dict[str, dm.Lin
     return dl.line_histories(domain_entries(entries), replacements)
 
 
-def _none(column: Any) -> Any:
-    """A NULL of the column's type, where the other half of a UNION has the column."""
-    return cast(null(), column.type).label(column.key)
-
-
 async def price_claims(session: AsyncSession, new_order_id: str) -> list[dl.Entry]:
     """Every live entry whose price difference a new order evidences, on whichever order it was claimed."""
     rows = await session.exec(select(LedgerEntry).where(LedgerEntry.new_order_id == new_order_id, LIVE))
     return domain_entries(rows.all())
 
 
-def reserve(
-    session: AsyncSession,
+def reservations(
     *,
     order_id: str,
     amounts: Mapping[str, Decimal],
@@ -160,13 +166,15 @@ def reserve(
     case_id: str | None = None,
     cashback_task_id: str | None = None,
     claims: Mapping[str, tuple[str, str]] | None = None,
-) -> None:
-    """Reserve each line's amount (nothing for a zero); the caller holds the order's lock and checked."""
+) -> list[LedgerEntry]:
+    """The entries reserving each line's amount (none for a zero), for the caller to write in its
+    transaction; the caller holds the order's lock and checked."""
+    entries = []
     for line_id, amount in amounts.items():
         if amount <= 0:
             continue
         new_order_id, new_line_id = (claims or {}).get(line_id, (None, None))
-        session.add(
+        entries.append(
             LedgerEntry(
                 id=new_id("led"),
                 order_id=order_id,
@@ -183,6 +191,7 @@ def reserve(
                 updated_at=now,
             )
         )
+    return entries
 
 
 async def _owned(

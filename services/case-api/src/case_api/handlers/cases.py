@@ -14,15 +14,15 @@ from typing import Any
 
 from aftersales_shared import contracts
 from aftersales_shared.auth import Role
-from aftersales_shared.db import log_on_commit
+from aftersales_shared.db import insert_rows, log_on_commit
 from aftersales_shared.events import CaseEvent as CaseEventData
 from aftersales_shared.events import Payee
 from aftersales_shared.ids import new_id
 from aftersales_shared.money import fmt
-from aftersales_shared.outbox import add_event
+from aftersales_shared.outbox import outbox_row
 from aftersales_shared.problems import Problem, conflict
 from pydantic import ValidationError
-from sqlmodel import select
+from sqlmodel import SQLModel, select
 
 from .. import ledger, messages
 from .. import repository as repo
@@ -39,6 +39,7 @@ from ..models import (
     CashbackTask,
     Evidence,
     InspectionEntry,
+    LedgerEntry,
     LogisticsFollowUp,
     Order,
     ReshipOrder,
@@ -131,13 +132,17 @@ async def open_case(ctx: Context, body: CaseCreate) -> Case:
         created_at=ctx.now,
         updated_at=ctx.now,
     )
-    ctx.session.add(case)
-    _reserve_case(ctx, case, decision, claims)
-    await ctx.session.flush()
+    opened = {"rules": list(decision.rules), "request": body.model_dump(mode="json")}
+    # The case, its money, its timeline entry and its event: one statement (one round trip on PostgreSQL)
+    await insert_rows(
+        ctx.session,
+        case,
+        *_reservations(ctx, case, decision, claims),
+        *change_rows(ctx, case, "open", None, opened),
+    )
     await _attach(ctx, case, evidence, new_case=True)
     if body.reason in CARRIER_REASONS:
         _register_carrier_problem(ctx, case, order, [e.id for e in evidence])
-    record(ctx, case, "open", None, {"rules": list(decision.rules), "request": body.model_dump(mode="json")})
     return case
 
 
@@ -158,17 +163,18 @@ def _price_claims(
     return claims
 
 
-def _reserve_case(
+def _reservations(
     ctx: Context, case: Case, decision: dm.Decision, claims: dict[str, tuple[str, str]]
-) -> None:
+) -> list[LedgerEntry]:
     """R-COMP-CAP / R-POSTAGE: the case's money (or reshipped goods' value) is reserved as it opens."""
     kind = KIND_BY_REMEDY.get(case.remedy, "refund")
-    for amounts, bucket, entry_kind in (
-        (decision.line_amounts, dl.Bucket.GOODS, kind),
-        (decision.shipping_amounts, dl.Bucket.POSTAGE, "shipping_fee"),
-    ):
-        ledger.reserve(
-            ctx.session,
+    return [
+        entry
+        for amounts, bucket, entry_kind in (
+            (decision.line_amounts, dl.Bucket.GOODS, kind),
+            (decision.shipping_amounts, dl.Bucket.POSTAGE, "shipping_fee"),
+        )
+        for entry in ledger.reservations(
             order_id=case.order_id,
             amounts=amounts,
             bucket=bucket,
@@ -177,6 +183,7 @@ def _reserve_case(
             case_id=case.id,
             claims=claims,
         )
+    ]
 
 
 def _distinct(evidence: list[Evidence], kind: str) -> int:
@@ -256,28 +263,22 @@ def _register_carrier_problem(ctx: Context, case: Case, order: Order, evidence_i
 
 
 def record(ctx: Context, case: Case, action: str, from_status: str | None, data: dict[str, Any]) -> None:
-    """The timeline entry and the outbox event of one change, in the same transaction. A workflow action's
-    event is named in the past tense (`approve` → `aftersales.case.approved.v1`); a note is named as is."""
-    ctx.session.add(
-        CaseEvent(
-            id=new_id("cev"),
-            case_id=case.id,
-            action=action,
-            actor=ctx.principal.name,
-            from_status=from_status,
-            to_status=case.status,
-            data=data,
-            at=ctx.now,
-        )
-    )
+    """The timeline entry and the outbox event of one change, added to the session's transaction."""
+    ctx.session.add_all(change_rows(ctx, case, action, from_status, data))
+
+
+def change_rows(
+    ctx: Context, case: Case, action: str, from_status: str | None, data: dict[str, Any]
+) -> list[SQLModel]:
+    """The timeline entry and the outbox event of one change, for the caller to write in its transaction
+    (`record` adds them to the session; a new case inserts them with its own row). A workflow action's
+    event is named in the past tense (`approve` → `aftersales.case.approved.v1`); a note is named as is.
+    The change is logged once it commits, and the buyer is told what they must hear of it."""
     contract = contracts.case_event("opened" if action == "open" else PAST.get(action, action))
-    event_id = add_event(
+    event = outbox_row(
         ctx.session,
         contract,
-        source=SOURCE,
-        subject=case.id,
-        at=ctx.now,
-        data=CaseEventData(
+        CaseEventData(
             case_id=case.id,
             order_id=case.order_id,
             shop_id=case.shop_id,
@@ -289,6 +290,9 @@ def record(ctx: Context, case: Case, action: str, from_status: str | None, data:
             version=case.version,
             data=data,
         ),
+        source=SOURCE,
+        subject=case.id,
+        at=ctx.now,
     )
     log_on_commit(
         ctx.session,
@@ -301,10 +305,21 @@ def record(ctx: Context, case: Case, action: str, from_status: str | None, data:
         order_id=case.order_id,
         shop_id=case.shop_id,
         action=action,
-        event_id=event_id,
+        event_id=event.event_id,
         event_type=contract.type,
     )
     messages.on_case_change(ctx, case, action, data)  # R-MESSAGES: what the buyer is told of it
+    timeline = CaseEvent(
+        id=new_id("cev"),
+        case_id=case.id,
+        action=action,
+        actor=ctx.principal.name,
+        from_status=from_status,
+        to_status=case.status,
+        data=data,
+        at=ctx.now,
+    )
+    return [timeline, event]
 
 
 # ---------------------------------------------------------------- act

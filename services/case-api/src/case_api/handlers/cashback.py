@@ -74,8 +74,7 @@ async def create_cashback(ctx: Context, body: CashbackCreate) -> CashbackTask:
         updated_at=ctx.now,
     )
     ctx.session.add(task)
-    ledger.reserve(
-        ctx.session,
+    reserved = ledger.reservations(
         order_id=order.order_id,
         amounts={body.line_id: body.amount},
         bucket=dl.Bucket.POSTAGE if postage else dl.Bucket.GOODS,
@@ -83,6 +82,7 @@ async def create_cashback(ctx: Context, body: CashbackCreate) -> CashbackTask:
         now=ctx.now,
         cashback_task_id=task.id,
     )
+    ctx.session.add_all(reserved)
     emit_task_change(ctx, task, contracts.CASHBACK_CREATED)
     await ctx.session.flush()
     return task
