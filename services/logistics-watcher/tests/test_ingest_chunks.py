@@ -1,6 +1,7 @@
 """A chunk of scans is validated in one call; an invalid one sends the chunk through again one scan at a time,
 so that it alone is refused, by its index and with the reasons one scan alone would get. And the objects the
-process holds once started are left out of garbage collections (P3), while later garbage is still freed."""
+process holds once started are left out of garbage collections (P3), while later garbage is still freed.
+A parcel's and a scan's times are the ingest's, sent once per chunk."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
 from aftersales_shared.db import unit_of_work
 from logistics_watcher import handlers
 from logistics_watcher.consumers import keep_startup_objects_out_of_gc
+from logistics_watcher.models import Parcel, ScanRecord
 from logistics_watcher.schemas import TrackingEventIn, field_errors
 from pydantic import ValidationError
+from sqlmodel import select
 from watcher_testing import Watcher, scan
 
 H = timedelta(hours=1)
@@ -64,6 +67,29 @@ class TestOneValidationPerChunk:
         events: list[Any] = ["not an event", {**scan(), **INVALID["no status"]}]
         result = await ingest(any_db_watcher, events)
         assert [r.index for r in result.rejected] == [0, 1] and result.accepted == 0
+
+
+class TestTimesOfTheIngest:
+    async def test_a_parcel_records_its_creation_and_last_change_and_each_scan_its_arrival(
+        self, any_db_watcher: Watcher
+    ) -> None:
+        w = any_db_watcher
+        created = w.clock.now()
+        await ingest(
+            w, [scan("picked_up", -3 * H, tracking_no="SF1"), scan("picked_up", -3 * H, tracking_no="SF2")]
+        )
+        changed = w.clock.advance(minutes=5)
+        first = scan("in_transit", -1 * H, tracking_no="SF1")
+        assert (await ingest(w, [first, scan("in_transit", -1 * H, tracking_no="SF1")])).accepted == 2
+        async with w.app.state.sessions() as session:
+            parcel_times = {
+                p.tracking_no: (p.created_at, p.updated_at)
+                for p in (await session.exec(select(Parcel))).all()
+            }
+            scan_times = {s.event_id: s.received_at for s in (await session.exec(select(ScanRecord))).all()}
+        assert parcel_times == {"SF1": (created, changed), "SF2": (created, created)}
+        assert sorted(scan_times.values()) == [created, created, changed, changed]
+        assert scan_times[first["event_id"]] == changed
 
 
 class TestStartupObjectsOutOfCollections:

@@ -53,7 +53,6 @@ WRITABLE = (
     "warehouse_id",
     "false_delivery_score",
     "open_alerts",
-    "updated_at",
 )
 
 
@@ -125,10 +124,10 @@ async def ingest(
                 "carrier_status": s.carrier_status,
                 "location": s.location,
                 "description": s.description,
-                "received_at": now,
             }
             for _, s in admitted
         ],
+        received_at=now,
     )
     fresh: dict[str, list[Scan]] = defaultdict(list)
     for index, scan in admitted:
@@ -295,7 +294,6 @@ async def _apply(
         score_before = row["false_delivery_score"]
         row.update(
             {f: getattr(track, f) for f in TRACK_FIELDS},
-            updated_at=now,
             false_delivery_score=false_delivery_score(row["direction"], track),
         )
         milestones += _milestones(row, before, track)
@@ -313,7 +311,7 @@ async def _apply(
     # New parcels are inserted, not upserted: one another transaction created meanwhile is a conflict,
     # and the batch is retried against it rather than overwriting it.
     await store.insert_rows(session, parcels, [row for tn, row in rows.items() if tn in new])
-    await store.update_parcels(session, [row for tn, row in rows.items() if tn not in new], WRITABLE)
+    await store.update_parcels(session, [row for tn, row in rows.items() if tn not in new], WRITABLE, now)
     await queue_milestones(session, milestones, now)
 
 

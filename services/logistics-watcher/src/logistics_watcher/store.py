@@ -8,6 +8,7 @@ same writes row by row (executemany).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, select, text, update
@@ -19,6 +20,7 @@ from .sql import dialect_name, execute
 
 P = parcels.c
 PG = postgresql.dialect()
+LOCKED = [c.name for c in parcels.columns if c.name not in ("created_at", "updated_at")]
 
 
 def _on_postgres(session: AsyncSession) -> bool:
@@ -48,18 +50,20 @@ async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[s
 
 
 async def lock_parcels(session: AsyncSession, tracking_nos: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """The parcels' rows, locked, in key order (so that concurrent batches lock in the same order)."""
+    """The parcels' rows, locked, in key order (so that concurrent batches lock in the same order); all but
+    their times of creation and last change, which an ingest never reads."""
     keys = sorted(tracking_nos)
     if not keys:
         return {}
     if _on_postgres(session):
         query: Any = text(
-            "SELECT * FROM parcels WHERE tracking_no = ANY(CAST(:keys AS text[])) "
+            f"SELECT {', '.join(LOCKED)} FROM parcels WHERE tracking_no = ANY(CAST(:keys AS text[])) "
             "ORDER BY tracking_no FOR UPDATE"
         )
         found = await execute(session, query, {"keys": keys})
     else:
-        found = await execute(session, select(parcels).where(P.tracking_no.in_(keys)).order_by(P.tracking_no))
+        query = select(*(P[c] for c in LOCKED)).where(P.tracking_no.in_(keys)).order_by(P.tracking_no)
+        found = await execute(session, query)
     names = list(found.keys())
     locked = (dict(zip(names, row, strict=True)) for row in found)
     return {row["tracking_no"]: row for row in locked}
@@ -91,40 +95,41 @@ async def recorded(session: AsyncSession, event_ids: Iterable[str]) -> set[str]:
     return set((await execute(session, select(scans.c.event_id).where(scans.c.event_id.in_(keys)))).scalars())
 
 
-async def add_scans(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Add scans to the history once each; return the event ids that were new."""
+async def add_scans(session: AsyncSession, rows: Sequence[dict[str, Any]], received_at: datetime) -> set[str]:
+    """Add scans to the history once each, received at one time; return the event ids that were new."""
     if not rows:
         return set()
     if _on_postgres(session):
         columns = list(rows[0])
         source, arrays = _unnest(scans, rows, columns)
         statement = text(
-            f"INSERT INTO scans ({', '.join(columns)}) SELECT * FROM {source} "
+            f"INSERT INTO scans ({', '.join(columns)}, received_at) SELECT u.*, :received_at FROM {source} "
             "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-        )
-        return set((await execute(session, statement, arrays)).scalars())
+        ).bindparams(bindparam("received_at", type_=scans.c.received_at.type))
+        return set((await execute(session, statement, {**arrays, "received_at": received_at})).scalars())
     added = sqlite.insert(scans).on_conflict_do_nothing(index_elements=["event_id"])
+    rows = [{**row, "received_at": received_at} for row in rows]
     return set((await execute(session, added.returning(scans.c.event_id), rows)).scalars())
 
 
 async def update_parcels(
-    session: AsyncSession, rows: Sequence[dict[str, Any]], columns: Sequence[str]
+    session: AsyncSession, rows: Sequence[dict[str, Any]], columns: Sequence[str], updated_at: datetime
 ) -> None:
-    """Write `columns` of parcels that exist (and are locked), by tracking number."""
+    """Write `columns` of parcels that exist (and are locked), by tracking number, changed at one time."""
     if not rows:
         return
     if _on_postgres(session):
         source, arrays = _unnest(parcels, rows, ["tracking_no", *columns])
         statement = text(
-            f"UPDATE parcels SET {', '.join(f'{c} = u.{c}' for c in columns)} "
+            f"UPDATE parcels SET {', '.join(f'{c} = u.{c}' for c in columns)}, updated_at = :updated_at "
             f"FROM {source} WHERE parcels.tracking_no = u.tracking_no"
-        )
-        await execute(session, statement, arrays)
+        ).bindparams(bindparam("updated_at", type_=P.updated_at.type))
+        await execute(session, statement, {**arrays, "updated_at": updated_at})
     else:
         await execute(
             session,
             update(parcels)
             .where(P.tracking_no == bindparam("key"))
-            .values({c: bindparam(c) for c in columns}),
+            .values({**{c: bindparam(c) for c in columns}, "updated_at": updated_at}),
             [{"key": row["tracking_no"], **{c: row[c] for c in columns}} for row in rows],
         )
