@@ -95,8 +95,10 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> N
 
 def worker_env(tmp_path: Path, simulator: Simulator, **extra: str) -> dict[str, str]:
     port = free_port()
+    # Not the shell's broker or database (`kafka.sh env` exports KAFKA_*): the embedded test stays embedded.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_") and k != "DATABASE_URL"}
     return {
-        **os.environ,
+        **inherited,
         "DATA_DIR": str(tmp_path),
         "DEV_API_KEY": KEY,
         "PAYOUT_WORKER_PORT": str(port),
