@@ -75,6 +75,7 @@ CASE_EVENT_NAMES = (
     "reshipped",
     "replacement_shipped",  # R-EXCHANGE-7D: an exchange's replacement parcel
     "closed",
+    "payout_failed",  # the cashback paying a price-protection or cashback case failed: back to open
     # notes on a case's timeline, without a move
     "reship_flagged",
     "carrier_sla_escalated",

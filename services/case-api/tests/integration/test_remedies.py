@@ -8,7 +8,7 @@ from typing import Any
 from aftersales_shared import topics
 from case_api.models import ReshipOrder
 from case_api_checks import assert_problem, outbox_rows, unchanged, upload
-from case_api_testing import MP4, Api, image, order_body
+from case_api_testing import MP4, Api, deliver_payout, image, order_body
 from sqlmodel import select
 
 Case = dict[str, Any]
@@ -235,30 +235,34 @@ class TestReshipDamaged:
         assert (case["status"], case["evidence_missing"]) == ("open", 0)
 
 
+async def approved_price_protection(api: Api) -> tuple[dict[str, Any], str]:
+    """o-1's L1 (2 × 129.00) claimed against o-2 at 99.00 and approved: the case and its cashback task."""
+    await api.put_order()  # L1: 2 × 129.00, paid 2026-11-01
+    new = order_body(
+        paid_at="2026-11-04T20:00:00+08:00",
+        shipment=None,
+        signed_at=None,
+        lines=[{**order_body()["lines"][0], "unit_price": "99.00", "paid_amount": "198.00"}],
+    )
+    await api.put_order("o-2", **{k: v for k, v in new.items() if k != "shop_id"})
+    case = await opened(
+        api,
+        "support",
+        remedy="price_protection",
+        reason="price_drop",
+        lines=[{"line_id": "L1", "quantity": 2}],
+        new_order_id="o-2",
+        new_unit_price="99.00",
+    )
+    assert (case["status"], case["amount"], case["details"]["new_order_id"]) == ("open", "60.00", "o-2")
+    case = await move(api, case, "approve")
+    assert case["status"] == "approved"
+    return case, (await timeline(api, case))[-1]["data"]["cashback_task_id"]
+
+
 class TestPriceProtection:
     async def test_a_cheaper_new_order_becomes_an_approved_cashback_task(self, api: Api) -> None:
-        await api.put_order()  # L1: 2 × 129.00, paid 2026-11-01
-        new = order_body(
-            paid_at="2026-11-04T20:00:00+08:00",
-            shipment=None,
-            signed_at=None,
-            lines=[{**order_body()["lines"][0], "unit_price": "99.00", "paid_amount": "198.00"}],
-        )
-        await api.put_order("o-2", **{k: v for k, v in new.items() if k != "shop_id"})
-        case = await opened(
-            api,
-            "support",
-            remedy="price_protection",
-            reason="price_drop",
-            lines=[{"line_id": "L1", "quantity": 2}],
-            new_order_id="o-2",
-            new_unit_price="99.00",
-        )
-        assert (case["status"], case["amount"], case["details"]["new_order_id"]) == ("open", "60.00", "o-2")
-        case = await move(api, case, "approve")
-        assert case["status"] == "approved"
-        task_id = (await timeline(api, case))[-1]["data"]["cashback_task_id"]
-
+        case, task_id = await approved_price_protection(api)
         tasks = (
             await api.call("GET", "/v1/cashback-tasks", "support", params={"case_id": case["id"]})
         ).json()
@@ -273,6 +277,20 @@ class TestPriceProtection:
         events = [json.loads(r.payload) for r in await outbox_rows(api, topics.CASHBACK)]
         assert [(e["type"], e["subject"]) for e in events] == [("aftersales.cashback.approved.v1", task_id)]
         assert (await line(api))["compensated"] == "60.00"
+
+    async def test_a_failed_payout_sends_the_case_back_to_support_and_says_so(self, api: Api) -> None:
+        case, task_id = await approved_price_protection(api)
+        task = (await api.call("GET", f"/v1/cashback-tasks/{task_id}", "support")).json()
+        await deliver_payout(api, task, "failed", failure_code="PAYEE_NOT_EXIST")
+        assert (await api.call("GET", f"/v1/cashback-tasks/{task_id}", "support")).json()[
+            "status"
+        ] == "failed"
+        case = (await api.call("GET", f"/v1/cases/{case['id']}", "support")).json()
+        assert case["status"] == "open"  # to be approved again (a new task) or rejected
+        assert (await timeline(api, case))[-1]["action"] == "payout_failed"
+        events = [json.loads(r.payload) for r in await outbox_rows(api, topics.CASES)]
+        assert events[-1]["type"] == "aftersales.case.payout_failed.v1"
+        assert (await line(api))["compensated"] == "60.00"  # still promised, by the case
 
     async def test_another_buyers_order_or_a_wrong_price_is_refused(self, api: Api) -> None:
         await api.put_order()
