@@ -49,6 +49,22 @@ async def lock_orders_with_lines(
     return await _lock(session, principal, order_ids, with_lines=True)
 
 
+# The lock statements, built once (they run in every money command); the orders' ids are a parameter.
+LOCK = (
+    select(Order)
+    .where(col(Order.order_id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(Order.order_id))
+    .with_for_update()
+)
+LOCK_WITH_LINES = (
+    select(Order, OrderLine)
+    .outerjoin(OrderLine, col(OrderLine.order_id) == col(Order.order_id))
+    .where(col(Order.order_id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(Order.order_id), col(OrderLine.position))
+    .with_for_update(of=Order)
+)
+
+
 async def _lock(
     session: AsyncSession, principal: Principal | None, order_ids: tuple[str, ...], *, with_lines: bool
 ) -> dict[str, tuple[Order, list[OrderLine]]]:
@@ -57,22 +73,13 @@ async def _lock(
         await session.exec(update(Order).where(col(Order.order_id).in_(ids)).values(version=Order.version))
     orders: dict[str, tuple[Order, list[OrderLine]]] = {}
     if with_lines:
-        joined = (
-            select(Order, OrderLine)
-            .outerjoin(OrderLine, col(OrderLine.order_id) == col(Order.order_id))
-            .where(col(Order.order_id).in_(ids))
-            .order_by(col(Order.order_id), col(OrderLine.position))
-            .with_for_update(of=Order)
-        )
-        for order, line in (await session.exec(joined)).all():
+        for order, line in (await session.exec(LOCK_WITH_LINES, params={"ids": ids})).all():
             lines = orders.setdefault(order.order_id, (order, []))[1]
             if line is not None:
                 lines.append(line)
     else:
-        query = (
-            select(Order).where(col(Order.order_id).in_(ids)).order_by(col(Order.order_id)).with_for_update()
-        )
-        orders = {order.order_id: (order, []) for order in (await session.exec(query)).all()}
+        found = (await session.exec(LOCK, params={"ids": ids})).all()
+        orders = {order.order_id: (order, []) for order in found}
     for order_id in ids:
         if order_id not in orders:
             raise not_found("order", order_id)
