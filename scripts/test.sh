@@ -42,7 +42,8 @@ fi
 .venv/bin/python scripts/run.py build-console || missing "the console's web app" "Node.js 20 and npm to build it"
 
 echo "make test: PostgreSQL=${TEST_DATABASE_URL:-none} Kafka=${TEST_KAFKA_BOOTSTRAP_SERVERS:-none}"
-.venv/bin/pytest "$@"
+# Two or more workers (pytest-xdist); the broker's tests share one of them (see conftest.py).
+.venv/bin/pytest -n "${TEST_WORKERS:-auto}" --dist loadgroup "$@"
 status=$?
 if [ "$status" = 5 ]; then echo "make test: no tests were collected" >&2; fi
 exit "$status"
