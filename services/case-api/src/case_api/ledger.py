@@ -45,7 +45,9 @@ async def lock_orders(
 async def lock_orders_with_lines(
     session: AsyncSession, principal: Principal | None, *order_ids: str
 ) -> dict[str, tuple[Order, list[OrderLine]]]:
-    """`lock_orders`, with each order's lines read in the same statement (FOR UPDATE OF the orders only)."""
+    """`lock_orders`, then each order's lines, read by a statement of their own once the locks are held: a
+    statement that waited for a lock sees the rows of other tables as they were when it began, so lines
+    read with the lock would miss what the order update it waited for wrote (a lower paid amount)."""
     return await _lock(session, principal, order_ids, with_lines=True)
 
 
@@ -55,13 +57,13 @@ LOCK = (
     .where(col(Order.order_id).in_(bindparam("ids", expanding=True)))
     .order_by(col(Order.order_id))
     .with_for_update()
+    .execution_options(populate_existing=True)
 )
-LOCK_WITH_LINES = (
-    select(Order, OrderLine)
-    .outerjoin(OrderLine, col(OrderLine.order_id) == col(Order.order_id))
-    .where(col(Order.order_id).in_(bindparam("ids", expanding=True)))
-    .order_by(col(Order.order_id), col(OrderLine.position))
-    .with_for_update(of=Order)
+LINES = (
+    select(OrderLine)
+    .where(col(OrderLine.order_id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(OrderLine.order_id), col(OrderLine.position))
+    .execution_options(populate_existing=True)  # as they are now, whatever the session read before
 )
 
 
@@ -71,20 +73,16 @@ async def _lock(
     ids = sorted(set(order_ids))
     if session.get_bind().dialect.name == "sqlite":
         await session.exec(update(Order).where(col(Order.order_id).in_(ids)).values(version=Order.version))
-    orders: dict[str, tuple[Order, list[OrderLine]]] = {}
-    if with_lines:
-        for order, line in (await session.exec(LOCK_WITH_LINES, params={"ids": ids})).all():
-            lines = orders.setdefault(order.order_id, (order, []))[1]
-            if line is not None:
-                lines.append(line)
-    else:
-        found = (await session.exec(LOCK, params={"ids": ids})).all()
-        orders = {order.order_id: (order, []) for order in found}
+    found = (await session.exec(LOCK, params={"ids": ids})).all()
+    orders: dict[str, tuple[Order, list[OrderLine]]] = {order.order_id: (order, []) for order in found}
     for order_id in ids:
         if order_id not in orders:
             raise not_found("order", order_id)
         if principal is not None:
             principal.require_shop(orders[order_id][0].shop_id, hide=True, what="order", ident=order_id)
+    if with_lines:
+        for line in (await session.exec(LINES, params={"ids": ids})).all():
+            orders[line.order_id][1].append(line)
     return orders
 
 

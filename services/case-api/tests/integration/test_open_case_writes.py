@@ -206,8 +206,11 @@ def test_the_outbox_row_holds_the_envelope() -> None:
 
 
 class TestOpenCaseStatements:
-    async def test_a_case_opens_with_the_lock_the_history_and_one_insert(self, any_db_api: Api) -> None:
-        """The order lock stays in the path; on PostgreSQL nothing else is a round trip."""
+    async def test_a_case_opens_with_the_lock_the_lines_the_history_and_one_insert(
+        self, any_db_api: Api
+    ) -> None:
+        """The order lock stays in the path, and what is read after it sees what the lock waited for; on
+        PostgreSQL nothing else is a round trip."""
         api = any_db_api
         await api.put_order()
         body = CaseCreate.model_validate(
@@ -231,8 +234,9 @@ class TestOpenCaseStatements:
             )
             case = await handlers.open_case(ctx, body)
         if connection.dialect.name == "postgresql":
-            assert len(sent) == 3, sent
-            assert "FOR UPDATE" in sent[0] and "UNION ALL" in sent[1] and sent[2].startswith("WITH")
+            assert len(sent) == 4, sent
+            assert "FOR UPDATE" in sent[0] and "FROM order_lines" in sent[1]
+            assert "UNION ALL" in sent[2] and sent[3].startswith("WITH")
         timeline_entries = (await api.call("GET", f"/v1/cases/{case.id}/timeline", "support")).json()
         assert [e["action"] for e in timeline_entries] == ["open"]
         stored = (await api.call("GET", f"/v1/cases/{case.id}", "support")).json()
