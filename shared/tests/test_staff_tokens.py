@@ -127,7 +127,11 @@ class TestVerify:
         assert VERIFIER.verify(signed(header, {**claims, **change}), NOW) is None
         assert VERIFIER.verify(signed(header, claims), NOW) is not None  # the same, unchanged, passes
 
-    @pytest.mark.parametrize("junk", ["a.b.c", "...", "eyJ9.eyJ9.", token() + "x", "ä.ö.ü"])
+    @pytest.mark.parametrize(
+        "junk",
+        ["a.b.c", "...", "eyJ9.eyJ9.", token() + "x", "ä.ö.ü"],
+        ids=["words", "dots", "empty-json", "a-token-and-one-more-character", "not-ascii"],  # one per worker
+    )
     def test_junk_is_none_not_an_error(self, junk: str) -> None:
         assert VERIFIER.verify(junk, NOW) is None
 
