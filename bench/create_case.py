@@ -301,7 +301,9 @@ class Clients:
     """
 
     def __init__(self, base_url: str, size: int) -> None:
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        # An idle connection is dropped before uvicorn's 5 s keep-alive ends it: while the other targets take
+        # their turn, a request sent as the server closes the connection would fail with a ReadError.
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=4.0)
         self.all = [httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60.0) for _ in range(size)]
         self.free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
         for client in self.all:
