@@ -26,3 +26,13 @@ async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[B
     await the_bus.start()
     yield the_bus
     await the_bus.stop()
+
+
+@pytest.fixture
+def no_kafka_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `eval "$(kafka.sh env)"` exported must not decide these settings."""
+    for name in ("BOOTSTRAP_SERVERS", "SECURITY_PROTOCOL", "SASL_MECHANISM", "USERNAME", "PASSWORD"):
+        for prefix in ("", "CASE_API_", "LOGISTICS_WATCHER_", "PAYOUT_WORKER_"):
+            monkeypatch.delenv(f"{prefix}KAFKA_{name}", raising=False)
+    for name in ("CAFILE", "CERTFILE", "KEYFILE"):
+        monkeypatch.delenv(f"KAFKA_SSL_{name}", raising=False)

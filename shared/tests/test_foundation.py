@@ -140,6 +140,7 @@ class TestCursor:
         assert refused.value.status == 400
 
 
+@pytest.mark.usefixtures("no_kafka_environment")
 class TestSettings:
     def test_production_refuses_a_dev_key_and_missing_infrastructure(self) -> None:
         with pytest.raises(ValidationError):

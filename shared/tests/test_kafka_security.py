@@ -55,16 +55,6 @@ class CaseApiSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="CASE_API_", extra="ignore")
 
 
-@pytest.fixture
-def no_kafka_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What `eval "$(kafka.sh env)"` exported must not decide these settings."""
-    for name in ("BOOTSTRAP_SERVERS", "SECURITY_PROTOCOL", "SASL_MECHANISM", "USERNAME", "PASSWORD"):
-        for prefix in ("", "CASE_API_", "LOGISTICS_WATCHER_", "PAYOUT_WORKER_"):
-            monkeypatch.delenv(f"{prefix}KAFKA_{name}", raising=False)
-    for name in ("CAFILE", "CERTFILE", "KEYFILE"):
-        monkeypatch.delenv(f"KAFKA_SSL_{name}", raising=False)
-
-
 def may_write(principal: str) -> set[str]:
     return {*topics.produced_by(principal), *map(topics.dlq, topics.CONSUMED_BY.get(principal, ()))}
 
