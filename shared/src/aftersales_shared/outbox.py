@@ -98,18 +98,25 @@ def outbox_row(
 ) -> OutboxMessage:
     """`add_event`'s row, for a caller that writes it with its other rows (`db.insert_rows`) in the
     session's transaction; the relay is woken when that commits."""
-    event_id = new_id("evt")
     session.info["outbox_dirty"] = True
-    return OutboxMessage(
-        event_id=event_id,
-        topic=contract.topic,
-        key=contract.key_of(data),
-        # our own payload, validated as it was made: serialised once, not validated again as an envelope
-        payload=envelope_bytes(
+    return OutboxMessage(**_row(contract, subject, data, source=source, at=at))
+
+
+def _row(
+    contract: Contract, subject: str | None, data: BaseModel | dict[str, Any], *, source: str, at: datetime
+) -> dict[str, Any]:
+    """An outbox row's columns. The payload is our own, validated as it was made: serialised once, not
+    validated again as an envelope."""
+    event_id = new_id("evt")
+    return {
+        "event_id": event_id,
+        "topic": contract.topic,
+        "key": str(data[contract.key]) if isinstance(data, dict) else contract.key_of(data),
+        "payload": envelope_bytes(
             id=event_id, source=source, type=contract.type, subject=subject, data=data, at=at
         ),
-        created_at=at,
-    )
+        "created_at": at,
+    }
 
 
 # One event to queue: (its contract, subject, payload). The payload is the contract's model, or, from a
@@ -121,21 +128,7 @@ async def add_events(session: AsyncSession, *, source: str, events: Sequence[Out
     """`add_event` in bulk: one INSERT for many events (a batch of results, a scan's alerts)."""
     if not events:
         return
-    rows = []
-    for contract, subject, data in events:
-        event_id = new_id("evt")
-        payload = envelope_bytes(
-            id=event_id, source=source, type=contract.type, subject=subject, data=data, at=at
-        )
-        rows.append(
-            {
-                "event_id": event_id,
-                "topic": contract.topic,
-                "key": str(data[contract.key]) if isinstance(data, dict) else contract.key_of(data),
-                "payload": payload,
-                "created_at": at,
-            }
-        )
+    rows = [_row(contract, subject, data, source=source, at=at) for contract, subject, data in events]
     # Core, not the ORM's bulk insert: tens of thousands of rows at once (a detection run's alerts)
     await (await session.connection()).execute(insert(OUTBOX), rows)
     session.info["outbox_dirty"] = True

@@ -228,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     """`new [approval|staff-token]`: a fresh key pair as the two settings. `public`: the public half and key
     id of the private key read from stdin (for rotation: add it to the verifiers' lists before signing)."""
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["new"] and len(args) <= 2 and (args[1:] or ["approval"])[0] in PAIRS:
-        private_setting, public_setting = PAIRS[(args[1:] or ["approval"])[0]]
+    pair = args[1] if len(args) == 2 else "approval"
+    if args[:1] == ["new"] and len(args) <= 2 and pair in PAIRS:
+        private_setting, public_setting = PAIRS[pair]
         key = Ed25519PrivateKey.generate()
         print(f"{private_setting}={private_text(key)}")
         print(f"{public_setting}={public_text(key.public_key())}")
