@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from case_api_checks import assert_problem
-from case_api_testing import Api, one_line_order
+from case_api_testing import Api, eventually, one_line_order
 from sqlalchemy import text
 
 pytestmark = pytest.mark.postgres
@@ -64,12 +64,7 @@ async def test_a_grant_waiting_for_the_lock_counts_against_the_lowered_paid_amou
         request: asyncio.Task[httpx.Response] = asyncio.create_task(
             api.call("POST", path, "support", json=body)
         )
-        for _ in range(200):
-            if await waiting_for_a_lock(api):
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise AssertionError("the grant never waited for the order lock")
+        await eventually(lambda: waiting_for_a_lock(api), seconds=4)  # the grant waits for the order lock
         await holder.commit()
     response = await request
     assert assert_problem(response, 422, "policy_refused")["rule"] == rule, response.text
