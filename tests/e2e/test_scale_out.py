@@ -41,7 +41,7 @@ import httpx
 import pytest
 from aftersales_shared import contracts, topics
 from aftersales_shared.bus import OutRecord
-from aftersales_shared.consumer import EVENTS_HANDLED
+from aftersales_shared.consumer import CONSUMER_LAG, EVENTS_HANDLED
 from aftersales_shared.events import CloudEvent
 from aftersales_shared.testing_kafka import ADMIN
 from aftersales_testing import free_port, fresh_postgres_database, kafka_broker, scrape
@@ -65,6 +65,7 @@ TASKS_PER_ORDER = 20  # 5.00 each on line L1 (238.00 paid): 100.00 of it
 CASHBACK_ORDERS = -(-APPROVALS // TASKS_PER_ORDER)
 SLICES = 10
 HANDLED = EVENTS_HANDLED.describe()[0].name + "_total"  # the runner's counter, as /metrics shows it
+LAG = CONSUMER_LAG.describe()[0].name  # one sample per partition a replica's consumer reads now
 
 
 @dataclass
@@ -349,15 +350,26 @@ async def test_two_replicas_each_lose_one_mid_flow_and_nothing_is_lost_or_double
 
         scans = tracking_events(now)
         slices = [scans[k::SLICES] for k in range(SLICES)]  # each parcel's scans stay in order
+        # The last slice of scans and the last tenth of the approvals wait for the restarted replicas to
+        # read partitions again, so that they have work after the restart however fast the rest went.
+        rejoined = asyncio.Event()
+        held_back = APPROVALS - APPROVALS // SLICES
 
         async def feed() -> None:
             """The warehouse's scans keep coming while the approvals do: a slice per tenth of them."""
             for k, part in enumerate(slices):
                 while len(approved) < k * APPROVALS // SLICES:
                     await asyncio.sleep(0.1)
+                if k == SLICES - 1:
+                    await rejoined.wait()
                 await warehouse.publish_batch(part)
 
-        flow = asyncio.gather(feed(), *(bounded(cashback(i)) for i in range(APPROVALS)))
+        async def approval(i: int) -> None:
+            if i >= held_back:
+                await rejoined.wait()
+            await bounded(cashback(i))
+
+        flow = asyncio.gather(feed(), *(approval(i) for i in range(APPROVALS)))
 
         async def busy() -> bool:
             return len(approved) >= APPROVALS * 4 // 10
@@ -373,6 +385,20 @@ async def test_two_replicas_each_lose_one_mid_flow_and_nothing_is_lost_or_double
             r.start()
         for r in victims:
             await cluster.ready(r)
+
+        reading: dict[str, int] = {}  # partitions each replica's consumer reads, at the last look
+
+        async def reading_again() -> bool:
+            """Every replica, the restarted ones included, reads partitions."""
+            for r in consumers:
+                reading[r.name] = len((await scrape(cluster.clients[r.name])).matching(LAG))
+            return all(reading.values())
+
+        try:
+            await until("the restarted replicas to be assigned partitions", reading_again, 120, cluster)
+        except AssertionError as e:
+            raise AssertionError(f"partitions read per replica: {reading}") from e
+        rejoined.set()
         await flow
         flowed_at = time.monotonic() - started
 
