@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from aftersales_shared import contracts
-from aftersales_shared.db import unit_of_work
+from aftersales_shared.db import insert_many, unit_of_work, update_many
 from aftersales_shared.events import (
     CloudEvent,
     LogisticsAlert,
@@ -22,11 +22,15 @@ from aftersales_shared.events import (
     envelope_bytes,
 )
 from aftersales_shared.ids import new_id
+from aftersales_shared.money import MoneyType
 from aftersales_shared.outbox import OutboxMessage, add_events
 from aftersales_testing import tables_on
+from sqlalchemy import Column, MetaData, String, Table, func
+from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 ALERT = LogisticsAlert(
@@ -111,3 +115,86 @@ async def test_add_events_stores_one_row_per_event(sessions: async_sessionmaker[
     assert len({e.id for e in events}) == len(alerts)
     assert [LogisticsAlert.model_validate(e.data) for e in events] == alerts
     assert {(e.type, e.source) for e in events} == {(contracts.ALERT_OPENED.type, "/w")}
+
+
+LEDGER = Table(
+    "bulk_ledger",
+    MetaData(),
+    Column("id", String, primary_key=True),
+    Column("amount", MoneyType, nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("note", String),
+)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def ledger(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    async with tables_on(request.param, tmp_path, "bulk_ledger", [LEDGER]) as sessions:
+        yield sessions
+
+
+async def test_insert_many_binds_each_value_as_its_column_does(
+    ledger: async_sessionmaker[AsyncSession],
+) -> None:
+    """Money to the cent, instants in UTC, NULLs: read back as they were written (on PostgreSQL the rows go
+    as one array per column, through the columns' own binding)."""
+    rows = [
+        {
+            "id": f"r{i}",
+            "amount": Decimal(f"{i}.5"),
+            "at": NOW.astimezone(timezone(timedelta(hours=8))),
+            "note": None if i % 2 else "x",
+        }
+        for i in range(200)
+    ]
+    async with unit_of_work(ledger) as session:
+        await insert_many(session, LEDGER, rows)
+    async with ledger() as session:
+        stored = (
+            (await (await session.connection()).execute(select(LEDGER).order_by(LEDGER.c.id)))
+            .mappings()
+            .all()
+        )
+    assert sorted(map(dict, stored), key=lambda r: r["id"]) == sorted(
+        ({**r, "amount": Decimal(f"{r['amount']:.2f}"), "at": NOW} for r in rows), key=lambda r: r["id"]
+    )
+
+
+async def test_insert_many_refuses_a_naive_instant_and_stores_nothing(
+    ledger: async_sessionmaker[AsyncSession],
+) -> None:
+    rows = [
+        {"id": "aware", "amount": Decimal("1.00"), "at": NOW, "note": None},
+        {"id": "naive", "amount": Decimal("1.00"), "at": NOW.replace(tzinfo=None), "note": None},
+    ]
+    with pytest.raises((StatementError, ValueError), match="timezone"):
+        async with unit_of_work(ledger) as session:
+            await insert_many(session, LEDGER, rows)
+    async with ledger() as session:
+        assert (
+            await (await session.connection()).execute(select(func.count()).select_from(LEDGER))
+        ).scalar_one() == 0
+
+
+async def test_update_many_sets_each_row_its_values_and_the_alike_columns_to_one(
+    ledger: async_sessionmaker[AsyncSession],
+) -> None:
+    later = NOW + timedelta(hours=1)
+    rows = [{"id": f"r{i}", "amount": Decimal("1.00"), "at": NOW, "note": None} for i in range(3)]
+    async with unit_of_work(ledger) as session:
+        await insert_many(session, LEDGER, rows)
+        changes = [
+            {"id": "r0", "amount": Decimal("2.5"), "note": "a"},
+            {"id": "r2", "amount": 7, "note": None},
+        ]
+        await update_many(session, LEDGER, changes, key="id", columns=["amount", "note"], at=later)
+    async with ledger() as session:
+        connection = await session.connection()
+        stored = (await connection.execute(select(LEDGER).order_by(LEDGER.c.id))).all()
+    assert [tuple(r) for r in stored] == [
+        ("r0", Decimal("2.50"), later, "a"),
+        ("r1", Decimal("1.00"), NOW, None),
+        ("r2", Decimal("7.00"), later, None),
+    ]

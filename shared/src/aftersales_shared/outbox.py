@@ -20,7 +20,6 @@ from sqlalchemy import (
     bindparam,
     event,
     func,
-    insert,
     text,
     update,
 )
@@ -33,6 +32,7 @@ from .background import BackgroundLoop
 from .bus import Bus, OutRecord
 from .clock import Clock
 from .contracts import Contract
+from .db import insert_many
 from .events import KAFKA_HEADERS, CloudEvent, envelope_bytes
 from .ids import new_id
 
@@ -129,8 +129,7 @@ async def add_events(session: AsyncSession, *, source: str, events: Sequence[Out
     if not events:
         return
     rows = [_row(contract, subject, data, source=source, at=at) for contract, subject, data in events]
-    # Core, not the ORM's bulk insert: tens of thousands of rows at once (a detection run's alerts)
-    await (await session.connection()).execute(insert(OUTBOX), rows)
+    await insert_many(session, OUTBOX, rows)  # tens of thousands at once: a detection run's alerts
     session.info["outbox_dirty"] = True
 
 

@@ -14,6 +14,7 @@ start. `python -m aftersales_shared.signing new` prints a fresh pair as settings
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -23,7 +24,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -33,6 +34,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from .clock import as_utc
 from .events import CashbackApproved
 
+# Threads that check a batch's signatures at once: the cores this process may run on, up to four.
+VERIFY_THREADS = min(
+    4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+)
 DOMAIN = b"aftersales.cashback.approved.v1\n"  # a signature over an approval is good for nothing else
 DEV_PRIVATE_FILE = "approval-signing-key.pem"
 DEV_PUBLIC_FILE = "approval-signing-key.pub"
@@ -195,6 +200,22 @@ class ApprovalVerifier:
 
     def __repr__(self) -> str:
         return f"ApprovalVerifier(key_ids={sorted(self.keys)!r})"
+
+    async def problems(self, approvals: Sequence[CashbackApproved]) -> list[str | None]:
+        """`problem` of each approval, checked on VERIFY_THREADS threads at once: the library lets go of
+        the GIL while it verifies (about 150 µs an approval on a slow core), so a consumed batch of a
+        thousand approvals takes a fraction of the time it would on the event loop."""
+        if len(approvals) < 2 or VERIFY_THREADS < 2:
+            return [self.problem(a) for a in approvals]
+        parts = [approvals[i::VERIFY_THREADS] for i in range(VERIFY_THREADS)]
+        answers = await asyncio.gather(*(asyncio.to_thread(self._problems, part) for part in parts))
+        out: list[str | None] = [None] * len(approvals)
+        for i, part_answers in enumerate(answers):
+            out[i::VERIFY_THREADS] = part_answers
+        return out
+
+    def _problems(self, approvals: Sequence[CashbackApproved]) -> list[str | None]:
+        return [self.problem(a) for a in approvals]
 
     def problem(self, approval: CashbackApproved) -> str | None:
         """Why the approval is not authenticated, or None when its signature verifies."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from aftersales_shared.db import unit_of_work
+from aftersales_shared.db import insert_many, unit_of_work
 from aftersales_shared.ids import new_id
 from aftersales_shared.metrics import CountBy
 from prometheus_client import Gauge
@@ -25,7 +25,6 @@ from .domain import BIT, CARRIER_TROUBLE, KINDS, MOVING, NOT_PICKED_UP
 from .models import alerts, parcels
 from .outgoing import alert_payload, queue_alerts
 from .sql import execute
-from .store import insert_rows
 
 P = parcels.c
 
@@ -139,7 +138,7 @@ async def open_alerts(session: AsyncSession, rule: Rule, now: datetime, limit: i
         for p in flagged
     ]
     if rows:
-        await insert_rows(session, alerts, rows)
+        await insert_many(session, alerts, rows)
         await queue_alerts(session, "opened", [alert_payload(row) for row in rows], now)
     return len(rows)
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
+from aftersales_shared.db import insert_many, update_many
 from aftersales_shared.events import ParcelMilestone
 from aftersales_shared.ids import new_id
 from pydantic import TypeAdapter, ValidationError
@@ -310,8 +311,9 @@ async def _apply(
     milestones += await _fulfil_intercepts(session, turned_back, now)
     # New parcels are inserted, not upserted: one another transaction created meanwhile is a conflict,
     # and the batch is retried against it rather than overwriting it.
-    await store.insert_rows(session, parcels, [row for tn, row in rows.items() if tn in new])
-    await store.update_parcels(session, [row for tn, row in rows.items() if tn not in new], WRITABLE, now)
+    await insert_many(session, parcels, [row for tn, row in rows.items() if tn in new])
+    known = [row for tn, row in rows.items() if tn not in new]
+    await update_many(session, parcels, known, key="tracking_no", columns=WRITABLE, updated_at=now)
     await queue_milestones(session, milestones, now)
 
 

@@ -1,8 +1,8 @@
 """Bulk reads and writes, a batch at a time (ingest, and alerts and their events from the detectors).
 
-On PostgreSQL each is one statement that takes whole columns as arrays (`unnest`): a batch of thousands
-of rows costs SQLAlchemy and the driver no per-row work (P3). SQLite, the embedded default, gets the
-same writes row by row (executemany).
+On PostgreSQL each is one statement that takes whole columns as arrays (`aftersales_shared.db.unnest`): a
+batch of thousands of rows costs SQLAlchemy and the driver no per-row work (P3). SQLite, the embedded
+default, gets the same writes row by row (executemany).
 """
 
 from __future__ import annotations
@@ -11,42 +11,20 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from aftersales_shared.db import unnest
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.dialects import sqlite
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .models import intercept_requests, parcels, scans
 from .sql import dialect_name, execute
 
 P = parcels.c
-PG = postgresql.dialect()
 LOCKED = [c.name for c in parcels.columns if c.name not in ("created_at", "updated_at")]
 
 
 def _on_postgres(session: AsyncSession) -> bool:
     return dialect_name(session) == "postgresql"
-
-
-def _unnest(
-    table: Table, rows: Sequence[dict[str, Any]], columns: Sequence[str]
-) -> tuple[str, dict[str, list[Any]]]:
-    """`unnest(...) AS u(...)` with one array parameter per column, and the arrays. The parameters carry
-    no SQLAlchemy type (the casts type them), so the lists go to the driver as they are."""
-    arrays = ", ".join(f"CAST(:{c} AS {table.c[c].type.compile(dialect=PG)}[])" for c in columns)
-    return f"unnest({arrays}) AS u({', '.join(columns)})", {c: [row[c] for row in rows] for c in columns}
-
-
-async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert rows (all with the same keys); a row that exists already is an error."""
-    if not rows:
-        return
-    if _on_postgres(session):
-        columns = list(rows[0])
-        source, arrays = _unnest(table, rows, columns)
-        statement = text(f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM {source}")
-        await execute(session, statement, arrays)
-    else:
-        await execute(session, insert(table), rows)
 
 
 async def lock_parcels(session: AsyncSession, tracking_nos: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -101,7 +79,7 @@ async def add_scans(session: AsyncSession, rows: Sequence[dict[str, Any]], recei
         return set()
     if _on_postgres(session):
         columns = list(rows[0])
-        source, arrays = _unnest(scans, rows, columns)
+        source, arrays = unnest(session.get_bind().dialect, scans, rows, columns)
         statement = text(
             f"INSERT INTO scans ({', '.join(columns)}, received_at) SELECT u.*, :received_at FROM {source} "
             "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
@@ -110,26 +88,3 @@ async def add_scans(session: AsyncSession, rows: Sequence[dict[str, Any]], recei
     added = sqlite.insert(scans).on_conflict_do_nothing(index_elements=["event_id"])
     rows = [{**row, "received_at": received_at} for row in rows]
     return set((await execute(session, added.returning(scans.c.event_id), rows)).scalars())
-
-
-async def update_parcels(
-    session: AsyncSession, rows: Sequence[dict[str, Any]], columns: Sequence[str], updated_at: datetime
-) -> None:
-    """Write `columns` of parcels that exist (and are locked), by tracking number, changed at one time."""
-    if not rows:
-        return
-    if _on_postgres(session):
-        source, arrays = _unnest(parcels, rows, ["tracking_no", *columns])
-        statement = text(
-            f"UPDATE parcels SET {', '.join(f'{c} = u.{c}' for c in columns)}, updated_at = :updated_at "
-            f"FROM {source} WHERE parcels.tracking_no = u.tracking_no"
-        ).bindparams(bindparam("updated_at", type_=P.updated_at.type))
-        await execute(session, statement, {**arrays, "updated_at": updated_at})
-    else:
-        await execute(
-            session,
-            update(parcels)
-            .where(P.tracking_no == bindparam("key"))
-            .values({**{c: bindparam(c) for c in columns}, "updated_at": updated_at}),
-            [{"key": row["tracking_no"], **{c: row[c] for c in columns}} for row in rows],
-        )

@@ -22,7 +22,7 @@ from typing import Any
 
 from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import Clock, as_utc
-from aftersales_shared.db import unit_of_work
+from aftersales_shared.db import unit_of_work, update_many
 from aftersales_shared.events import PayoutResult
 from aftersales_shared.ids import new_id
 from prometheus_client import Counter as Metric
@@ -38,6 +38,16 @@ from .schedule import backoff, open_window
 
 log = logging.getLogger(__name__)
 PAYOUTS = Metric("aftersales_payouts_total", "payout outcomes recorded", ["status"])
+# What recording a provider's answer sets on a payout (`PayoutEngine._change`), beside updated_at.
+CHANGED = (
+    "status",
+    "check_after",
+    "provider_order_id",
+    "provider_fund_order_id",
+    "failure_code",
+    "failure_message",
+    "paid_at",
+)
 
 
 class PayoutEngine:
@@ -170,7 +180,7 @@ class PayoutEngine:
                 changes.append(self._change(payout, result, now))
                 if changes[-1]["status"] in FINAL:
                     outcomes.append(result_of({**payout._mapping, **changes[-1]}))
-            await repo.update_payouts(session, changes)
+            await update_many(session, repo.table(Payout), changes, key="id", columns=CHANGED, updated_at=now)
             await queue_results(session, outcomes, self.clock)
             await repo.complete_batches(session, {p.batch_id for p in payouts if p.batch_id}, now)
         counts = Counter(change["status"] for change in changes)
@@ -182,11 +192,11 @@ class PayoutEngine:
         return resend
 
     def _change(self, payout: repo.Working, result: TransferResult, now: datetime) -> dict[str, Any]:
-        """The columns an answer sets (the same ones for every answer: one bulk UPDATE per record)."""
+        """The id and the CHANGED columns of the payout an answer settles (the same columns for every
+        answer: one bulk UPDATE per record)."""
         change: dict[str, Any] = {
             "id": payout.id,
             "status": PayoutStatus.failed,
-            "updated_at": now,
             "check_after": None,
             "provider_order_id": result.provider_order_id or payout.provider_order_id,
             "provider_fund_order_id": result.provider_fund_order_id or payout.provider_fund_order_id,

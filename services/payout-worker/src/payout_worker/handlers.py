@@ -24,7 +24,7 @@ from aftersales_shared.auth import Principal
 from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import Clock, as_utc
 from aftersales_shared.consumer import BatchHandler, Handler
-from aftersales_shared.db import log_on_commit
+from aftersales_shared.db import insert_many, log_on_commit
 from aftersales_shared.events import CashbackApproved, CashbackCancelled, CloudEvent, PayoutResult
 from aftersales_shared.fields import Instant
 from aftersales_shared.money import MAX_AMOUNT, to_money
@@ -75,22 +75,36 @@ class InvalidApproval:
 Approval: TypeAlias = CashbackApproved | InvalidApproval
 
 
-def read_approval(event: CloudEvent, verifier: ApprovalVerifier) -> Approval:
-    """The approval an event carries, or what can be read of one payout-worker cannot take. Raises
-    ValueError when it names no cashback task and order to answer to (the event goes to the DLQ)."""
+async def read_approvals(events: Sequence[CloudEvent], verifier: ApprovalVerifier) -> list[Approval]:
+    """The approval each event carries, or what can be read of one payout-worker cannot take; the
+    signatures are checked together (`ApprovalVerifier.problems`). Raises ValueError when an event names no
+    cashback task and order to answer to (it goes to the DLQ)."""
+    parsed = [_parsed(e) for e in events]
+    checked = iter(await verifier.problems([p for p in parsed if not isinstance(p, str)]))
+    return [
+        _approval(e, p, None if isinstance(p, str) else next(checked))
+        for e, p in zip(events, parsed, strict=True)
+    ]
+
+
+def _parsed(event: CloudEvent) -> CashbackApproved | str:
+    """The event's approval, or why it is not one."""
     try:
-        approval = CashbackApproved.model_validate(event.data)
+        return CashbackApproved.model_validate(event.data)
     except ValidationError as exc:
-        problem = "; ".join(
+        return "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in exc.errors()[:3]
         )
-    else:
-        if (unauthenticated := verifier.problem(approval)) is not None:
-            return _unauthenticated(event, approval, unauthenticated)
-        if (unfit := _unfit(approval)) is None:
-            return approval
-        problem = unfit
-    return _lenient(event, problem)
+
+
+def _approval(event: CloudEvent, parsed: CashbackApproved | str, unauthenticated: str | None) -> Approval:
+    if isinstance(parsed, str):
+        return _lenient(event, parsed)
+    if unauthenticated is not None:
+        return _unauthenticated(event, parsed, unauthenticated)
+    if (unfit := _unfit(parsed)) is None:
+        return parsed
+    return _lenient(event, unfit)
 
 
 def _unauthenticated(event: CloudEvent, approval: CashbackApproved, problem: str) -> InvalidApproval:
@@ -266,7 +280,7 @@ async def open_payouts(
             order_id=a.order_id,
             shop_id=a.shop_id,
         )
-    await repo.insert_rows(session, Payout, rows)
+    await insert_many(session, repo.table(Payout), rows)
     await queue_results(session, [result_of(r) for r in rows if r["status"] == PayoutStatus.failed], clock)
 
 
@@ -424,7 +438,7 @@ def make_handlers(
     async def cashback_approved(session: AsyncSession, events: list[CloudEvent]) -> None:
         await open_payouts(
             session,
-            [read_approval(e, verifier) for e in events],
+            await read_approvals(events, verifier),
             new_id=new_id,
             calendar=calendar,
             cutoff=cutoff,

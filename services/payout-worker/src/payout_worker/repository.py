@@ -11,14 +11,14 @@ locks on the shops and payees it is about to count (lock_limits); on SQLite the 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
 
 from aftersales_shared.auth import Principal
 from aftersales_shared.pagination import decode_cursor
-from sqlalchemy import ColumnElement, Integer, Row, Table, bindparam, func, insert, text, update
+from sqlalchemy import ColumnElement, Integer, Row, Table, bindparam, func, text, update
 from sqlalchemy import select as select_columns
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import SQLModel, col, select
@@ -140,28 +140,6 @@ async def tasks_with_payouts(session: AsyncSession, task_ids: Sequence[str]) -> 
         select(Payout.cashback_task_id).where(col(Payout.cashback_task_id).in_(task_ids))
     )
     return set(rows.all())
-
-
-async def insert_rows(
-    session: AsyncSession, model: type[SQLModel], rows: Sequence[Mapping[str, Any]]
-) -> None:
-    """One executemany INSERT (Core: no ORM objects for a thousand rows)."""
-    if rows:
-        await session.exec(insert(table(model)), params=list(rows))
-
-
-async def update_payouts(session: AsyncSession, changes: Sequence[Mapping[str, Any]]) -> None:
-    """One executemany UPDATE by id; every mapping holds `id` and the same columns."""
-    if not changes:
-        return
-    payouts = table(Payout)
-    columns = [k for k in changes[0] if k != "id"]
-    statement = (
-        update(payouts)
-        .where(payouts.c.id == bindparam("_id"))
-        .values({c: bindparam(f"_{c}") for c in columns})
-    )
-    await session.exec(statement, params=[{f"_{k}": v for k, v in change.items()} for change in changes])
 
 
 def table(model: type[SQLModel]) -> Table:
