@@ -94,6 +94,20 @@ class TestTheCanonicalForm:
         assert ApprovalVerifier([signer.key.public_key()]).problem(changed) is not None
 
 
+@pytest.mark.parametrize("size", [0, 1, 2, 7, 100])
+async def test_a_batch_is_checked_in_order_each_approval_on_its_own(size: int) -> None:
+    """`problems` (the threads' split) answers for each approval where `problem` would, in order."""
+    signer = ApprovalSigner(Ed25519PrivateKey.generate())
+    batch = [signer.sign(approval(cashback_task_id=f"cb_{i}")) for i in range(size)]
+    forged = {i for i in range(size) if i % 3 == 1}
+    for i in forged:  # the amount changed after signing
+        batch[i] = CashbackApproved.model_validate({**batch[i].model_dump(), "amount": "99.00"})
+    verifier = ApprovalVerifier([signer.key.public_key()])
+    answers = await verifier.problems(batch)
+    assert answers == [verifier.problem(a) for a in batch]
+    assert [i for i, answer in enumerate(answers) if answer is not None] == sorted(forged)
+
+
 class TestKeys:
     def test_a_private_key_as_pem_or_base64(self) -> None:
         key = Ed25519PrivateKey.from_private_bytes(SEED)
