@@ -9,6 +9,7 @@ alert and an event on logistics.alerts.v1. Alerts resolve on ingest, when the pa
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,9 +25,10 @@ from .config import Settings
 from .domain import BIT, CARRIER_TROUBLE, KINDS, MOVING, NOT_PICKED_UP
 from .models import alerts, parcels
 from .outgoing import alert_payload, queue_alerts
-from .sql import execute
+from .sql import dialect_name, execute
 
 P = parcels.c
+PASSES_AT_ONCE = 2  # over a backlog of alerts to open
 
 
 @dataclass(frozen=True)
@@ -68,20 +70,42 @@ async def run(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
 ) -> dict[str, int]:
     """Open the alerts the parcels call for; per kind, how many. A backlog is worked off in passes of at
-    most `max_alerts_per_pass` alerts, each its own transaction, so that none holds many parcels locked
-    for long. Replicas may run at once: a parcel is flagged by one conditional update, and at most one
+    most `max_alerts_per_pass` alerts, each its own transaction (on PostgreSQL, PASSES_AT_ONCE at a time),
+    so that none holds many parcels locked for long. Replicas may run at once: a parcel is flagged by one conditional update, and at most one
     alert per parcel and kind is open."""
     opened: dict[str, int] = dict.fromkeys(KINDS, 0)
     limit = settings.max_alerts_per_pass
-    for rule in rules(settings, now):
-        async with sessions() as session:
-            left = await waiting(session, rule)
-        while left > 0:
+
+    async def passes(rule: Rule) -> None:
+        """Passes of `limit` until one finds fewer (the other passes hold the rest, or none is left)."""
+        count = limit
+        while count == limit:
             async with unit_of_work(sessions) as session:
-                count = await open_alerts(session, rule, now, limit if left > limit else None)
+                count = await open_alerts(session, rule, now, limit)
             opened[rule.kind] += count
-            left = left - count if count == limit else 0
+
+    async with sessions() as session:  # SQLite writes one transaction at a time anyway
+        at_once = PASSES_AT_ONCE if dialect_name(session) == "postgresql" else 1
+    for rule in rules(settings, now):
+        progress = True
+        while progress and (left := await _waiting(sessions, rule)) > 0:
+            before = opened[rule.kind]
+            if left <= limit:
+                async with unit_of_work(sessions) as session:
+                    opened[rule.kind] += await open_alerts(session, rule, now, None)
+            else:
+                # A backlog: on PostgreSQL PASSES_AT_ONCE passes at a time, as replicas would run them
+                # (each locks its own parcels): one pass's rows are built here while another's are written.
+                await asyncio.gather(*(passes(rule) for _ in range(min(at_once, -(-left // limit)))))
+            # A pass that skipped parcels another one held ends early: count again. None opened means
+            # another replica holds what is left, and opens it.
+            progress = opened[rule.kind] > before
     return opened
+
+
+async def _waiting(sessions: async_sessionmaker[AsyncSession], rule: Rule) -> int:
+    async with sessions() as session:
+        return await waiting(session, rule)
 
 
 def _needs_alert(rule: Rule) -> ColumnElement[bool]:
