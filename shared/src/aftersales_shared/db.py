@@ -148,9 +148,10 @@ async def insert_many(session: AsyncSession, table: Table, rows: Sequence[Mappin
     if connection.dialect.name != "postgresql":
         await connection.execute(insert(table), list(rows))
         return
-    columns = list(rows[0])
-    source, arrays = unnest(connection.dialect, table, rows, columns)
-    statement = text(f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM {source}")
+    names = ", ".join(rows[0])
+    source, arrays = unnest(connection.dialect, table, rows, list(rows[0]))
+    # In the rows' order: an autoincrement key (the outbox's, which the relay publishes by) follows it.
+    statement = text(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {source} ORDER BY u.ordinality")
     await connection.execute(statement, arrays)
 
 
@@ -188,9 +189,10 @@ async def update_many(
 def unnest(
     dialect: Dialect, table: Table, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
 ) -> tuple[str, dict[str, list[Any]]]:
-    """`unnest(...) AS u(...)` over `columns` of `table` (PostgreSQL), one array parameter per column, and
-    the arrays: each value as the column's type binds it (a money column's cents, an instant's check that
-    it is aware); the casts type the arrays."""
+    """`unnest(...) WITH ORDINALITY AS u(..., ordinality)` over `columns` of `table` (PostgreSQL: the rows,
+    and each one's position from 1) with one array parameter per column, and the arrays: each value as the
+    column's type binds it (a money column's cents, an instant's check that it is aware); the casts type
+    the arrays."""
     arrays: dict[str, list[Any]] = {}
     for name in columns:
         column_type = table.c[name].type
@@ -198,4 +200,4 @@ def unnest(
         values = [row[name] for row in rows]
         arrays[name] = values if bind is None else [bind(v) for v in values]
     casts = ", ".join(f"CAST(:{c} AS {table.c[c].type.compile(dialect=dialect)}[])" for c in columns)
-    return f"unnest({casts}) AS u({', '.join(columns)})", arrays
+    return f"unnest({casts}) WITH ORDINALITY AS u({', '.join(columns)}, ordinality)", arrays

@@ -71,8 +71,8 @@ async def run(
 ) -> dict[str, int]:
     """Open the alerts the parcels call for; per kind, how many. A backlog is worked off in passes of at
     most `max_alerts_per_pass` alerts, each its own transaction (on PostgreSQL, PASSES_AT_ONCE at a time),
-    so that none holds many parcels locked for long. Replicas may run at once: a parcel is flagged by one conditional update, and at most one
-    alert per parcel and kind is open."""
+    so that none holds many parcels locked for long. Replicas may run at once: a parcel is flagged by one
+    conditional update, and at most one alert per parcel and kind is open."""
     opened: dict[str, int] = dict.fromkeys(KINDS, 0)
     limit = settings.max_alerts_per_pass
 

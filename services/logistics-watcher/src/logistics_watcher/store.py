@@ -78,10 +78,10 @@ async def add_scans(session: AsyncSession, rows: Sequence[dict[str, Any]], recei
     if not rows:
         return set()
     if _on_postgres(session):
-        columns = list(rows[0])
-        source, arrays = unnest(session.get_bind().dialect, scans, rows, columns)
+        names = ", ".join(rows[0])
+        source, arrays = unnest(session.get_bind().dialect, scans, rows, list(rows[0]))
         statement = text(
-            f"INSERT INTO scans ({', '.join(columns)}, received_at) SELECT u.*, :received_at FROM {source} "
+            f"INSERT INTO scans ({names}, received_at) SELECT {names}, :received_at FROM {source} "
             "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
         ).bindparams(bindparam("received_at", type_=scans.c.received_at.type))
         return set((await execute(session, statement, {**arrays, "received_at": received_at})).scalars())
