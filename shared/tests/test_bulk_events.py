@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from aftersales_shared import contracts
-from aftersales_shared.db import insert_many, unit_of_work, update_many
+from aftersales_shared.db import insert_many, unit_of_work, unnest, update_many
 from aftersales_shared.events import (
     CloudEvent,
     LogisticsAlert,
@@ -26,6 +26,7 @@ from aftersales_shared.money import MoneyType
 from aftersales_shared.outbox import OutboxMessage, add_events
 from aftersales_testing import tables_on
 from sqlalchemy import Column, MetaData, String, Table, func
+from sqlalchemy.dialects.postgresql import asyncpg
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -198,3 +199,11 @@ async def test_update_many_sets_each_row_its_values_and_the_alike_columns_to_one
         ("r1", Decimal("1.00"), NOW, None),
         ("r2", Decimal("7.00"), later, None),
     ]
+
+
+def test_unnest_binds_money_as_decimals_for_asyncpg() -> None:
+    """The arrays carry what the driver's own binding would send: money as Decimal cents, never a float."""
+    rows = [{"amount": Decimal("0.1")}, {"amount": 7}, {"amount": Decimal("12345678.995")}]
+    _, arrays = unnest(asyncpg.dialect(), LEDGER, rows, ["amount"])
+    assert arrays["amount"] == [Decimal("0.10"), Decimal("7.00"), Decimal("12345679.00")]
+    assert all(type(a) is Decimal for a in arrays["amount"])

@@ -195,8 +195,7 @@ def unnest(
     the arrays."""
     arrays: dict[str, list[Any]] = {}
     for name in columns:
-        column_type = table.c[name].type
-        bind = column_type.bind_processor(dialect)
+        bind = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)  # as this driver binds it
         values = [row[name] for row in rows]
         arrays[name] = values if bind is None else [bind(v) for v in values]
     casts = ", ".join(f"CAST(:{c} AS {table.c[c].type.compile(dialect=dialect)}[])" for c in columns)

@@ -96,7 +96,9 @@ async def run(
             else:
                 # A backlog: on PostgreSQL PASSES_AT_ONCE passes at a time, as replicas would run them
                 # (each locks its own parcels): one pass's rows are built here while another's are written.
-                await asyncio.gather(*(passes(rule) for _ in range(min(at_once, -(-left // limit)))))
+                async with asyncio.TaskGroup() as group:  # one failing cancels the others
+                    for _ in range(min(at_once, -(-left // limit))):
+                        group.create_task(passes(rule))
             # A pass that skipped parcels another one held ends early: count again. None opened means
             # another replica holds what is left, and opens it.
             progress = opened[rule.kind] > before
