@@ -27,7 +27,7 @@ from aftersales_shared.outbox import OutboxMessage, add_events
 from aftersales_testing import tables_on
 from sqlalchemy import Column, MetaData, String, Table, func
 from sqlalchemy.dialects.postgresql import asyncpg
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -207,3 +207,22 @@ def test_unnest_binds_money_as_decimals_for_asyncpg() -> None:
     _, arrays = unnest(asyncpg.dialect(), LEDGER, rows, ["amount"])
     assert arrays["amount"] == [Decimal("0.10"), Decimal("7.00"), Decimal("12345679.00")]
     assert all(type(a) is Decimal for a in arrays["amount"])
+
+
+CODES = Table("bulk_codes", MetaData(), Column("id", String, primary_key=True), Column("code", String(3)))
+
+
+@pytest.mark.postgres
+async def test_a_text_too_long_for_its_column_is_refused_not_cut(tmp_path: Path) -> None:
+    async with tables_on("postgres", tmp_path, "bulk_codes", [CODES]) as sessions:
+        with pytest.raises(DBAPIError, match="too long"):
+            async with unit_of_work(sessions) as session:
+                await insert_many(session, CODES, [{"id": "a", "code": "abc"}, {"id": "b", "code": "abcd"}])
+        async with unit_of_work(sessions) as session:
+            await insert_many(session, CODES, [{"id": "a", "code": "abc"}])
+        with pytest.raises(DBAPIError, match="too long"):
+            async with unit_of_work(sessions) as session:
+                await update_many(session, CODES, [{"id": "a", "code": "abcd"}], key="id", columns=["code"])
+        async with sessions() as session:
+            connection = await session.connection()
+            assert (await connection.execute(select(CODES.c.code))).scalars().all() == ["abc"]

@@ -198,5 +198,12 @@ def unnest(
         bind = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)  # as this driver binds it
         values = [row[name] for row in rows]
         arrays[name] = values if bind is None else [bind(v) for v in values]
-    casts = ", ".join(f"CAST(:{c} AS {table.c[c].type.compile(dialect=dialect)}[])" for c in columns)
+    casts = ", ".join(f"CAST(:{c} AS {_element_type(table, c, dialect)}[])" for c in columns)
     return f"unnest({casts}) WITH ORDINALITY AS u({', '.join(columns)}, ordinality)", arrays
+
+
+def _element_type(table: Table, column: str, dialect: Dialect) -> str:
+    """The column's type, but VARCHAR(n) as VARCHAR: a cast to VARCHAR(n) would cut a longer text short
+    without a word, where the INSERT or UPDATE into the column refuses it."""
+    name = table.c[column].type.compile(dialect=dialect)
+    return "VARCHAR" if name.startswith("VARCHAR(") else name
