@@ -206,7 +206,7 @@ class ApprovalVerifier:
         the GIL while it verifies (about 150 µs an approval on a slow core), so a consumed batch of a
         thousand approvals takes a fraction of the time it would on the event loop."""
         if len(approvals) < 2 or VERIFY_THREADS < 2:
-            return [self.problem(a) for a in approvals]
+            return self._problems(approvals)
         parts = [approvals[i::VERIFY_THREADS] for i in range(VERIFY_THREADS)]
         answers = await asyncio.gather(*(asyncio.to_thread(self._problems, part) for part in parts))
         out: list[str | None] = [None] * len(approvals)
