@@ -17,6 +17,7 @@ from aftersales_shared.clock import FrozenClock
 from payout_testing import (
     DEFAULT_LIMITS,
     NOW,
+    FakeProvider,
     Simulator,
     Worker,
     any_db_worker,
@@ -421,3 +422,31 @@ class TestConcurrentApprovals:
 
     async def test_fifty_approvals_for_one_payee_from_three_shops(self, tmp_path: Path) -> None:
         await self.run(tmp_path, ["shop-a", "shop-b", "shop-c"])
+
+    async def test_fifty_deliveries_of_one_approval_at_once_are_one_payout_paid_once(
+        self, tmp_path: Path
+    ) -> None:
+        """The same task's approval under 50 event ids (a producer's retries, a replay), each handled in its
+        own transaction at once: one ledger entry, sent once."""
+        async for w in any_db_worker("postgres", tmp_path, **DEFAULT_LIMITS):
+            w.runner._backoff = 0
+            original = approved("cb-once", amount="100.00")
+            copies = [original.model_copy(update={"id": f"evt-copy-{i}"}) for i in range(50)]
+            await publish(w.bus, copies)
+            consumer = await w.bus.consumer(w.runner.group, [topics.CASHBACK])
+            records = await consumer.fetch(max_records=100, timeout_ms=500)
+            assert len(records) == 50
+            await asyncio.gather(*(w.runner.handle_chunk([r]) for r in records))
+            [payout] = await w.payouts()
+            assert (payout.cashback_task_id, payout.amount, payout.status) == (
+                "cb-once",
+                Decimal("100.00"),
+                "pending",
+            )
+            assert w.runner.dead_lettered == 0
+            w.clock.set(at("2026-11-05 17:30"))  # past the day's cut-off: due
+            await w.engine.tick()
+            await w.engine.tick()
+            provider: FakeProvider = w.provider  # type: ignore[assignment]
+            assert [t.out_biz_no for call in provider.calls for t in call] == [payout.out_biz_no]
+            assert [p.status for p in await w.payouts()] == ["paid"]
