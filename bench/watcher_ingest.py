@@ -7,9 +7,9 @@ to a fresh topic (6 partitions). Then, each reading the whole topic with a consu
   bare        AIOKafkaConsumer.getmany(max_records=2000) counting messages, offsets committed per batch
   watcher     the watcher's consumer (the shared ConsumerRunner with the service's handlers) on
               KafkaBus, into a freshly migrated PostgreSQL database: a fetch of up to 4,000 records
-              (LOGISTICS_WATCHER_INGEST_BATCH_SIZE) is applied in one transaction (inbox rows, history
-              rows, parcel states, milestones to the outbox)
-  per-record  the shared ConsumerRunner (one transaction and one inbox row per event) with the same
+              (LOGISTICS_WATCHER_INGEST_BATCH_SIZE) is applied in one transaction (history rows, which
+              deduplicate the scans, parcel states, milestones to the outbox)
+  per-record  the shared ConsumerRunner (one transaction per event) with the same
               handlers, on the first `--per-record-events` events only (default 10,000): the path the
               watcher would have without batching
 Rates are events per second between the first and the last event handled. Prints them and the ratio
@@ -40,7 +40,7 @@ from aftersales_shared.migrations import upgrade
 from aftersales_shared.testing_kafka import broker_access
 from create_case import CLK_TCK, CpuMeter
 from logistics_watcher.config import Settings
-from logistics_watcher.consumers import event_handlers, keep_startup_objects_out_of_gc
+from logistics_watcher.consumers import DEDUPLICATED, event_handlers, keep_startup_objects_out_of_gc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from stall_scan import DEFAULT_SERVER_URL, SERVICE_DIR
@@ -158,6 +158,7 @@ async def through_watcher(
             **common,
             handlers=single,
             batch_handlers=batch,
+            deduplicated=DEDUPLICATED,
             fetch_max=settings.ingest_batch_size if batched else 1,
         )
         keep_startup_objects_out_of_gc()  # as the service's consumers() does

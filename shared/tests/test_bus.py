@@ -111,6 +111,7 @@ class TestConsumerRunner:
         sessions: async_sessionmaker[AsyncSession],
         topic: str,
         fail_on: set[int] | None = None,
+        deduplicated: tuple[str, ...] = (),
     ) -> ConsumerRunner:
         async def apply(session: AsyncSession, evt: CloudEvent) -> None:
             if fail_on and evt.data["n"] in fail_on:
@@ -123,7 +124,8 @@ class TestConsumerRunner:
             clock=SystemClock(),
             group="g-runner",
             topics=[topic],
-            handlers={"test.happened.v1": apply},
+            handlers={"test.happened.v1": apply, "test.other.v1": apply},
+            deduplicated=deduplicated,
             max_attempts=2,
             backoff=0.01,
         )
@@ -157,6 +159,25 @@ class TestConsumerRunner:
             assert await self._wait_for(sessions, 2) == 2
         finally:
             await runner.stop()
+
+    async def test_a_type_its_handler_deduplicates_gets_every_delivery_and_no_inbox_row(
+        self, bus: Bus, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
+        topic, _ = topic_names(bus)
+        other = CloudEvent.from_bytes(event(3)).model_copy(update={"type": "test.other.v1"}).to_bytes()
+        await bus.publish_batch(
+            [OutRecord(topic, "k", raw) for raw in (event(1), other, event(1), other, event(2))]
+        )
+        runner = await self._run(bus, sessions, topic, deduplicated=("test.happened.v1",))
+        try:
+            assert await self._wait_for(sessions, 4) == 4  # 1 twice, 2, and the other type once (the inbox)
+        finally:
+            await runner.stop()
+        async with sessions() as session:
+            effect_keys = (await session.exec(select(effects.c.key).order_by(effects.c.id))).all()  # type: ignore[call-overload]
+            inbox = (await session.exec(select(InboxEntry.event_id))).all()  # type: ignore[call-overload]
+        assert [k for (k,) in effect_keys] == ["1", "3", "1", "2"]  # in order
+        assert [i for (i,) in inbox] == ["evt-3"]
 
     async def test_poison_record_goes_to_the_dlq_and_later_records_still_flow(
         self, bus: Bus, sessions: async_sessionmaker[AsyncSession]

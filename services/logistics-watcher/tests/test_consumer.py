@@ -14,6 +14,7 @@ from aftersales_shared import topics
 from aftersales_shared.bus import Bus
 from aftersales_shared.events import CaseEvent, CloudEvent
 from aftersales_shared.ids import new_id
+from aftersales_shared.outbox import InboxEntry, OutboxMessage
 from logistics_watcher.models import Parcel, ScanRecord
 from watcher_testing import NOW, Watcher, running_watcher, scan
 
@@ -94,13 +95,20 @@ class TestTrackingTopic:
         )
 
     async def test_redelivered_and_repeated_events_apply_once(self, live: Watcher) -> None:
-        event = scan("in_transit", -5 * H)
+        """Scans are applied once by their own event id, in the parcel's history: the runner keeps no inbox
+        row for them, and a redelivered sign-off is not reported twice."""
+        event = scan("delivered", -5 * H)
         body = cloud_event("logistics.tracking.scan.v1", event)
         for _ in range(2):
             await live.bus.publish(topics.TRACKING, "SF1000001", body)  # the same record twice
-        await publish_scans(live.bus, event, scan("out_for_delivery", -1 * H))  # same event id, new envelope
-        await eventually(lambda: _parcel_if(live, "out_for_delivery"))
+        await eventually(lambda: _parcel_if(live, "delivered"))
+        await live.bus.publish(topics.TRACKING, "SF1000001", body)  # and again, once it was applied
+        await publish_scans(live.bus, event, scan("in_transit", -6 * H))  # same event id, new envelope
+        await eventually(lambda: _history_of(live, 2))
         assert await live.count(ScanRecord) == 2
+        assert await live.count(InboxEntry) == 0
+        assert [m.type for m in await read(live.bus, topics.PARCELS, 1)] == ["logistics.parcel.delivered.v1"]
+        assert await live.count(OutboxMessage) == 1
 
     async def test_an_event_that_cannot_apply_goes_to_the_dlq(self, live: Watcher) -> None:
         await publish_scans(
@@ -143,6 +151,11 @@ class TestSchedule:
 async def _parcel_if(w: Watcher, status: str) -> dict[str, Any] | None:
     response = await w.call("GET", "/v1/parcels/SF1000001", "support")
     return response.json() if response.status_code == 200 and response.json()["status"] == status else None
+
+
+async def _history_of(w: Watcher, scans: int) -> bool:
+    response = await w.call("GET", "/v1/parcels/SF1000001", "support")
+    return response.status_code == 200 and len(response.json()["history"]) == scans
 
 
 def test_now_is_aware() -> None:

@@ -123,6 +123,22 @@ class TestAnotherShopsParcel:
         )
         assert await milestones(w) == [("intercepted", "SFB1")]
 
+    async def test_a_scan_applied_before_the_orders_shop_was_known_is_a_duplicate_when_sent_again(
+        self, any_db_watcher: Watcher
+    ) -> None:
+        """A scan already in the history is reported as a duplicate, even where it would be refused now:
+        sent again (a retried request, a redelivery from the bus) it changes nothing and is not parked."""
+        w = any_db_watcher
+        applied = scan("returning", -1 * H, tracking_no="SFA9", order_id="o-b")
+        await w.send(applied)
+        await request_intercept(w, order_id="o-b", shop_id="shop-b")
+        assert await w.send(applied) == {
+            "accepted": 0,
+            "duplicates": [{"index": 0, "event_id": applied["event_id"]}],
+            "rejected": [],
+        }
+        assert await milestones(w) == []
+
 
 class TestAParcelsShop:
     async def test_a_parcel_without_a_shop_is_not_taken_over(self, any_db_watcher: Watcher) -> None:

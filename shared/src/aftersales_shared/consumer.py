@@ -5,7 +5,10 @@ A fetch is split by partition and the partitions are applied concurrently (on Po
 one transaction (inbox rows and effects together), each partition's records in offset order; the offsets
 are committed once every chunk of the fetch has committed. A run of events of a type with a batch handler
 goes to it at once. A service whose handlers lock shared rows (case-api's orders) takes them first, all at
-once and in one order (`lock_first`), so that two partitions' transactions cannot deadlock. If anything in
+once and in one order (`lock_first`), so that two partitions' transactions cannot deadlock. Events of a type
+whose handler deduplicates by a key of its own (`deduplicated`: the watcher's scans, by the scan's event id,
+in the history it keeps anyway) get no inbox row: the inbox would be a second index of the same fact, and
+on the watcher's ingest its insert was the costliest statement (P3). If anything in
 a chunk fails, the chunk is rolled back and handled again one event at a time: failing records are retried
 with backoff and then parked on `<topic>.dlq` with the error in headers, so the partition moves on."""
 
@@ -14,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from itertools import groupby
 
 from prometheus_client import Counter, Gauge
@@ -63,6 +66,7 @@ class ConsumerRunner(BackgroundLoop):
         handlers: Mapping[str, Handler],
         batch_handlers: Mapping[str, BatchHandler] | None = None,
         lock_first: LockFirst | None = None,
+        deduplicated: Collection[str] = (),
         max_attempts: int = 5,
         backoff: float = 0.2,
         fetch_max: int = 500,
@@ -75,6 +79,7 @@ class ConsumerRunner(BackgroundLoop):
         self._handlers = handlers
         self._batch_handlers = batch_handlers or {}
         self._lock_first = lock_first
+        self._deduplicated = frozenset(deduplicated)
         self._fetch_max = fetch_max
         # The partitions of a fetch are applied concurrently, each in its own transaction; SQLite has one
         # writer (and one pooled connection), so there they take turns.
@@ -152,12 +157,29 @@ class ConsumerRunner(BackgroundLoop):
                     with log_context(event_id=event.id, event_type=event.type):
                         await self._handlers[event_type](session, event)
 
+    async def _unseen(self, session: AsyncSession, events: list[CloudEvent]) -> list[CloudEvent]:
+        """The events to apply, in order: each the inbox has not recorded before (it records them now), and
+        every event whose handler deduplicates it."""
+        recorded = [e for e in events if e.type not in self._deduplicated]
+        fresh = await unseen(session, self.group, recorded, self._clock.now())
+        if len(recorded) == len(events):
+            return fresh
+        first_time = {e.id for e in fresh}
+        applied = []
+        for e in events:
+            if e.type in self._deduplicated:
+                applied.append(e)
+            elif e.id in first_time:  # its first delivery in the chunk
+                first_time.remove(e.id)
+                applied.append(e)
+        return applied
+
     async def handle_chunk(self, records: Sequence[Record]) -> None:
         """A fetch in one transaction; on any failure, again one record at a time."""
         try:
             events = [e for e in (CloudEvent.from_bytes(r.value) for r in records) if self._wants(e)]
             async with unit_of_work(self._sessions) as session:
-                await self._apply(session, await unseen(session, self.group, events, self._clock.now()))
+                await self._apply(session, await self._unseen(session, events))
         except Exception:
             log.warning("a chunk of %d records failed; handling them one by one", len(records), exc_info=True)
             for record in records:
@@ -181,7 +203,9 @@ class ConsumerRunner(BackgroundLoop):
         for attempt in range(1, self._max_attempts + 1):
             try:
                 async with unit_of_work(self._sessions) as session:
-                    if not await already_processed(session, self.group, event.id, self._clock.now()):
+                    if event.type in self._deduplicated or not await already_processed(
+                        session, self.group, event.id, self._clock.now()
+                    ):
                         await self._apply(session, [event])
                 self.processed += 1
                 EVENTS_HANDLED.labels(self.group, "handled").inc()

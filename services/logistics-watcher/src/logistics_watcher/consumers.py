@@ -22,6 +22,9 @@ from . import detectors, handlers, kuaidi100
 from .config import Settings
 
 log = logging.getLogger(__name__)
+# A scan is applied once by its own event id: `handlers.ingest` adds it to the parcel's history only if the
+# history lacks it, so the runner keeps no inbox row for it (ConsumerRunner's `deduplicated`).
+DEDUPLICATED = frozenset({contracts.TRACKING_SCAN.type})
 
 
 def event_handlers(settings: Settings, clock: Clock) -> tuple[dict[str, Handler], dict[str, BatchHandler]]:
@@ -68,6 +71,7 @@ def consumers(app: FastAPI) -> list[ConsumerRunner]:
             topics=[topics.TRACKING, topics.CASES],
             handlers=single,
             batch_handlers=batch,
+            deduplicated=DEDUPLICATED,
             fetch_max=settings.ingest_batch_size,
         )
     ]

@@ -70,6 +70,7 @@ class IngestResult:
 
 
 SCAN_CHUNK = TypeAdapter(list[TrackingEventIn])
+Problem = tuple[str, str]  # why a scan is refused: (field, message)
 OWN_SHOPS_ONLY = "this key may only send events of its own shops' parcels"
 
 
@@ -91,12 +92,17 @@ async def ingest(
     result = IngestResult()
     candidates = _validate(events, settings, now, shops, result)
     rows = await store.lock_parcels(session, {scan.tracking_no for _, scan in candidates})
+    stored = {tn: [row[c] for c in WRITABLE] for tn, row in rows.items()}  # what an update must change
+    refused: list[tuple[int, Scan, Problem]] = []
     candidates = [
         (index, scan)
         for index, scan in candidates
-        if not _refused(result, index, _conflict(rows.get(scan.tracking_no), scan, shops))
+        if _admissible(refused, index, scan, _conflict(rows.get(scan.tracking_no), scan, shops))
     ]
-    candidates = await _after_shipment(session, rows, candidates, result)
+    early = _before_shipment(rows, candidates)
+    candidates = [
+        (index, scan) for index, scan in candidates if _admissible(refused, index, scan, early.get(index))
+    ]
     owners = await store.order_shops(
         session, {o for _, scan in candidates if (o := _order_of(rows.get(scan.tracking_no), scan))}
     )
@@ -104,7 +110,8 @@ async def ingest(
     admitted: list[tuple[int, Scan]] = []
     for index, scan in candidates:
         row = rows.get(scan.tracking_no)
-        if _refused(result, index, _conflict(row, scan, shops) or _order_conflict(row, scan, owners)):
+        problem = _conflict(row, scan, shops) or _order_conflict(row, scan, owners)
+        if not _admissible(refused, index, scan, problem):
             continue
         if row is None:
             row = rows[scan.tracking_no] = _new_parcel(scan, now)
@@ -112,6 +119,7 @@ async def ingest(
         for name in ("order_id", "shop_id", "warehouse_id"):
             row[name] = row[name] or getattr(scan, name)
         admitted.append((index, scan))
+    await _refuse(session, refused, result)
 
     fresh_ids = await store.add_scans(
         session,
@@ -138,7 +146,7 @@ async def ingest(
         else:
             result.duplicates.append(Duplicate(index=index, event_id=scan.event_id))
     if fresh:
-        await _apply(session, {tn: rows[tn] for tn in fresh}, fresh, new, now)
+        await _apply(session, {tn: rows[tn] for tn in fresh}, stored, fresh, new, now)
         await kuaidi100.queue(session, [rows[tn] for tn in new if tn in fresh], settings, now)
     result.duplicates.sort(key=lambda d: d.index)
     result.rejected.sort(key=lambda r: r.index)
@@ -191,13 +199,31 @@ def _parsed(events: Sequence[Any]) -> list[TrackingEventIn] | list[TrackingEvent
     return parsed
 
 
-def _refused(result: IngestResult, index: int, problem: tuple[str, str] | None) -> bool:
+def _admissible(
+    refused: list[tuple[int, Scan, Problem]], index: int, scan: Scan, problem: Problem | None
+) -> bool:
     if problem is not None:
-        result.reject(index, *problem)
-    return problem is not None
+        refused.append((index, scan, problem))
+    return problem is None
 
 
-def _conflict(row: dict[str, Any] | None, scan: Scan, shops: frozenset[str] | None) -> tuple[str, str] | None:
+async def _refuse(
+    session: AsyncSession, refused: list[tuple[int, Scan, Problem]], result: IngestResult
+) -> None:
+    """Reject the scans refused, except one already in the parcel's history: that is a resend of a scan
+    applied before (a redelivery from the bus, a retried request), a duplicate whatever came since (a
+    later scan that ships the parcel after it, an intercept naming its order for another shop)."""
+    if not refused:
+        return
+    known = await store.recorded(session, {scan.event_id for _, scan, _ in refused})
+    for index, scan, problem in refused:
+        if scan.event_id in known:
+            result.duplicates.append(Duplicate(index=index, event_id=scan.event_id))
+        else:
+            result.reject(index, *problem)
+
+
+def _conflict(row: dict[str, Any] | None, scan: Scan, shops: frozenset[str] | None) -> Problem | None:
     """Why this scan cannot belong to this parcel (or come from this sender), if it cannot. A parcel's shop
     is the one its first event named; a parcel without one gets it only from a key for all shops or from
     the bus, never from a key of some shops (that would take over another shop's parcel)."""
@@ -216,7 +242,7 @@ def _order_of(row: dict[str, Any] | None, scan: Scan) -> str | None:
     return scan.order_id or (row["order_id"] if row else None)
 
 
-def _order_conflict(row: dict[str, Any] | None, scan: Scan, owners: dict[str, str]) -> tuple[str, str] | None:
+def _order_conflict(row: dict[str, Any] | None, scan: Scan, owners: dict[str, str]) -> Problem | None:
     """An order is one shop's: a scan of a parcel of another shop naming it is refused. The watcher knows an
     order's shop only from case-api (its intercept requests), not from the parcels that name the order: the
     first of those would win, and another shop could claim an order before its own parcels arrived."""
@@ -227,31 +253,20 @@ def _order_conflict(row: dict[str, Any] | None, scan: Scan, owners: dict[str, st
     return "order_id", "the order is another shop's"
 
 
-async def _after_shipment(
-    session: AsyncSession,
-    rows: dict[str, dict[str, Any]],
-    candidates: list[tuple[int, Scan]],
-    result: IngestResult,
-) -> list[tuple[int, Scan]]:
-    """Refuse the scans dated before their parcel was created or shipped (what its stored history and this
-    batch say); one already in the history is reported as a duplicate."""
+def _before_shipment(
+    rows: dict[str, dict[str, Any]], candidates: list[tuple[int, Scan]]
+) -> dict[int, Problem]:
+    """The scans dated before their parcel was created or shipped (what its stored history and this batch
+    say), by index."""
     batches: dict[str, list[Scan]] = defaultdict(list)
     for _, scan in candidates:
         batches[scan.tracking_no].append(scan)
     shipped = {tn: shipped_at((rows.get(tn) or {}).get("shipped_at"), batch) for tn, batch in batches.items()}
-    early = [(i, s) for i, s in candidates if is_before_shipment(s, shipped[s.tracking_no])]
-    if not early:
-        return candidates
-    known = await store.recorded(session, {s.event_id for _, s in early})
-    for index, scan in early:
-        if scan.event_id in known:
-            result.duplicates.append(Duplicate(index=index, event_id=scan.event_id))
-        else:
-            when = shipped[scan.tracking_no]
-            assert when is not None
-            result.reject(index, "occurred_at", f"is before the parcel was shipped ({when.isoformat()})")
-    refused = {index for index, _ in early}
-    return [(i, s) for i, s in candidates if i not in refused]
+    return {
+        index: ("occurred_at", f"is before the parcel was shipped ({when.isoformat()})")
+        for index, scan in candidates
+        if (when := shipped[scan.tracking_no]) is not None and is_before_shipment(scan, when)
+    }
 
 
 def _new_parcel(scan: Scan, now: datetime) -> dict[str, Any]:
@@ -273,6 +288,7 @@ def _new_parcel(scan: Scan, now: datetime) -> dict[str, Any]:
 async def _apply(
     session: AsyncSession,
     rows: dict[str, dict[str, Any]],
+    stored: dict[str, list[Any]],
     fresh: dict[str, list[Scan]],
     new: set[str],
     now: datetime,
@@ -313,8 +329,20 @@ async def _apply(
     # and the batch is retried against it rather than overwriting it.
     await insert_many(session, parcels, [row for tn, row in rows.items() if tn in new])
     known = [row for tn, row in rows.items() if tn not in new]
-    await update_many(session, parcels, known, key="tracking_no", columns=WRITABLE, updated_at=now)
+    await update_many(
+        session, parcels, known, key="tracking_no", columns=_changed(known, stored), updated_at=now
+    )
     await queue_milestones(session, milestones, now)
+
+
+def _changed(rows: list[dict[str, Any]], stored: dict[str, list[Any]]) -> list[str]:
+    """The columns some of these rows changed since they were locked: all an update needs to write (a scan
+    moves a few: its status and times), and all the driver then encodes, thousands of rows at a time."""
+    return [
+        name
+        for i, name in enumerate(WRITABLE)
+        if any(row[name] != stored[row["tracking_no"]][i] for row in rows)
+    ]
 
 
 def _track(row: dict[str, Any]) -> Track:
