@@ -55,9 +55,11 @@ SIGNED_BY_SUSPICION: Final[dict[str | None, float]] = {
 NO_OUT_FOR_DELIVERY_SUSPICION: Final = 0.4
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Scan:
-    """One normalised tracking event."""
+    """One normalised tracking event. Nothing changes a scan once made (`dataclasses.replace` makes another);
+    it is not declared frozen because a frozen dataclass sets each field through `object.__setattr__`,
+    which made building one cost 2 µs more, for every tracking event ingested (P3)."""
 
     event_id: str
     tracking_no: str
