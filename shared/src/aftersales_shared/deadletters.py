@@ -3,9 +3,9 @@
 The consumer runner parks a record it cannot handle on `<topic>.dlq`, as it was, with the headers `error`,
 `consumer_group` and `original_offset`. A replay publishes it again to the topic without those headers (and
 with `replayed_from`). Every group reading the topic sees it again; those that had handled it find it in
-their inbox (the watcher: a scan in its parcel's history) and skip it. One replaying group (`dlq-replay`, whichever service runs it) commits what it
-replayed, so a second replay sends only what was parked since (while Kafka keeps the group's offsets: 7
-days after its last use by default).
+their inbox (the watcher: a scan in its parcel's history) and skip it. One replaying group (`dlq-replay`,
+whichever service runs it) commits what it replayed, so a second replay sends only what was parked since
+(while Kafka keeps the group's offsets: 7 days after its last use by default).
 """
 
 from __future__ import annotations
