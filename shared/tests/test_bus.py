@@ -286,3 +286,42 @@ class TestTopicPrefix:
             await admin.close()
         assert {bus.prefix + topic, bus.prefix + topic_module.dlq(topic)} <= names and topic not in names
         assert bus.prefix + "g-prefix" in groups and "g-prefix" not in groups
+
+
+class TestRebalance:
+    async def test_a_partition_given_to_another_member_mid_chunk_is_left_uncommitted(self, bus: Bus) -> None:
+        """A member handles a chunk of two partitions; meanwhile a second member joins and is given one of
+        them. The first commits the partition it still owns and leaves the other to its new owner, where
+        the records are read again, instead of failing (its consumer loop died of that)."""
+        from aftersales_shared.bus.kafka import KafkaBus, KafkaConsumer
+
+        if not isinstance(bus, KafkaBus):
+            pytest.skip("the embedded log has one member per group")
+        topic, _ = topic_names(bus)
+        await bus.publish_batch([OutRecord(topic, f"k{n}", event(n)) for n in range(30)])
+        first = await bus.consumer("g-rebalance", [topic])
+        second: KafkaConsumer | None = None
+        try:
+            chunk: list[Record] = []
+            for _ in range(100):
+                chunk += await first.fetch(max_records=500, timeout_ms=200)
+                if len({r.partition for r in chunk}) == 3:
+                    break
+            ends = {(r.topic, r.partition): r.offset + 1 for r in chunk}
+            assert len(ends) == 3, ends
+            second = await bus.consumer("g-rebalance", [topic])
+            for _ in range(200):  # both members poll until the group has settled on two of them
+                await asyncio.gather(first.fetch(timeout_ms=100), second.fetch(timeout_ms=100))
+                if first._consumer.assignment() and second._consumer.assignment():
+                    break
+            kept = {(tp.topic.removeprefix(bus.prefix), tp.partition) for tp in first._consumer.assignment()}
+            assert kept and kept < set(ends), kept
+            await first.commit(ends)  # raised IllegalStateError for the partitions given away
+            for (t, p), offset in ends.items():
+                tp = first._partition(t, p)
+                committed = await first._consumer.committed(tp)
+                assert committed == (offset if (t, p) in kept else None), (t, p, committed)
+        finally:
+            await first.close()
+            if second is not None:
+                await second.close()

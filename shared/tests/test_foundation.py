@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import date, datetime, time
 from decimal import Decimal
 
 import pytest
+from aftersales_shared import background
 from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import SHANGHAI
 from aftersales_shared.events import CaseEvent, CloudEvent, envelope
@@ -151,3 +153,38 @@ class TestSettings:
     def test_each_service_gets_its_own_database_on_the_server(self) -> None:
         settings = ServiceSettings(database_url="postgresql+asyncpg://u:p@db:5432/", database_name="case_api")
         assert settings.sqlalchemy_url == "postgresql+asyncpg://u:p@db:5432/case_api"
+
+
+class TestBackgroundLoop:
+    async def test_a_loop_that_fails_is_logged_counted_and_started_again(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        monkeypatch.setattr(background, "FIRST_PAUSE", 0.01)
+        starts: list[int] = []
+        running = asyncio.Event()
+
+        class Flaky(background.BackgroundLoop):
+            task_name = "flaky-loop"
+
+            async def run(self) -> None:
+                starts.append(len(starts))
+                if len(starts) < 3:
+                    raise RuntimeError(f"failure {len(starts)}")
+                running.set()
+                await asyncio.Event().wait()
+
+        before = background.RESTARTS.labels("flaky-loop")._value.get()
+        loop = Flaky()
+        loop.start()
+        try:
+            await asyncio.wait_for(running.wait(), timeout=5)
+        finally:
+            await loop.stop()
+        assert starts == [0, 1, 2]
+        assert background.RESTARTS.labels("flaky-loop")._value.get() == before + 2
+        failures = [r for r in caplog.records if r.name == background.__name__]
+        assert [r.exc_info[1].args[0] for r in failures if r.exc_info and r.exc_info[1]] == [
+            "failure 1",
+            "failure 2",
+        ]
+        assert "flaky-loop failed; starting it again" in failures[0].getMessage()

@@ -54,3 +54,26 @@ async def test_the_quickstart_runs_as_written(tmp_path: Path) -> None:
         assert kinds == {"aftersales.case.opened.v1", "aftersales.case.approved.v1"}, deliveries
         assert not any(line.startswith("REFUSED") for line in deliveries), deliveries
         assert stack.server_errors == []
+
+
+async def test_an_idle_connection_stays_open_longer_than_clients_keep_theirs(tmp_path: Path) -> None:
+    """A client (httpx: 5 s) or load balancer reuses an idle connection until its own keep-alive ends; a
+    server that closed it first would reset the request sent on it. The services keep it 75 s."""
+    async with running_stack("embedded", tmp_path) as stack:
+        url = stack.clients["case-api"].base_url
+        reader, writer = await asyncio.open_connection(url.host, url.port)
+        request = f"GET /healthz HTTP/1.1\r\nHost: {url.host}\r\n\r\n".encode()
+        try:
+            for pause in (0, 6):  # uvicorn's own default closes after 5 s idle
+                await asyncio.sleep(pause)
+                writer.write(request)
+                await writer.drain()
+                status = await asyncio.wait_for(reader.readline(), timeout=10)
+                assert status.startswith(b"HTTP/1.1 200"), (pause, status)
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+        finally:
+            writer.close()

@@ -197,7 +197,13 @@ def serve_or_migrate(
         import uvicorn
 
         uvicorn.run(
-            app_path, factory=True, host=settings.host, port=settings.port, log_config=None, access_log=False
+            app_path,
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            timeout_keep_alive=settings.keep_alive_seconds,
+            log_config=None,
+            access_log=False,
         )
     return 0
 

@@ -53,6 +53,10 @@ class ServiceSettings(BaseSettings):
     principal_cache_seconds: float = Field(5.0, ge=0, le=300)
     host: str = "127.0.0.1"
     port: int = 8000
+    # How long an idle client connection is kept open (<PREFIX>KEEP_ALIVE_SECONDS). Longer than what clients
+    # and load balancers keep theirs (httpx 5 s, nginx 60 s): a server that closes first races a request
+    # sent on the closing connection, which the client sees as a reset, not an answer.
+    keep_alive_seconds: int = Field(75, ge=1, le=3600)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> ServiceSettings:

@@ -246,14 +246,24 @@ class KafkaConsumer:
         ]
 
     async def commit(self, positions: dict[tuple[str, int], int]) -> None:
+        """Commit the positions of the partitions this member still owns. A partition the group gave to
+        another member while its records were handled (a rebalance) is not committed here: the new owner
+        reads from the last committed offset, and the inbox (or the handler's own key) makes the records
+        handled here a no-op there."""
+        owned = self._consumer.assignment()
+        offsets = {tp: o for (t, p), o in positions.items() if (tp := self._partition(t, p)) in owned}
+        lost = len(positions) - len(offsets)
         try:
-            await self._consumer.commit(
-                {self._partition(t, p): offset for (t, p), offset in positions.items()}
+            if offsets:
+                await self._consumer.commit(offsets)
+        except CommitFailedError:  # the group rebalanced during the commit
+            lost = len(positions)
+        if lost:
+            log.warning(
+                "offsets of %d partitions not committed: the group rebalanced; their records will be "
+                "redelivered and deduplicated",
+                lost,
             )
-        except CommitFailedError:
-            # The group rebalanced: the new owner reads from the last committed offset, and the
-            # inbox makes the records handled here a no-op there.
-            log.warning("offset commit lost to a rebalance; the records will be redelivered and deduplicated")
 
     async def seek(self, topic: str, partition: int, offset: int) -> None:
         self._consumer.seek(self._partition(topic, partition), offset)
