@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Dialect, Insert, Table, bindparam, event, insert, text, update
+from sqlalchemy import ColumnElement, Dialect, Insert, Table, any_, bindparam, event, insert, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel
@@ -184,6 +185,16 @@ async def update_many(
         f"UPDATE {table.name} SET {', '.join(sets)} FROM {source} WHERE {table.name}.{key} = u.{key}"
     ).bindparams(*(bindparam(f"alike_{c}", type_=table.c[c].type) for c in alike))
     await connection.execute(statement, {**arrays, **{f"alike_{c}": v for c, v in alike.items()}})
+
+
+def one_of(session: AsyncSession, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
+    """`column IN values`, for a list of ids that can run to thousands (a batch of payouts). On PostgreSQL
+    `column = ANY(:array)`: one parameter, so the same statement (and the server's plan of it) whatever the
+    number of values, where an IN list binds a parameter per value and is planned again for each length."""
+    values = list(values)
+    if session.get_bind().dialect.name != "postgresql":
+        return column.in_(values)
+    return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
 
 
 def unnest(

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from aftersales_shared.auth import Principal
+from aftersales_shared.db import one_of
 from aftersales_shared.pagination import decode_cursor
 from sqlalchemy import ColumnElement, Integer, Row, Table, bindparam, func, text, update
 from sqlalchemy import select as select_columns
@@ -127,7 +128,7 @@ async def day_totals(
                 continue
             rows = await session.exec(
                 select(col(column), func.sum(Payout.amount))
-                .where(col(column).in_(sorted(wanted)), *window)
+                .where(one_of(session, col(column), sorted(wanted)), *window)
                 .group_by(col(column))
             )
             for key, amount in rows.all():
@@ -137,7 +138,7 @@ async def day_totals(
 
 async def tasks_with_payouts(session: AsyncSession, task_ids: Sequence[str]) -> set[str]:
     rows = await session.exec(
-        select(Payout.cashback_task_id).where(col(Payout.cashback_task_id).in_(task_ids))
+        select(Payout.cashback_task_id).where(one_of(session, col(Payout.cashback_task_id), task_ids))
     )
     return set(rows.all())
 
@@ -149,7 +150,7 @@ def table(model: type[SQLModel]) -> Table:
 async def set_payouts(session: AsyncSession, ids: Sequence[str], **values: Any) -> None:
     """One UPDATE for many payouts that change alike."""
     if ids:
-        await session.exec(update(Payout).where(col(Payout.id).in_(ids)).values(**values))
+        await session.exec(update(Payout).where(one_of(session, col(Payout.id), ids)).values(**values))
 
 
 async def claim_pending(
@@ -198,7 +199,8 @@ async def lock_working(session: AsyncSession, ids: Sequence[str]) -> list[Workin
     if not ids:
         return []
     return await _rows(
-        session, select_columns(*WORKING_COLUMNS).where(col(Payout.id).in_(ids)).with_for_update()
+        session,
+        select_columns(*WORKING_COLUMNS).where(one_of(session, col(Payout.id), ids)).with_for_update(),
     )
 
 
