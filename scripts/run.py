@@ -50,13 +50,17 @@ def dev_key(data_dir: Path) -> str:
 
 
 def approval_keys(env: dict[str, str]) -> None:
-    """payout-worker pays only approvals signed by case-api: with case-api's key set and payout-worker's
-    public keys not, give it that key's public half. With neither, both use the pair in DATA_DIR."""
-    private = env.get("CASE_API_APPROVAL_SIGNING_KEY")
-    if private and not env.get("PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS"):
-        from aftersales_shared.signing import parse_private_key, public_text
+    """payout-worker pays only approvals signed by case-api, and case-api applies only payout results
+    signed by payout-worker: for each pair (aftersales_shared.signing.PAIRS) whose private key is set and
+    whose public keys are not, give the reader that key's public half. With neither, both services use the
+    pair in DATA_DIR."""
+    from aftersales_shared.signing import PAIRS, parse_private_key, public_text
 
-        env["PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS"] = public_text(parse_private_key(private).public_key())
+    for pair in ("approval", "payout-result"):
+        private_setting, public_setting = PAIRS[pair]
+        private = env.get(private_setting)
+        if private and not env.get(public_setting):
+            env[public_setting] = public_text(parse_private_key(private).public_key())
 
 
 def staff_token_keys(env: dict[str, str], data_dir: Path) -> None:

@@ -50,12 +50,16 @@ IMAGE_OF = {
 EXPECTED_SERVICES = {"postgres", "kafka", *SERVICES, *MIGRATE_STEPS, SIMULATOR}
 PASSWORD = "compose-test-password"
 _APPROVAL_KEY = Ed25519PrivateKey.generate()
+_RESULT_KEY = Ed25519PrivateKey.generate()
 _STAFF_TOKEN_KEY = Ed25519PrivateKey.generate()
 # What the operator of a production deployment chooses besides the passwords (docs/operations.md): case-api's
-# approval key and its public half, and Alipay in certificate mode (read when payout-worker starts).
+# approval key, payout-worker's result key and their public halves, and Alipay in certificate mode (read
+# when payout-worker starts).
 OPERATOR = {
     "CASE_API_APPROVAL_SIGNING_KEY": private_text(_APPROVAL_KEY),
     "PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS": public_text(_APPROVAL_KEY.public_key()),
+    "PAYOUT_WORKER_RESULT_SIGNING_KEY": private_text(_RESULT_KEY),
+    "CASE_API_PAYOUT_RESULT_PUBLIC_KEYS": public_text(_RESULT_KEY.public_key()),
     "OPS_CONSOLE_TOKEN_SIGNING_KEY": private_text(_STAFF_TOKEN_KEY),
     "STAFF_TOKEN_PUBLIC_KEYS": public_text(_STAFF_TOKEN_KEY.public_key()),
     "PAYOUT_WORKER_ALIPAY_APP_ID": "2021000000000001",
@@ -90,6 +94,8 @@ EXPECTED_VARIABLES = {
     "ENVIRONMENT": {(":-", "production")},
     "CASE_API_APPROVAL_SIGNING_KEY": {(":?", "set CASE_API_APPROVAL_SIGNING_KEY")},
     "PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS": {(":?", "set PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS")},
+    "PAYOUT_WORKER_RESULT_SIGNING_KEY": {(":?", "set PAYOUT_WORKER_RESULT_SIGNING_KEY")},
+    "CASE_API_PAYOUT_RESULT_PUBLIC_KEYS": {(":?", "set CASE_API_PAYOUT_RESULT_PUBLIC_KEYS")},
     "OPS_CONSOLE_TOKEN_SIGNING_KEY": {(":?", "set OPS_CONSOLE_TOKEN_SIGNING_KEY")},
     "STAFF_TOKEN_PUBLIC_KEYS": {(":?", "set STAFF_TOKEN_PUBLIC_KEYS")},
     "PAYOUT_WORKER_PROVIDER": {(":-", "alipay")},
@@ -520,9 +526,14 @@ def test_the_defaults_never_pay_production_through_the_simulator(
 
 @pytest.mark.parametrize(
     ("name", "variable"),
-    [("case-api", "CASE_API_APPROVAL_SIGNING_KEY"), ("payout-worker", "PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS")],
+    [
+        ("case-api", "CASE_API_APPROVAL_SIGNING_KEY"),
+        ("payout-worker", "PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS"),
+        ("payout-worker", "PAYOUT_WORKER_RESULT_SIGNING_KEY"),
+        ("case-api", "CASE_API_PAYOUT_RESULT_PUBLIC_KEYS"),
+    ],
 )
-def test_the_approval_keys_are_required(name: str, variable: str) -> None:
+def test_the_signing_keys_are_required(name: str, variable: str) -> None:
     with pytest.raises(AssertionError, match=f"set {variable}"):
         container_env(name, **{variable: None})
 

@@ -15,11 +15,12 @@ from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import SystemClock
 from aftersales_shared.contracts import Contract
 from aftersales_shared.events import CaseEvent
-from case_api.consumers import HANDLERS as CASE_API_HANDLERS
+from case_api.config import Settings as CaseSettings
+from case_api.consumers import reactions
 from logistics_watcher.config import Settings as WatcherSettings
 from logistics_watcher.consumers import event_handlers
 from payout_worker.config import Settings as PayoutSettings
-from payout_worker.handlers import make_handlers
+from payout_worker.handlers import ResultQueue, make_handlers
 from payout_worker.limits import Limits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +49,10 @@ def consumed() -> dict[str, set[str]]:
         str,
         Limits.of(payout),
         payout.approval_verifier(),
+        ResultQueue(payout.result_signer(), SystemClock()),
     )
     return {
-        "case-api": set(CASE_API_HANDLERS),
+        "case-api": set(reactions(CaseSettings().result_verifier())),
         "logistics-watcher": {t for m in event_handlers(WatcherSettings(), SystemClock()) for t in m},
         "payout-worker": {t for m in payout_maps for t in m},
     }

@@ -144,6 +144,11 @@ class TestKeys:
         ("args", "private_setting", "public_setting"),
         [
             (["new"], "CASE_API_APPROVAL_SIGNING_KEY", "PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS"),
+            (
+                ["new", "payout-result"],
+                "PAYOUT_WORKER_RESULT_SIGNING_KEY",
+                "CASE_API_PAYOUT_RESULT_PUBLIC_KEYS",
+            ),
             (["new", "staff-token"], "OPS_CONSOLE_TOKEN_SIGNING_KEY", "STAFF_TOKEN_PUBLIC_KEYS"),
         ],
     )

@@ -22,6 +22,7 @@ from aftersales_shared.events import CloudEvent, PayoutResult, envelope
 from aftersales_shared.migrations import upgrade
 from aftersales_shared.money import MoneyType
 from aftersales_shared.outbox import OutboxMessage
+from aftersales_shared.signing import result_signer
 from aftersales_testing import RunningService, make_keys, serve
 from case_api.config import Settings
 from case_api.main import create_app
@@ -330,13 +331,21 @@ def payout_result(task: dict[str, Any], status: str, **fields: Any) -> CloudEven
     )
 
 
+def signed(api: Api, event: CloudEvent) -> CloudEvent:
+    """A payout result as payout-worker sends it: signed with the result key case-api trusts (in
+    development, the pair in its data folder)."""
+    signer = result_signer(None, api.app.state.settings.data_dir)
+    data = signer.sign(PayoutResult.model_validate(event.data)).model_dump(mode="json")
+    return event.model_copy(update={"data": data})
+
+
 async def deliver_payout(api: Api, task: dict[str, Any], status: str, **fields: Any) -> None:
-    """Publish a payout result for the task and wait until case-api's consumer has handled it."""
+    """Publish a payout result for the task, signed, and wait until case-api's consumer has handled it."""
     if status == "paid":
         fields.setdefault("paid_at", NOW)
     else:
         fields.setdefault("failure_code", "PAYEE_NOT_EXIST")
-    event = payout_result(task, status, **fields)
+    event = signed(api, payout_result(task, status, **fields))
     runner = api.app.state.consumers[0]
     before = runner.processed + runner.dead_lettered
     await api.bus.publish(topics.PAYOUT_RESULTS, task["id"], event.to_bytes())

@@ -26,7 +26,7 @@ from aftersales_shared.consumer import ConsumerRunner
 from aftersales_shared.events import CashbackApproved, CashbackCancelled, CloudEvent, Payee, envelope
 from aftersales_shared.ids import new_id
 from aftersales_shared.migrations import upgrade
-from aftersales_shared.signing import ApprovalSigner, public_text
+from aftersales_shared.signing import ApprovalSigner, private_text, public_text
 from aftersales_testing import RunningService, free_port, fresh_postgres_database, make_keys, serve
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from payout_worker.config import Settings
@@ -45,7 +45,11 @@ NOW = datetime.fromisoformat("2026-11-05T10:00:00+08:00")
 
 # case-api's approval key, as the tests' approvals are signed with it and the worker trusts it.
 SIGNER = ApprovalSigner(Ed25519PrivateKey.generate())
-TRUSTED = {"approval_public_keys": public_text(SIGNER.key.public_key())}
+RESULT_KEY = Ed25519PrivateKey.generate()  # signs the results the workers of the tests publish
+TRUSTED = {
+    "approval_public_keys": public_text(SIGNER.key.public_key()),
+    "result_signing_key": private_text(RESULT_KEY),
+}
 
 # Risk limits out of the way, for the tests about something else (test_limits.py sets its own).
 NO_LIMITS = {

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from payout_testing import (
     NOW,
+    RESULT_KEY,
     SIGNER,
     TRUSTED,
     Simulator,
@@ -222,14 +223,29 @@ class TestProduction:
     def test_it_refuses_to_start_without_the_keys(self) -> None:
         with pytest.raises(ValueError, match="PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS"):
             Settings(**self.PRODUCTION, **ALIPAY)
+        with pytest.raises(ValueError, match="PAYOUT_WORKER_RESULT_SIGNING_KEY"):
+            Settings(**self.PRODUCTION, **ALIPAY, approval_public_keys=TRUSTED["approval_public_keys"])
+        with pytest.raises(ValueError, match="not an Ed25519 private key") as refused:
+            Settings(**self.PRODUCTION, **ALIPAY, **TRUSTED | {"result_signing_key": "c2VjcmV0" * 5})
+        assert "c2VjcmV0" not in str(refused.value)  # the value is never echoed
         Settings(**self.PRODUCTION, **ALIPAY, **TRUSTED)
 
-    def test_case_api_refuses_to_start_without_its_key(self) -> None:
+    def test_case_api_refuses_to_start_without_its_keys(self) -> None:
         with pytest.raises(ValueError, match="CASE_API_APPROVAL_SIGNING_KEY"):
             CaseApiSettings(**self.PRODUCTION)
         with pytest.raises(ValueError, match="not an Ed25519 private key") as refused:
             CaseApiSettings(**self.PRODUCTION, approval_signing_key="c2VjcmV0" * 5)
         assert "c2VjcmV0" not in str(refused.value)  # the value is never echoed
+        signing = private_text(Ed25519PrivateKey.generate())
+        with pytest.raises(ValueError, match="CASE_API_PAYOUT_RESULT_PUBLIC_KEYS"):
+            CaseApiSettings(**self.PRODUCTION, approval_signing_key=signing)
+        with pytest.raises(ValueError, match="names no key"):
+            CaseApiSettings(**self.PRODUCTION, approval_signing_key=signing, payout_result_public_keys=" , ")
+        CaseApiSettings(
+            **self.PRODUCTION,
+            approval_signing_key=signing,
+            payout_result_public_keys=public_text(RESULT_KEY.public_key()),
+        )
 
 
 class TestTheDataFolderConvention:

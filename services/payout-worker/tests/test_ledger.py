@@ -8,8 +8,9 @@ from datetime import time, timedelta
 import pytest
 from aftersales_shared import topics
 from aftersales_shared.calendar import BusinessCalendar
-from aftersales_shared.events import CloudEvent
-from payout_testing import Worker, approved, at, cancelled
+from aftersales_shared.events import CloudEvent, PayoutResult
+from aftersales_shared.signing import ResultVerifier, key_id
+from payout_testing import RESULT_KEY, Worker, approved, at, cancelled
 from payout_worker.models import Payout
 from payout_worker.schedule import backoff, due_at, open_window
 from sqlalchemy.exc import IntegrityError
@@ -90,6 +91,12 @@ class TestResults:
         paid, failed = results["cb-ok"], results["cb-bad"]
         assert paid.type == "payouts.payout.paid.v1" and failed.type == "payouts.payout.failed.v1"
         payout = {p.cashback_task_id: p for p in await worker.payouts()}
+        # Signed with the worker's result key: case-api applies no other.
+        verifier = ResultVerifier([RESULT_KEY.public_key()])
+        assert all(verifier.problem(PayoutResult.model_validate(e.data)) is None for e in (paid, failed))
+        assert paid.data.pop("signature_key_id") == key_id(RESULT_KEY.public_key()) and paid.data.pop(
+            "signature"
+        )
         assert paid.data == {
             "payout_id": payout["cb-ok"].id,
             "cashback_task_id": "cb-ok",

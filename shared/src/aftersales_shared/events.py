@@ -263,6 +263,14 @@ class PayoutResult(NulFree):
     provider_reference: str | None = None
     failure_code: str | None = None
     paid_at: datetime | None = None
+    signature: str | None = Field(
+        None,
+        description="payout-worker's Ed25519 signature (base64) over the result's canonical form "
+        "(aftersales_shared.signing); case-api applies only a result whose signature verifies",
+    )
+    signature_key_id: str | None = Field(
+        None, description="which payout-worker key signed it (`ed25519:` and 16 hex digits), for key rotation"
+    )
 
 
 class CustomerNotification(NulFree):

@@ -1,10 +1,12 @@
 """case-api signs every cashback approval it emits; payout-worker pays only an approval whose signature it
-can verify. Defence in depth beside Kafka's ACLs: a principal that can write to aftersales.cashback.v1
-still cannot invent, or change, an approval that pays.
+can verify. payout-worker signs every payout result it emits; case-api applies only a result whose
+signature it can verify. Defence in depth beside Kafka's ACLs: a principal that can write to
+aftersales.cashback.v1 still cannot invent, or change, an approval that pays, and one that can write to
+payouts.results.v1 cannot fail a payout that was made, which would give its money back to be paid again.
 
-The signature is Ed25519 over a canonical form of the approval (`approval_message`): the fields that
-decide who is paid what and for which task, in a fixed JSON rendering, behind the event type. Keys are
-named by a key id derived from the public key, so payout-worker can trust several (rotation).
+The signature is Ed25519 over a canonical form of the event (`approval_message`, `result_message`): the
+fields that decide who is paid what and for which task, in a fixed JSON rendering, behind the event
+type. Keys are named by a key id derived from the public key, so a reader can trust several (rotation).
 
 Keys as settings: the private key as a PEM (PKCS#8) or the base64 of its 32 raw bytes; public keys as
 base64 of their 32 raw bytes (or PEM), several separated by commas. In the embedded development mode
@@ -26,21 +28,25 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .clock import as_utc
-from .events import CashbackApproved
+from .events import CashbackApproved, PayoutResult
 
 # Threads that check a batch's signatures at once: the cores this process may run on, up to four.
 VERIFY_THREADS = min(
     4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 )
-DOMAIN = b"aftersales.cashback.approved.v1\n"  # a signature over an approval is good for nothing else
+# A signature over an approval (a result) is good for nothing else.
+DOMAIN = b"aftersales.cashback.approved.v1\n"
+RESULT_DOMAIN = b"payouts.payout.result.v1\n"
 DEV_PRIVATE_FILE = "approval-signing-key.pem"
 DEV_PUBLIC_FILE = "approval-signing-key.pub"
+DEV_RESULT_FILES = ("payout-result-signing-key.pem", "payout-result-signing-key.pub")
 _PEM = re.compile(r"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", re.S)
 
 
@@ -58,6 +64,24 @@ def approval_message(approval: CashbackApproved) -> bytes:
         "approved_at": as_utc(approval.approved_at).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     }
     return DOMAIN + json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def result_message(result: PayoutResult) -> bytes:
+    """The bytes signed: every field that says which payout of which task ended how, and what it paid."""
+    fields = {
+        "payout_id": result.payout_id,
+        "cashback_task_id": result.cashback_task_id,
+        "order_id": result.order_id,
+        "amount": f"{result.amount:.2f}",
+        "status": result.status,
+        "out_biz_no": result.out_biz_no,
+        "provider_reference": result.provider_reference,
+        "failure_code": result.failure_code,
+        "paid_at": as_utc(result.paid_at).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if result.paid_at else None,
+    }
+    return (
+        RESULT_DOMAIN + json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    )
 
 
 def raw_public(key: Ed25519PublicKey) -> bytes:
@@ -122,6 +146,24 @@ def parse_public_keys(text: str) -> list[Ed25519PublicKey]:
     return keys
 
 
+def check_private_key(configured: str | None, setting: str, *, production: bool, why: str) -> None:
+    """A signing key setting at start: readable when set (a ValueError that never shows the key);
+    required in production, where `why` says what would go unsigned."""
+    if configured:
+        parse_private_key(configured)
+    elif production:
+        raise ValueError(f"production needs {setting}: {why} (python -m aftersales_shared.signing new)")
+
+
+def check_public_keys(configured: str | None, setting: str, *, production: bool, why: str) -> None:
+    """A trusted public keys setting at start: at least one key when set; required in production."""
+    if configured:
+        if not parse_public_keys(configured):
+            raise ValueError(f"{setting} names no key")
+    elif production:
+        raise ValueError(f"production needs {setting}: {why}")
+
+
 def dev_key(
     data_dir: Path, private_file: str = DEV_PRIVATE_FILE, public_file: str = DEV_PUBLIC_FILE
 ) -> Ed25519PrivateKey:
@@ -155,18 +197,25 @@ def dev_key(
     return key
 
 
-class ApprovalSigner:
-    """Signs approvals with case-api's key, read when first needed (or at `load`)."""
+Signed = TypeVar("Signed", CashbackApproved, PayoutResult)
+
+
+class Signer(Generic[Signed]):
+    """Signs events of one kind (a subclass's `message` renders what is signed) with a key read when first
+    needed (or at `load`)."""
+
+    message: Callable[[Signed], bytes]
 
     def __init__(self, key: Ed25519PrivateKey | Callable[[], Ed25519PrivateKey]) -> None:
         self._load = key if callable(key) else (lambda: key)
         self._key: Ed25519PrivateKey | None = None
 
     def __repr__(self) -> str:  # never show the key
-        return "ApprovalSigner()" if self._key is None else f"ApprovalSigner(key_id={self.key_id!r})"
+        name = type(self).__name__
+        return f"{name}()" if self._key is None else f"{name}(key_id={self.key_id!r})"
 
-    def load(self) -> ApprovalSigner:
-        """Read the key now (at start), so that a bad one stops the service rather than an approval."""
+    def load(self) -> Signer[Signed]:
+        """Read the key now (at start), so that a bad one stops the service rather than an event."""
         _ = self.key
         return self
 
@@ -180,74 +229,104 @@ class ApprovalSigner:
     def key_id(self) -> str:
         return key_id(self.key.public_key())
 
-    def sign(self, approval: CashbackApproved) -> CashbackApproved:
-        signature = base64.b64encode(self.key.sign(approval_message(approval))).decode()
-        return approval.model_copy(update={"signature": signature, "signature_key_id": self.key_id})
+    def sign(self, item: Signed) -> Signed:
+        signature = base64.b64encode(self.key.sign(self.message(item))).decode()
+        return item.model_copy(update={"signature": signature, "signature_key_id": self.key_id})
 
 
-def approval_signer(configured: str | None, data_dir: Path) -> ApprovalSigner:
-    """The configured key, or (development) the data folder's."""
-    if configured:
-        return ApprovalSigner(parse_private_key(configured))
-    return ApprovalSigner(lambda: dev_key(data_dir))
+class Verifier(Generic[Signed]):
+    """Checks events of one kind (a subclass's `message`) against the public keys their reader trusts."""
 
-
-class ApprovalVerifier:
-    """Checks approvals against the public keys payout-worker trusts."""
+    message: Callable[[Signed], bytes]
 
     def __init__(self, keys: Iterable[Ed25519PublicKey]) -> None:
         self.keys = {key_id(k): k for k in keys}
 
     def __repr__(self) -> str:
-        return f"ApprovalVerifier(key_ids={sorted(self.keys)!r})"
+        return f"{type(self).__name__}(key_ids={sorted(self.keys)!r})"
 
-    async def problems(self, approvals: Sequence[CashbackApproved]) -> list[str | None]:
-        """`problem` of each approval, checked on VERIFY_THREADS threads at once: the library lets go of
-        the GIL while it verifies (about 150 µs an approval on a slow core), so a consumed batch of a
-        thousand approvals takes a fraction of the time it would on the event loop."""
-        if len(approvals) < 2 or VERIFY_THREADS < 2:
-            return self._problems(approvals)
-        parts = [approvals[i::VERIFY_THREADS] for i in range(VERIFY_THREADS)]
+    async def problems(self, items: Sequence[Signed]) -> list[str | None]:
+        """`problem` of each item, checked on VERIFY_THREADS threads at once: the library lets go of the
+        GIL while it verifies (about 150 µs a signature on a slow core), so a consumed batch of a thousand
+        approvals takes a fraction of the time it would on the event loop."""
+        if len(items) < 2 or VERIFY_THREADS < 2:
+            return self._problems(items)
+        parts = [items[i::VERIFY_THREADS] for i in range(VERIFY_THREADS)]
         answers = await asyncio.gather(*(asyncio.to_thread(self._problems, part) for part in parts))
-        out: list[str | None] = [None] * len(approvals)
+        out: list[str | None] = [None] * len(items)
         for i, part_answers in enumerate(answers):
             out[i::VERIFY_THREADS] = part_answers
         return out
 
-    def _problems(self, approvals: Sequence[CashbackApproved]) -> list[str | None]:
-        return [self.problem(a) for a in approvals]
+    def _problems(self, items: Sequence[Signed]) -> list[str | None]:
+        return [self.problem(item) for item in items]
 
-    def problem(self, approval: CashbackApproved) -> str | None:
-        """Why the approval is not authenticated, or None when its signature verifies."""
-        if not approval.signature:
+    def problem(self, item: Signed) -> str | None:
+        """Why the item is not authenticated, or None when its signature verifies."""
+        if not item.signature:
             return "it carries no signature"
-        key = self.keys.get(approval.signature_key_id or "")
+        key = self.keys.get(item.signature_key_id or "")
         if key is None:
-            return f"it is signed with a key payout-worker does not trust ({approval.signature_key_id!r:.40})"
+            return f"it is signed with a key this service does not trust ({item.signature_key_id!r:.40})"
         try:
-            key.verify(base64.b64decode(approval.signature, validate=True), approval_message(approval))
+            key.verify(base64.b64decode(item.signature, validate=True), self.message(item))
         except (InvalidSignature, binascii.Error, ValueError):
-            return f"its signature does not match its content (key {approval.signature_key_id})"
+            return f"its signature does not match its content (key {item.signature_key_id})"
         return None
 
 
+class ApprovalSigner(Signer[CashbackApproved]):
+    message = staticmethod(approval_message)
+
+
+class ApprovalVerifier(Verifier[CashbackApproved]):
+    message = staticmethod(approval_message)
+
+
+class ResultSigner(Signer[PayoutResult]):
+    message = staticmethod(result_message)
+
+
+class ResultVerifier(Verifier[PayoutResult]):
+    message = staticmethod(result_message)
+
+
+def approval_signer(configured: str | None, data_dir: Path) -> ApprovalSigner:
+    """case-api's: the configured key, or (development) the data folder's."""
+    return ApprovalSigner(parse_private_key(configured) if configured else lambda: dev_key(data_dir))
+
+
 def approval_verifier(configured: str | None, data_dir: Path) -> ApprovalVerifier:
-    """The configured public keys, or (development) the data folder's key pair's."""
+    """payout-worker's: the configured public keys, or (development) the data folder's key pair's."""
+    return ApprovalVerifier(parse_public_keys(configured) if configured else [dev_key(data_dir).public_key()])
+
+
+def result_signer(configured: str | None, data_dir: Path) -> ResultSigner:
+    """payout-worker's: the configured key, or (development) the data folder's result key pair."""
+    return ResultSigner(
+        parse_private_key(configured) if configured else lambda: dev_key(data_dir, *DEV_RESULT_FILES)
+    )
+
+
+def result_verifier(configured: str | None, data_dir: Path) -> ResultVerifier:
+    """case-api's: the configured public keys, or (development) the data folder's result key pair's."""
     if configured:
-        return ApprovalVerifier(parse_public_keys(configured))
-    return ApprovalVerifier([dev_key(data_dir).public_key()])
+        return ResultVerifier(parse_public_keys(configured))
+    return ResultVerifier([dev_key(data_dir, *DEV_RESULT_FILES).public_key()])
 
 
-# The settings a fresh pair is printed as: cashback approvals, or ops-console's staff tokens.
+# The settings a fresh pair is printed as: cashback approvals, payout results, or ops-console's staff tokens.
 PAIRS = {
     "approval": ("CASE_API_APPROVAL_SIGNING_KEY", "PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS"),
+    "payout-result": ("PAYOUT_WORKER_RESULT_SIGNING_KEY", "CASE_API_PAYOUT_RESULT_PUBLIC_KEYS"),
     "staff-token": ("OPS_CONSOLE_TOKEN_SIGNING_KEY", "STAFF_TOKEN_PUBLIC_KEYS"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`new [approval|staff-token]`: a fresh key pair as the two settings. `public`: the public half and key
-    id of the private key read from stdin (for rotation: add it to the verifiers' lists before signing)."""
+    """`new [approval|payout-result|staff-token]`: a fresh key pair as the two settings. `public`: the
+    public half and key id of the private key read from stdin (for rotation: add it to the verifiers' lists
+    before signing)."""
     args = sys.argv[1:] if argv is None else argv
     pair = args[1] if len(args) == 2 else "approval"
     if args[:1] == ["new"] and len(args) <= 2 and pair in PAIRS:
@@ -263,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# key id {key_id(public)}")
         return 0
     print(
-        "usage: python -m aftersales_shared.signing new [approval|staff-token] | public < private-key",
+        "usage: python -m aftersales_shared.signing new [approval|payout-result|staff-token] | public < key",
         file=sys.stderr,
     )
     return 2

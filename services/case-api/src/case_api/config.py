@@ -4,7 +4,14 @@ from typing import Literal
 
 from aftersales_shared.calendar import CalendarSettings
 from aftersales_shared.settings import ServiceSettings
-from aftersales_shared.signing import ApprovalSigner, approval_signer, parse_private_key
+from aftersales_shared.signing import (
+    ApprovalSigner,
+    ResultVerifier,
+    approval_signer,
+    check_private_key,
+    check_public_keys,
+    result_verifier,
+)
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -25,6 +32,9 @@ class Settings(ServiceSettings, CalendarSettings):
     approval_signing_key: SecretStr | None = Field(
         None, description="Ed25519 private key: a PKCS#8 PEM or the base64 of its 32 bytes"
     )
+    # The payout-worker keys whose signed payout results are applied: base64 Ed25519 public keys,
+    # comma-separated (rotation). Unset in development: the result key pair in the data folder.
+    payout_result_public_keys: str | None = None
     # Webhooks (docs/operations.md, "Webhooks"): destinations on loopback, private or link-local addresses
     # are refused in production (SSRF) and allowed in development unless this says otherwise.
     webhook_allow_private_destinations: bool | None = None
@@ -54,15 +64,20 @@ class Settings(ServiceSettings, CalendarSettings):
         return self
 
     @model_validator(mode="after")
-    def _check_signing_key(self) -> Settings:
-        key = self.approval_signing_key.get_secret_value() if self.approval_signing_key else ""
-        if key:
-            parse_private_key(key)  # a ValueError that never shows the key
-        elif self.environment == "production":
-            raise ValueError(
-                "production needs CASE_API_APPROVAL_SIGNING_KEY: payout-worker pays only signed approvals "
-                "(python -m aftersales_shared.signing new)"
-            )
+    def _check_signing_keys(self) -> Settings:
+        production = self.environment == "production"
+        check_private_key(
+            self._approval_key(),
+            "CASE_API_APPROVAL_SIGNING_KEY",
+            production=production,
+            why="payout-worker pays only signed approvals",
+        )
+        check_public_keys(
+            self.payout_result_public_keys,
+            "CASE_API_PAYOUT_RESULT_PUBLIC_KEYS",
+            production=production,
+            why="case-api applies only payout results it can authenticate (payout-worker's result keys)",
+        )
         return self
 
     @model_validator(mode="after")
@@ -74,6 +89,11 @@ class Settings(ServiceSettings, CalendarSettings):
             )
         return self
 
+    def _approval_key(self) -> str | None:
+        return self.approval_signing_key.get_secret_value() if self.approval_signing_key else None
+
     def signer(self) -> ApprovalSigner:
-        key = self.approval_signing_key.get_secret_value() if self.approval_signing_key else None
-        return approval_signer(key, self.data_dir)
+        return approval_signer(self._approval_key(), self.data_dir)
+
+    def result_verifier(self) -> ResultVerifier:
+        return result_verifier(self.payout_result_public_keys, self.data_dir)

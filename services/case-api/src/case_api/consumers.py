@@ -7,6 +7,7 @@ from __future__ import annotations
 from aftersales_shared import topics
 from aftersales_shared.clock import Clock
 from aftersales_shared.consumer import ConsumerRunner, Handler, LockFirst
+from aftersales_shared.signing import ResultVerifier
 from fastapi import FastAPI
 
 from .reactions import lock_orders_first, logistics, payouts
@@ -14,12 +15,17 @@ from .webhooks.catalog import subscribable_types
 from .webhooks.fanout import with_fan_out
 
 GROUP = "case-api"
-HANDLERS = {**logistics.HANDLERS, **payouts.HANDLERS}
 REACTION_TOPICS = (topics.ALERTS, topics.PARCELS, topics.PAYOUT_RESULTS)
 
 
-def handlers(clock: Clock) -> dict[str, Handler]:
-    return {**HANDLERS, **{t: with_fan_out(clock, HANDLERS.get(t)) for t in subscribable_types()}}
+def reactions(verifier: ResultVerifier) -> dict[str, Handler]:
+    """The other services' events case-api acts on; payout results only when payout-worker signed them."""
+    return {**logistics.HANDLERS, **payouts.reactions(verifier)}
+
+
+def handlers(clock: Clock, verifier: ResultVerifier) -> dict[str, Handler]:
+    acts = reactions(verifier)
+    return {**acts, **{t: with_fan_out(clock, acts.get(t)) for t in subscribable_types()}}
 
 
 def consumers(app: FastAPI) -> list[ConsumerRunner]:
@@ -30,7 +36,7 @@ def consumers(app: FastAPI) -> list[ConsumerRunner]:
             clock=app.state.clock,
             group=GROUP,
             topics=names,
-            handlers=handlers(app.state.clock),
+            handlers=handlers(app.state.clock, app.state.result_verifier),
             lock_first=lock_first,
         )
 

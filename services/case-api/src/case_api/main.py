@@ -90,7 +90,11 @@ def create_app(
             messages.router,
             webhooks.router,
         ],
-        state={"calendar": calendar, "approval_signer": signer},
+        state={
+            "calendar": calendar,
+            "approval_signer": signer,
+            "result_verifier": settings.result_verifier(),
+        },
         gauges=[CASES_BY_STATUS, WEBHOOKS_BY_STATUS, WEBHOOK_BACKLOG],
         body_limits={"/v1/evidence": upload_limit(settings)},
     )

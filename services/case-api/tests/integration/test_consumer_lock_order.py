@@ -23,7 +23,7 @@ from case_api.domain.workflow import Action
 from case_api.reactions import system_context
 from case_api.reactions.logistics import escalate_overdue
 from case_api.schemas import RecordCarrierVerdictBody
-from case_api_testing import NOW, Api, payout_result
+from case_api_testing import NOW, Api, payout_result, signed
 from sqlalchemy import text
 
 pytestmark = pytest.mark.postgres
@@ -94,7 +94,7 @@ class TestPartitionsOfOneFetch:
         before = await deadlocks(api)
         caplog.set_level(logging.WARNING, logger="aftersales_shared.consumer")
         for tasks in rounds:
-            paid = [payout_result(task, "paid") for task in tasks]
+            paid = [signed(api, payout_result(task, "paid")) for task in tasks]
             await asyncio.gather(
                 runner.handle_chunk(lane(topics.PAYOUT_RESULTS, 0, *paid[:2])),
                 runner.handle_chunk(lane(topics.PAYOUT_RESULTS, 1, *paid[2:])),

@@ -1,5 +1,6 @@
 """case-api's reactions to payouts.results.v1: a paid cashback task tells the customer and settles its
-price-protection case; a failed one records the provider's code and releases its allowance (R-COMP-CAP)."""
+price-protection case; a failed one records the provider's code and releases its allowance (R-COMP-CAP);
+a result payout-worker did not sign changes nothing."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Any
 from aftersales_shared import topics
 from aftersales_shared.events import CloudEvent, PayoutResult, envelope
 from aftersales_shared.outbox import OutboxMessage
+from aftersales_shared.signing import ResultSigner
 from case_api.models import LedgerEntry
-from case_api_testing import Api, order_body
+from case_api_testing import Api, order_body, signed
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import col, select
 
 PAID_AT = datetime.fromisoformat("2026-11-05T17:30:02+08:00")
@@ -48,11 +51,14 @@ def result(task: dict[str, Any], status: str, **fields: Any) -> CloudEvent:
     )
 
 
-async def deliver(api: Api, *events: CloudEvent) -> None:
+async def deliver(api: Api, *events: CloudEvent, sign: bool = True) -> None:
+    """Publish the results (signed as payout-worker signs them, unless `sign` is False) and wait until
+    case-api's consumer has handled or parked each."""
     runner = api.app.state.consumers[0]
     before = runner.processed + runner.dead_lettered
     for event in events:
-        await api.bus.publish(topics.PAYOUT_RESULTS, event.data["cashback_task_id"], event.to_bytes())
+        sent = signed(api, event) if sign else event
+        await api.bus.publish(topics.PAYOUT_RESULTS, event.data["cashback_task_id"], sent.to_bytes())
     for _ in range(200):
         if runner.processed + runner.dead_lettered >= before + len(events):
             return
@@ -148,3 +154,39 @@ class TestFailed:
         dlq = await api.bus.consumer("inspect", [topics.dlq(topics.PAYOUT_RESULTS)])
         (parked,) = await dlq.fetch(timeout_ms=200)
         assert CloudEvent.from_bytes(parked.value).id == ghost.id
+
+
+class TestForged:
+    """Anyone who can write to payouts.results.v1 could send a result; only payout-worker can sign one. A
+    forged `failed` would release the money of a payout in flight (or made), to be paid a second time."""
+
+    async def test_a_result_not_signed_by_payout_worker_changes_nothing_and_is_parked(self, api: Api) -> None:
+        api.app.state.consumers[0]._backoff = 0
+        task = await approved_task(api, amount="238.00")  # L1's whole paid amount
+        genuine = result(task, "failed", failure_code="PAYEE_NOT_EXIST")
+        data = PayoutResult.model_validate(genuine.data)
+        attacker = ResultSigner(Ed25519PrivateKey.generate())
+        tampered = signed(api, result(task, "paid", paid_at=PAID_AT)).data | {"status": "failed"}
+        forgeries = [
+            genuine,  # unsigned
+            genuine.model_copy(update={"data": attacker.sign(data).model_dump(mode="json")}),  # another key
+            genuine.model_copy(update={"data": tampered}),  # a paid result's signature, status changed
+        ]
+        await deliver(api, *forgeries, sign=False)
+        assert (await task_of(api, task["id"]))["status"] == "approved"
+        async with api.app.state.sessions() as session:
+            entries = await session.exec(
+                select(LedgerEntry).where(LedgerEntry.cashback_task_id == task["id"])
+            )
+            assert [e.status for e in entries.all()] == ["reserved"]
+        dlq = await api.bus.consumer("inspect", [topics.dlq(topics.PAYOUT_RESULTS)])
+        parked = []
+        for _ in range(50):
+            parked += await dlq.fetch(timeout_ms=200)
+            if len(parked) == len(forgeries):
+                break
+        errors = [dict(r.headers)["error"].decode() for r in parked]
+        assert len(errors) == 3 and all("not authenticated" in e for e in errors), errors
+        assert "no signature" in errors[0] and "does not trust" in errors[1] and "does not match" in errors[2]
+        await deliver(api, genuine)  # the same result, signed by payout-worker: applied
+        assert (await task_of(api, task["id"]))["status"] == "failed"

@@ -489,6 +489,7 @@ class TestSsrf:
                 kafka_username="case-api",
                 kafka_password="x",
                 approval_signing_key="A" * 43 + "=",
+                payout_result_public_keys="A" * 43 + "=",
                 webhook_allow_private_destinations=True,
             )
 

@@ -6,7 +6,14 @@ from typing import Literal
 
 from aftersales_shared.calendar import CalendarSettings
 from aftersales_shared.settings import ServiceSettings
-from aftersales_shared.signing import ApprovalVerifier, approval_verifier, parse_public_keys
+from aftersales_shared.signing import (
+    ApprovalVerifier,
+    ResultSigner,
+    approval_verifier,
+    check_private_key,
+    check_public_keys,
+    result_signer,
+)
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -72,6 +79,10 @@ class Settings(ServiceSettings, CalendarSettings):
     # keys, comma-separated, so a new key can be trusted before case-api signs with it. Unset in
     # development: the key pair in the data folder, which case-api signs with too.
     approval_public_keys: str | None = None
+    # Signs every payout result (payouts.payout.paid|failed.v1), which case-api applies only when it
+    # verifies: Ed25519, a PKCS#8 PEM or the base64 of its 32 bytes; never logged. Unset in development:
+    # a key pair in the data folder, made on first start.
+    result_signing_key: SecretStr | None = None
 
     @property
     def alipay_certificate_mode(self) -> bool:
@@ -90,14 +101,18 @@ class Settings(ServiceSettings, CalendarSettings):
             )
         if self.provider == "alipay":
             self._check_alipay(production)
-        if self.approval_public_keys:
-            if not parse_public_keys(self.approval_public_keys):
-                raise ValueError("PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS names no key")
-        elif production:
-            raise ValueError(
-                "production needs PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS (case-api's approval keys): "
-                "payout-worker pays only approvals it can authenticate"
-            )
+        check_public_keys(
+            self.approval_public_keys,
+            "PAYOUT_WORKER_APPROVAL_PUBLIC_KEYS",
+            production=production,
+            why="payout-worker pays only approvals it can authenticate (case-api's approval keys)",
+        )
+        check_private_key(
+            self._result_key(),
+            "PAYOUT_WORKER_RESULT_SIGNING_KEY",
+            production=production,
+            why="case-api applies only signed payout results",
+        )
         return self
 
     def _check_alipay(self, production: bool) -> None:
@@ -122,3 +137,9 @@ class Settings(ServiceSettings, CalendarSettings):
 
     def approval_verifier(self) -> ApprovalVerifier:
         return approval_verifier(self.approval_public_keys, self.data_dir)
+
+    def _result_key(self) -> str | None:
+        return self.result_signing_key.get_secret_value() if self.result_signing_key else None
+
+    def result_signer(self) -> ResultSigner:
+        return result_signer(self._result_key(), self.data_dir)

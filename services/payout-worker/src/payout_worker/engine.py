@@ -31,7 +31,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from . import repository as repo
 from .config import Settings
-from .handlers import queue_results, result_of
+from .handlers import ResultQueue, result_of
 from .models import FINAL, IN_FLIGHT, Payout, PayoutBatch, PayoutStatus
 from .providers import Outcome, PaymentProvider, Transfer, TransferResult
 from .schedule import backoff, open_window
@@ -58,6 +58,7 @@ class PayoutEngine:
         clock: Clock,
         calendar: BusinessCalendar,
         settings: Settings,
+        results: ResultQueue | None = None,
     ) -> None:
         self.sessions = sessions
         self.provider = provider
@@ -66,6 +67,7 @@ class PayoutEngine:
         self.settings = settings
         self.batch_size = min(settings.batch_size, provider.max_batch)
         self.wake = asyncio.Event()
+        self.results = results or ResultQueue(settings.result_signer(), clock)
 
     # ------------------------------------------------------------ batching
 
@@ -181,7 +183,7 @@ class PayoutEngine:
                 if changes[-1]["status"] in FINAL:
                     outcomes.append(result_of({**payout._mapping, **changes[-1]}))
             await update_many(session, repo.table(Payout), changes, key="id", columns=CHANGED, updated_at=now)
-            await queue_results(session, outcomes, self.clock)
+            await self.results.add(session, outcomes)
             await repo.complete_batches(session, {p.batch_id for p in payouts if p.batch_id}, now)
         counts = Counter(change["status"] for change in changes)
         for status, count in counts.items():

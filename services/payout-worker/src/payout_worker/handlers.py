@@ -30,7 +30,7 @@ from aftersales_shared.fields import Instant
 from aftersales_shared.money import MAX_AMOUNT, to_money
 from aftersales_shared.outbox import add_events
 from aftersales_shared.problems import conflict, not_found
-from aftersales_shared.signing import ApprovalVerifier
+from aftersales_shared.signing import ApprovalVerifier, ResultSigner
 from pydantic import TypeAdapter, ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -233,8 +233,8 @@ async def open_payouts(
     new_id: Callable[[], str],
     calendar: BusinessCalendar,
     cutoff: time,
-    clock: Clock,
     limits: Limits,
+    results: ResultQueue,
 ) -> None:
     """One ledger entry per cashback task, however often its approval arrives (R-CASHBACK-ONCE). One that
     would pass a risk limit is held for review; earlier approvals of the batch count toward later ones."""
@@ -253,7 +253,7 @@ async def open_payouts(
         {a.shop_id for a in countable},
         {a.payee.alipay_account for a in countable},
     )
-    now = clock.now()
+    now = results.clock.now()
     rows = []
     for a in fresh:
         row = payout_row(a, payout_id=new_id(), calendar=calendar, cutoff=cutoff, now=now)
@@ -281,7 +281,7 @@ async def open_payouts(
             shop_id=a.shop_id,
         )
     await insert_many(session, repo.table(Payout), rows)
-    await queue_results(session, [result_of(r) for r in rows if r["status"] == PayoutStatus.failed], clock)
+    await results.add(session, [result_of(r) for r in rows if r["status"] == PayoutStatus.failed])
 
 
 # ---------------------------------------------------------------- results
@@ -304,26 +304,33 @@ def result_of(row: Mapping[str, Any]) -> PayoutResult:
     return PayoutResult.model_construct(**fields)
 
 
-async def queue_results(session: AsyncSession, results: Sequence[PayoutResult], clock: Clock) -> None:
-    """Queue paid/failed results on payouts.results.v1 in the transaction that recorded them (a batch
-    records up to 1,000 results at once)."""
-    for r in results:
-        log_on_commit(
+@dataclass(frozen=True)
+class ResultQueue:
+    """Where paid/failed results go: signed with payout-worker's result key (case-api applies only a result
+    it can authenticate: a forged `failed` would give back money that was paid), onto payouts.results.v1
+    through the outbox, in the transaction that recorded them (a batch records up to 1,000 at once)."""
+
+    signer: ResultSigner
+    clock: Clock
+
+    async def add(self, session: AsyncSession, results: Sequence[PayoutResult]) -> None:
+        for r in results:
+            log_on_commit(
+                session,
+                log,
+                "payout %s%s",
+                r.status,
+                f": {r.failure_code}" if r.failure_code else "",
+                payout_id=r.payout_id,
+                cashback_task_id=r.cashback_task_id,
+                order_id=r.order_id,
+            )
+        await add_events(
             session,
-            log,
-            "payout %s%s",
-            r.status,
-            f": {r.failure_code}" if r.failure_code else "",
-            payout_id=r.payout_id,
-            cashback_task_id=r.cashback_task_id,
-            order_id=r.order_id,
+            source=SOURCE,
+            events=[(contracts.PAYOUT_EVENTS[r.status], r.payout_id, self.signer.sign(r)) for r in results],
+            at=self.clock.now(),
         )
-    await add_events(
-        session,
-        source=SOURCE,
-        events=[(contracts.PAYOUT_EVENTS[r.status], r.payout_id, r) for r in results],
-        at=clock.now(),
-    )
 
 
 # ---------------------------------------------------------------- cancellation and review
@@ -380,7 +387,7 @@ def _review(
 
 
 async def release_payout(
-    session: AsyncSession, payout_id: str, principal: Principal, note: str | None, clock: Clock
+    session: AsyncSession, payout_id: str, principal: Principal, note: str | None, results: ResultQueue
 ) -> Payout:
     """held_for_review → pending: paid with the batch of its due time (the cut-off of its approval
     day), or by the next batch when that has passed. Flushes; the caller commits."""
@@ -389,7 +396,7 @@ async def release_payout(
         raise conflict(
             "payout_not_held", f"only a payout held for review can be released; this one is {payout.status}"
         )
-    _review(payout, PayoutStatus.pending, principal, note, clock.now())
+    _review(payout, PayoutStatus.pending, principal, note, results.clock.now())
     session.add(payout)
     await session.flush()
     log_on_commit(
@@ -406,7 +413,7 @@ async def release_payout(
 
 
 async def cancel_payout(
-    session: AsyncSession, payout_id: str, principal: Principal, note: str | None, clock: Clock
+    session: AsyncSession, payout_id: str, principal: Principal, note: str | None, results: ResultQueue
 ) -> Payout:
     """held_for_review or pending → cancelled, with a failed result (CANCELLED_BY_OPS) so that case-api
     releases the money. Flushes; the caller commits."""
@@ -416,11 +423,11 @@ async def cancel_payout(
             "payout_not_cancellable",
             f"only a payout held for review or pending can be cancelled; this one is {payout.status}",
         )
-    _review(payout, PayoutStatus.cancelled, principal, note, clock.now())
+    _review(payout, PayoutStatus.cancelled, principal, note, results.clock.now())
     payout.failure_code, payout.failure_message = CANCELLED_BY_OPS, note or "cancelled by ops"
     session.add(payout)
     await session.flush()
-    await queue_results(session, [result_of({**payout.model_dump(), "status": PayoutStatus.failed})], clock)
+    await results.add(session, [result_of({**payout.model_dump(), "status": PayoutStatus.failed})])
     return payout
 
 
@@ -431,6 +438,7 @@ def make_handlers(
     new_id: Callable[[], str],
     limits: Limits,
     verifier: ApprovalVerifier,
+    results: ResultQueue,
 ) -> tuple[dict[str, Handler], dict[str, BatchHandler]]:
     """(handlers, batch handlers): approvals arrive in bursts (a support shift approving a day's cashback),
     so a run of them opens its payouts together."""
@@ -442,8 +450,8 @@ def make_handlers(
             new_id=new_id,
             calendar=calendar,
             cutoff=cutoff,
-            clock=clock,
             limits=limits,
+            results=results,
         )
 
     async def cashback_cancelled(session: AsyncSession, event: CloudEvent) -> None:

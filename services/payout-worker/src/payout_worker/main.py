@@ -23,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from .api import payouts, registers
 from .config import Settings
 from .engine import PayoutEngine
-from .handlers import make_handlers
+from .handlers import ResultQueue, make_handlers
 from .limits import HoldReason, Limits
 from .models import Payout, PayoutStatus
 from .providers import PaymentProvider, make_provider
@@ -85,14 +85,21 @@ def create_app(
     clock = clock or SystemClock()
     calendar = settings.business_calendar()
     watch_coverage(calendar, clock, settings.service_name)
+    results = ResultQueue(settings.result_signer(), clock)
     handlers, batch_handlers = make_handlers(
-        clock, calendar, settings.cutoff, new_payout_id, Limits.of(settings), settings.approval_verifier()
+        clock,
+        calendar,
+        settings.cutoff,
+        new_payout_id,
+        Limits.of(settings),
+        settings.approval_verifier(),
+        results,
     )
 
     def consumers(app: FastAPI) -> list[ConsumerRunner]:
         # The engine needs the app's sessions, which exist from here on (with or without background jobs).
         app.state.engine = PayoutEngine(
-            app.state.sessions, provider or make_provider(settings, clock), clock, calendar, settings
+            app.state.sessions, provider or make_provider(settings, clock), clock, calendar, settings, results
         )
         return [
             ConsumerRunner(

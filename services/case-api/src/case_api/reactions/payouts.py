@@ -5,12 +5,17 @@ customer is told (a buyer message), and a price-protection or cashback case stil
 closed; a task cancelled before the result came is paid all the same and a clawback is recorded. Failed:
 the task records the provider's code; a standalone task's reservation is released (R-COMP-CAP), a case
 paid as cashback keeps its reservation and goes back to `open` for support.
+
+Only a result payout-worker signed is applied (aftersales_shared.signing): whoever could write to the
+topic could otherwise fail a payout that was made, and its money, released, could be paid a second time.
+One that does not verify is refused (PermissionError) and, after the runner's retries, parked on the DLQ.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
+from functools import partial
 
 from aftersales_shared import contracts
 from aftersales_shared.auth import Role, system_actor
@@ -18,6 +23,7 @@ from aftersales_shared.clock import as_utc
 from aftersales_shared.consumer import Handler
 from aftersales_shared.events import CloudEvent, PayoutResult
 from aftersales_shared.problems import Problem
+from aftersales_shared.signing import ResultVerifier
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .. import handlers, ledger, messages
@@ -44,6 +50,17 @@ async def _locked(
         ) from None
 
 
+def _authenticated(event: CloudEvent, verifier: ResultVerifier) -> PayoutResult:
+    """The result the event carries, once its signature verifies with a payout-worker key case-api trusts."""
+    result = PayoutResult.model_validate(event.data)
+    if (problem := verifier.problem(result)) is not None:
+        raise PermissionError(
+            f"payout result refused, not authenticated: {problem} (payout {result.payout_id:.40}, "
+            f"cashback task {result.cashback_task_id:.40})"
+        )
+    return result
+
+
 def _record(task: CashbackTask, result: PayoutResult, status: str, at: datetime) -> None:
     task.status, task.payout_id, task.out_biz_no = status, result.payout_id, result.out_biz_no
     task.failure_code = result.failure_code
@@ -51,8 +68,8 @@ def _record(task: CashbackTask, result: PayoutResult, status: str, at: datetime)
     task.updated_at = at
 
 
-async def payout_paid(session: AsyncSession, event: CloudEvent) -> None:
-    result = PayoutResult.model_validate(event.data)
+async def payout_paid(session: AsyncSession, event: CloudEvent, verifier: ResultVerifier) -> None:
+    result = _authenticated(event, verifier)
     ctx, task = await _locked(session, result, event.time)
     if task.status == "paid":
         return  # R-CASHBACK-ONCE: the same result again changes nothing
@@ -92,10 +109,10 @@ async def _settle_case(ctx: handlers.Context, task: CashbackTask) -> None:
     await handlers.act(ctx, case.id, Action.close, NotesBody(notes=f"cashback {task.id} paid"), None)
 
 
-async def payout_failed(session: AsyncSession, event: CloudEvent) -> None:
+async def payout_failed(session: AsyncSession, event: CloudEvent, verifier: ResultVerifier) -> None:
     """The money never left. A standalone task's reservation is released (R-COMP-CAP); a case paid as
     cashback keeps promising it and goes back to support's queue, to be approved again or rejected."""
-    result = PayoutResult.model_validate(event.data)
+    result = _authenticated(event, verifier)
     ctx, task = await _locked(session, result, event.time)
     if task.status in ("paid", "failed"):
         return
@@ -124,7 +141,8 @@ async def payout_failed(session: AsyncSession, event: CloudEvent) -> None:
     await session.flush()
 
 
-HANDLERS: dict[str, Handler] = {
-    contracts.PAYOUT_PAID.type: payout_paid,
-    contracts.PAYOUT_FAILED.type: payout_failed,
-}
+def reactions(verifier: ResultVerifier) -> dict[str, Handler]:
+    return {
+        contracts.PAYOUT_PAID.type: partial(payout_paid, verifier=verifier),
+        contracts.PAYOUT_FAILED.type: partial(payout_failed, verifier=verifier),
+    }

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from aftersales_shared.auth import Principal, Role
-from aftersales_shared.clock import Clock
 from aftersales_shared.fields import ResourceIdPath, ResourceIdQuery, TextQuery
 from aftersales_shared.idempotency import idempotent, request_hash
 from aftersales_shared.pagination import Page, next_cursor
@@ -22,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from .. import handlers
 from .. import repository as repo
 from ..engine import PayoutEngine
+from ..handlers import ResultQueue
 from ..models import Payout, PayoutStatus
 from ..schemas import BatchPublic, FlushResult, PayoutPublic, ReviewIn
 
@@ -124,7 +124,7 @@ async def flush(
     return response
 
 
-Review = Callable[[AsyncSession, str, Principal, str | None, Clock], Awaitable[Payout]]
+Review = Callable[[AsyncSession, str, Principal, str | None, ResultQueue], Awaitable[Payout]]
 
 
 async def _review(
@@ -142,7 +142,7 @@ async def _review(
     note = body.note if body is not None else None
 
     async def produce() -> tuple[int, Any]:
-        payout = await command(session, payout_id, principal, note, engine.clock)
+        payout = await command(session, payout_id, principal, note, engine.results)
         return 200, PayoutPublic(**payout.model_dump()).model_dump(mode="json")
 
     fingerprint = request_hash("POST", f"/v1/payouts/{payout_id}/{action}", {"note": note})
