@@ -86,8 +86,25 @@ class Payee(NulFree):
     name: str = Field(min_length=1, max_length=100, description="the account holder's real name")
 
 
-class CashbackApproved(NulFree):
-    """`aftersales.cashback.approved.v1` on aftersales.cashback.v1, keyed by cashback task id."""
+class Signed(NulFree):
+    """An event whose reader acts on it only when its signature verifies (aftersales_shared.signing): an
+    approval case-api signed, which payout-worker pays; a payout result payout-worker signed, which
+    case-api applies."""
+
+    signature: str | None = Field(
+        None,
+        description="the producer's Ed25519 signature (base64) over the event's canonical form "
+        "(aftersales_shared.signing); the reader acts only on an event whose signature verifies",
+    )
+    signature_key_id: str | None = Field(
+        None,
+        description="which of the producer's keys signed it (`ed25519:` and 16 hex digits), for rotation",
+    )
+
+
+class CashbackApproved(Signed):
+    """`aftersales.cashback.approved.v1` on aftersales.cashback.v1, keyed by cashback task id, signed by
+    case-api."""
 
     cashback_task_id: str
     order_id: str
@@ -97,14 +114,6 @@ class CashbackApproved(NulFree):
     amount: Money
     payee: Payee
     approved_at: Instant
-    signature: str | None = Field(
-        None,
-        description="case-api's Ed25519 signature (base64) over the approval's canonical form "
-        "(aftersales_shared.signing); payout-worker pays only an approval whose signature verifies",
-    )
-    signature_key_id: str | None = Field(
-        None, description="which case-api key signed it (`ed25519:` and 16 hex digits), for key rotation"
-    )
 
 
 class CashbackCancelled(NulFree):
@@ -251,8 +260,9 @@ class ParcelMilestone(NulFree):
     shop_id: str | None = None
 
 
-class PayoutResult(NulFree):
-    """`payouts.payout.<paid|failed>.v1` on payouts.results.v1, keyed by cashback task id."""
+class PayoutResult(Signed):
+    """`payouts.payout.<paid|failed>.v1` on payouts.results.v1, keyed by cashback task id, signed by
+    payout-worker."""
 
     payout_id: str
     cashback_task_id: str
@@ -263,14 +273,6 @@ class PayoutResult(NulFree):
     provider_reference: str | None = None
     failure_code: str | None = None
     paid_at: datetime | None = None
-    signature: str | None = Field(
-        None,
-        description="payout-worker's Ed25519 signature (base64) over the result's canonical form "
-        "(aftersales_shared.signing); case-api applies only a result whose signature verifies",
-    )
-    signature_key_id: str | None = Field(
-        None, description="which payout-worker key signed it (`ed25519:` and 16 hex digits), for key rotation"
-    )
 
 
 class CustomerNotification(NulFree):

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .clock import as_utc
-from .events import CashbackApproved, PayoutResult
+from .events import CashbackApproved, PayoutResult, Signed
 
 # Threads that check a batch's signatures at once: the cores this process may run on, up to four.
 VERIFY_THREADS = min(
@@ -197,14 +197,14 @@ def dev_key(
     return key
 
 
-Signed = TypeVar("Signed", CashbackApproved, PayoutResult)
+Item = TypeVar("Item", bound=Signed)  # an event that carries `signature` and `signature_key_id`
 
 
-class Signer(Generic[Signed]):
+class Signer(Generic[Item]):
     """Signs events of one kind (a subclass's `message` renders what is signed) with a key read when first
     needed (or at `load`)."""
 
-    message: Callable[[Signed], bytes]
+    message: Callable[[Item], bytes]
 
     def __init__(self, key: Ed25519PrivateKey | Callable[[], Ed25519PrivateKey]) -> None:
         self._load = key if callable(key) else (lambda: key)
@@ -214,7 +214,7 @@ class Signer(Generic[Signed]):
         name = type(self).__name__
         return f"{name}()" if self._key is None else f"{name}(key_id={self.key_id!r})"
 
-    def load(self) -> Signer[Signed]:
+    def load(self) -> Signer[Item]:
         """Read the key now (at start), so that a bad one stops the service rather than an event."""
         _ = self.key
         return self
@@ -229,15 +229,15 @@ class Signer(Generic[Signed]):
     def key_id(self) -> str:
         return key_id(self.key.public_key())
 
-    def sign(self, item: Signed) -> Signed:
+    def sign(self, item: Item) -> Item:
         signature = base64.b64encode(self.key.sign(self.message(item))).decode()
         return item.model_copy(update={"signature": signature, "signature_key_id": self.key_id})
 
 
-class Verifier(Generic[Signed]):
+class Verifier(Generic[Item]):
     """Checks events of one kind (a subclass's `message`) against the public keys their reader trusts."""
 
-    message: Callable[[Signed], bytes]
+    message: Callable[[Item], bytes]
 
     def __init__(self, keys: Iterable[Ed25519PublicKey]) -> None:
         self.keys = {key_id(k): k for k in keys}
@@ -245,7 +245,7 @@ class Verifier(Generic[Signed]):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(key_ids={sorted(self.keys)!r})"
 
-    async def problems(self, items: Sequence[Signed]) -> list[str | None]:
+    async def problems(self, items: Sequence[Item]) -> list[str | None]:
         """`problem` of each item, checked on VERIFY_THREADS threads at once: the library lets go of the
         GIL while it verifies (about 150 µs a signature on a slow core), so a consumed batch of a thousand
         approvals takes a fraction of the time it would on the event loop."""
@@ -258,10 +258,10 @@ class Verifier(Generic[Signed]):
             out[i::VERIFY_THREADS] = part_answers
         return out
 
-    def _problems(self, items: Sequence[Signed]) -> list[str | None]:
+    def _problems(self, items: Sequence[Item]) -> list[str | None]:
         return [self.problem(item) for item in items]
 
-    def problem(self, item: Signed) -> str | None:
+    def problem(self, item: Item) -> str | None:
         """Why the item is not authenticated, or None when its signature verifies."""
         if not item.signature:
             return "it carries no signature"
