@@ -238,7 +238,8 @@ async def test_a_support_agent_works_a_case_in_the_browser(console: Console, tmp
             [evidence] = case["evidence"]
             thumbnail = page.get_by_role("img", name=evidence["evidence_id"])
             await expect(thumbnail).to_be_visible()
-            assert await thumbnail.evaluate("img => img.complete && img.naturalWidth") == 320
+            # Visible is not loaded: decode() settles once the picture is (and fails if it cannot be).
+            assert await thumbnail.evaluate("img => img.decode().then(() => img.naturalWidth)") == 320
             lines = page.get_by_role("table", name="商品行")
             await expect(lines).to_contain_text("238.00")
             await expect(page.get_by_role("table", name="售后选项")).to_contain_text("R-7D-WINDOW")
