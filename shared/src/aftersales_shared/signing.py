@@ -209,6 +209,7 @@ class Signer(Generic[Item]):
     def __init__(self, key: Ed25519PrivateKey | Callable[[], Ed25519PrivateKey]) -> None:
         self._load = key if callable(key) else (lambda: key)
         self._key: Ed25519PrivateKey | None = None
+        self._key_id = ""
 
     def __repr__(self) -> str:  # never show the key
         name = type(self).__name__
@@ -223,15 +224,17 @@ class Signer(Generic[Item]):
     def key(self) -> Ed25519PrivateKey:
         if self._key is None:
             self._key = self._load()
+            self._key_id = key_id(self._key.public_key())  # once: a batch signs a thousand results
         return self._key
 
     @property
     def key_id(self) -> str:
-        return key_id(self.key.public_key())
+        _ = self.key
+        return self._key_id
 
     def sign(self, item: Item) -> Item:
         signature = base64.b64encode(self.key.sign(self.message(item))).decode()
-        return item.model_copy(update={"signature": signature, "signature_key_id": self.key_id})
+        return item.model_copy(update={"signature": signature, "signature_key_id": self._key_id})
 
 
 class Verifier(Generic[Item]):
