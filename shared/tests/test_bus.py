@@ -17,7 +17,7 @@ from aftersales_shared.consumer import ConsumerRunner
 from aftersales_shared.db import make_engine, session_factory
 from aftersales_shared.events import CloudEvent
 from aftersales_shared.logging import JsonFormatter
-from aftersales_shared.outbox import InboxEntry
+from aftersales_shared.outbox import InboxEntry, unseen
 from bus_testing import topic_names
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -264,6 +264,18 @@ class TestConsumerRunner:
             assert await self._wait_for(sessions, 200) == 200
         finally:
             await runner.stop()
+
+
+class TestInbox:
+    async def test_a_chunk_applies_the_first_delivery_of_an_id_not_a_later_one(
+        self, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
+        """A later record under an id already in the chunk (a replay, or a forgery reusing a genuine id)
+        cannot stand in for the first."""
+        first, later = (CloudEvent.from_bytes(event(n, event_id="evt-same")) for n in (1, 2))
+        async with sessions() as session:
+            fresh = await unseen(session, "g-inbox", [first, later], datetime.now(UTC))
+        assert [e.data["n"] for e in fresh] == [1]
 
 
 class TestTopicPrefix:

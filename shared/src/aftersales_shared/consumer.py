@@ -212,7 +212,9 @@ class ConsumerRunner(BackgroundLoop):
                 return
             except Exception as exc:
                 log.warning("handler failed (attempt %d/%d)", attempt, self._max_attempts, exc_info=True)
-                if attempt == self._max_attempts:
+                # Refused as not authenticated (PermissionError): no retry makes it so, and a flood of
+                # forgeries must not hold the partition up for the retries' backoff.
+                if attempt == self._max_attempts or isinstance(exc, PermissionError):
                     await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
                     return
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))

@@ -158,9 +158,13 @@ async def unseen(
     session: AsyncSession, group: str, events: Sequence[CloudEvent], at: datetime
 ) -> list[CloudEvent]:
     """Record a chunk of events for `group` in this transaction; return those not recorded before, in
-    order, each once. One statement (insert, nothing on conflict): a concurrent delivery of one of them
-    waits for the other transaction, then finds it recorded."""
-    distinct = list({e.id: e for e in events}.values())
+    order, each once (its first delivery: a later one under the same id cannot stand in for it). One
+    statement (insert, nothing on conflict): a concurrent delivery of one of them waits for the other
+    transaction, then finds it recorded."""
+    first: dict[str, CloudEvent] = {}
+    for delivered in events:
+        first.setdefault(delivered.id, delivered)
+    distinct = list(first.values())
     if not distinct:
         return []
     connection = await session.connection()

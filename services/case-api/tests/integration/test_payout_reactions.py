@@ -9,11 +9,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from aftersales_shared import topics
 from aftersales_shared.events import CloudEvent, PayoutResult, envelope
 from aftersales_shared.outbox import OutboxMessage
 from aftersales_shared.signing import ResultSigner
 from case_api.models import LedgerEntry
+from case_api.webhooks.fanout import shop_of
 from case_api_testing import Api, order_body, signed
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import col, select
@@ -160,17 +162,19 @@ class TestForged:
     """Anyone who can write to payouts.results.v1 could send a result; only payout-worker can sign one. A
     forged `failed` would release the money of a payout in flight (or made), to be paid a second time."""
 
-    async def test_a_result_not_signed_by_payout_worker_changes_nothing_and_is_parked(self, api: Api) -> None:
-        api.app.state.consumers[0]._backoff = 0
+    async def test_a_result_not_signed_by_payout_worker_changes_nothing_and_is_parked(
+        self, api: Api, caplog: pytest.LogCaptureFixture
+    ) -> None:
         task = await approved_task(api, amount="238.00")  # L1's whole paid amount
         genuine = result(task, "failed", failure_code="PAYEE_NOT_EXIST")
         data = PayoutResult.model_validate(genuine.data)
         attacker = ResultSigner(Ed25519PrivateKey.generate())
-        tampered = signed(api, result(task, "paid", paid_at=PAID_AT)).data | {"status": "failed"}
+        paid = signed(api, result(task, "paid", paid_at=PAID_AT))
         forgeries = [
             genuine,  # unsigned
             genuine.model_copy(update={"data": attacker.sign(data).model_dump(mode="json")}),  # another key
-            genuine.model_copy(update={"data": tampered}),  # a paid result's signature, status changed
+            genuine.model_copy(update={"data": paid.data | {"status": "failed"}}),  # status changed
+            paid.model_copy(update={"id": "evt-spliced", "type": genuine.type}),  # a paid result, as failed
         ]
         await deliver(api, *forgeries, sign=False)
         assert (await task_of(api, task["id"]))["status"] == "approved"
@@ -186,7 +190,18 @@ class TestForged:
             if len(parked) == len(forgeries):
                 break
         errors = [dict(r.headers)["error"].decode() for r in parked]
-        assert len(errors) == 3 and all("not authenticated" in e for e in errors), errors
+        assert len(errors) == 4 and all("not authenticated" in e for e in errors), errors
         assert "no signature" in errors[0] and "does not trust" in errors[1] and "does not match" in errors[2]
+        assert "is not that of its signed status paid" in errors[3]
+        # Parked at once: no retry makes a forgery genuine, and retries would hold the partition up.
+        assert not [r for r in caplog.records if "attempt 2/" in r.getMessage()]
         await deliver(api, genuine)  # the same result, signed by payout-worker: applied
         assert (await task_of(api, task["id"]))["status"] == "failed"
+
+    async def test_a_result_names_its_shop_by_its_task_not_by_a_shop_id_added_to_it(self, api: Api) -> None:
+        """A genuine result sent again with another shop's `shop_id` added (the signature does not cover a
+        field the result does not have) still reaches only its task's shop's webhooks."""
+        task = await approved_task(api)
+        spliced = signed(api, result(task, "paid", paid_at=PAID_AT)).data | {"shop_id": "shop-b"}
+        async with api.app.state.sessions() as session:
+            assert await shop_of(session, spliced) == task["shop_id"] != "shop-b"

@@ -51,9 +51,14 @@ async def _locked(
 
 
 def _authenticated(event: CloudEvent, verifier: ResultVerifier) -> PayoutResult:
-    """The result the event carries, once its signature verifies with a payout-worker key case-api trusts."""
+    """The result the event carries, once its signature verifies with a payout-worker key case-api trusts
+    and the event's type is the one its signed status names: a genuine paid result sent again as
+    `payouts.payout.failed.v1` would otherwise verify, and release the money it paid."""
     result = PayoutResult.model_validate(event.data)
-    if (problem := verifier.problem(result)) is not None:
+    problem = verifier.problem(result)
+    if problem is None and event.type != contracts.PAYOUT_EVENTS[result.status].type:
+        problem = f"its type {event.type} is not that of its signed status {result.status}"
+    if problem is not None:
         raise PermissionError(
             f"payout result refused, not authenticated: {problem} (payout {result.payout_id:.40}, "
             f"cashback task {result.cashback_task_id:.40})"

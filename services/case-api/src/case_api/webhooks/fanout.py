@@ -16,12 +16,13 @@ from ..models import CashbackTask, Order, WebhookDelivery, WebhookSubscription
 
 
 async def shop_of(session: AsyncSession, data: dict[str, Any]) -> str | None:
-    """The shop an event belongs to: its own `shop_id`, else that of its cashback task or order (payout
-    results and some alerts do not carry it)."""
-    if shop_id := data.get("shop_id"):
-        return str(shop_id)
+    """The shop an event belongs to: that of the cashback task it names, else its own `shop_id`, else that
+    of its order (some alerts do not carry it). The task's first: a payout result carries no shop, and one
+    given a `shop_id` it was not signed with must not reach another shop's webhooks."""
     if (task_id := data.get("cashback_task_id")) and (task := await session.get(CashbackTask, task_id)):
         return task.shop_id
+    if shop_id := data.get("shop_id"):
+        return str(shop_id)
     if (order_id := data.get("order_id")) and (order := await session.get(Order, order_id)):
         return order.shop_id
     return None
