@@ -27,6 +27,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -61,9 +62,9 @@ def approval_message(approval: CashbackApproved) -> bytes:
         "amount": f"{approval.amount:.2f}",
         "payee_account": approval.payee.alipay_account,
         "payee_name": approval.payee.name,
-        "approved_at": as_utc(approval.approved_at).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "approved_at": _instant(approval.approved_at),
     }
-    return DOMAIN + json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return _canonical(DOMAIN, fields)
 
 
 def result_message(result: PayoutResult) -> bytes:
@@ -77,11 +78,18 @@ def result_message(result: PayoutResult) -> bytes:
         "out_biz_no": result.out_biz_no,
         "provider_reference": result.provider_reference,
         "failure_code": result.failure_code,
-        "paid_at": as_utc(result.paid_at).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if result.paid_at else None,
+        "paid_at": _instant(result.paid_at) if result.paid_at else None,
     }
-    return (
-        RESULT_DOMAIN + json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-    )
+    return _canonical(RESULT_DOMAIN, fields)
+
+
+def _instant(at: datetime) -> str:
+    return as_utc(at).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _canonical(domain: bytes, fields: dict[str, str | None]) -> bytes:
+    """The signed form: the domain, then the fields as sorted, compact, ASCII-only JSON."""
+    return domain + json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def raw_public(key: Ed25519PublicKey) -> bytes:
