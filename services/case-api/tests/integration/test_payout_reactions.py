@@ -79,7 +79,8 @@ async def task_of(api: Api, task_id: str) -> dict[str, Any]:
 
 
 class TestPaid:
-    async def test_the_task_is_paid_and_the_customer_told_once(self, api: Api) -> None:
+    async def test_the_task_is_paid_and_the_customer_told_once(self, any_db_api: Api) -> None:
+        api = any_db_api  # the same result twice, and again under a new id: one payment, one message
         task = await approved_task(api)
         paid = result(task, "paid", provider_reference="sim000000000001", paid_at=PAID_AT)
         await deliver(api, paid, paid, result(task, "paid", paid_at=PAID_AT))
@@ -163,8 +164,9 @@ class TestForged:
     forged `failed` would release the money of a payout in flight (or made), to be paid a second time."""
 
     async def test_a_result_not_signed_by_payout_worker_changes_nothing_and_is_parked(
-        self, api: Api, caplog: pytest.LogCaptureFixture
+        self, any_db_api: Api, caplog: pytest.LogCaptureFixture
     ) -> None:
+        api = any_db_api  # on SQLite and PostgreSQL
         task = await approved_task(api, amount="238.00")  # L1's whole paid amount
         genuine = result(task, "failed", failure_code="PAYEE_NOT_EXIST")
         data = PayoutResult.model_validate(genuine.data)
@@ -198,7 +200,10 @@ class TestForged:
         await deliver(api, genuine)  # the same result, signed by payout-worker: applied
         assert (await task_of(api, task["id"]))["status"] == "failed"
 
-    async def test_a_result_names_its_shop_by_its_task_not_by_a_shop_id_added_to_it(self, api: Api) -> None:
+    async def test_a_result_names_its_shop_by_its_task_not_by_a_shop_id_added_to_it(
+        self, any_db_api: Api
+    ) -> None:
+        api = any_db_api
         """A genuine result sent again with another shop's `shop_id` added (the signature does not cover a
         field the result does not have) still reaches only its task's shop's webhooks."""
         task = await approved_task(api)
