@@ -217,19 +217,8 @@ def broker() -> BrokerAccess:
 @pytest.fixture
 async def namespace(broker: BrokerAccess) -> AsyncIterator[str]:
     """A fresh KAFKA_TOPIC_PREFIX with the platform's ACLs and every topic (made by the admin)."""
-    prefix = f"acl.{uuid.uuid4().hex[:8]}."
-    await broker.grant(prefix)
-    bus = broker.bus(client_id="acl-test-admin", partitions=1, topic_prefix=prefix)
-    await bus.ensure_topics()
-    yield prefix
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(**bus.client_options())
-    await admin.start()
-    try:
-        await admin.delete_topics([prefix + t for t in bus.topics])
-    finally:
-        await admin.close()
+    async with broker.namespace("acl") as prefix:
+        yield prefix
 
 
 async def writes(broker: BrokerAccess, principal: str, prefix: str, names: tuple[str, ...]) -> set[str]:

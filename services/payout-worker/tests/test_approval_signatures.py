@@ -46,7 +46,7 @@ from payout_testing import (
 )
 from payout_worker.config import Settings
 from payout_worker.providers.simulator import SimulatorProvider
-from test_crash import WorkerProcess, group_at_end, wait_for, worker_env
+from test_crash import WorkerProcess, worker_env
 
 ROOT = Path(__file__).resolve().parents[3]
 ATTACKER = "attacker@example.com"
@@ -326,8 +326,6 @@ class TestOnTheBroker:
         to publish, not to be paid: a worker process on Apache Kafka and PostgreSQL refuses every forgery,
         sends only the genuine approval to the simulator, and reports the forgeries as failed results."""
         broker = kafka_broker()
-        group = f"payout-worker-forgery-{uuid.uuid4().hex[:8]}"
-        await group_at_end(broker, group)
         run = uuid.uuid4().hex[:8]
         genuine, unsigned, other_key, tampered = (
             f"cb-{kind}-{run}" for kind in ("ok", "nosig", "key", "amt")
@@ -339,39 +337,46 @@ class TestOnTheBroker:
             approved(tampered),
         ]
         events[3].data["amount"] = FORGED_AMOUNT  # a genuine signature over 12.00
-        publisher = broker.bus(
-            "case-api", client_id="leaked-case-api-password", topics=[topics.CASHBACK], dead_letter_topics=[]
-        )
-        await publisher.start()
-        try:
-            async with fresh_postgres_database("payout_worker_forgery") as url:
-                env = worker_env(
-                    tmp_path,
-                    simulator,
-                    DATABASE_URL=url,
-                    PAYOUT_WORKER_DATABASE_NAME=url.rsplit("/", 1)[1],
-                    **broker.service_env("payout-worker", principal="admin"),  # its group is the test's own
-                    PAYOUT_WORKER_CONSUMER_GROUP=group,
-                )
-                worker = WorkerProcess(env, int(env["PAYOUT_WORKER_PORT"]))
-                try:
-                    worker.start()
-                    await publish(publisher, events)
-                    wait_for(lambda: len(worker.payouts()) == 4, "the approvals to be consumed")
-                    assert worker.call("POST", "/v1/batches/flush").status_code == 202
-                    wait_for(
-                        lambda: payout_of(worker, genuine).status == "paid", "the genuine one to be paid"
+        async with broker.namespace("payout-forgery") as prefix:
+            publisher = broker.bus(
+                "case-api",
+                client_id="leaked-case-api-password",
+                topic_prefix=prefix,
+                topics=[topics.CASHBACK],
+                dead_letter_topics=[],
+            )
+            await publisher.start()
+            try:
+                async with fresh_postgres_database("payout_worker_forgery") as url:
+                    env = worker_env(
+                        tmp_path,
+                        simulator,
+                        DATABASE_URL=url,
+                        PAYOUT_WORKER_DATABASE_NAME=url.rsplit("/", 1)[1],
+                        KAFKA_TOPIC_PREFIX=prefix,
+                        **broker.service_env("payout-worker"),
                     )
-                    refused = {
-                        p.cashback_task_id: p.failure_code for p in worker.payouts() if p.status == "failed"
-                    }
-                finally:
-                    worker.stop()
-        finally:
-            await publisher.stop()
+                    worker = WorkerProcess(env, int(env["PAYOUT_WORKER_PORT"]))
+                    try:
+                        worker.start()
+                        await publish(publisher, events)
+                        worker.wait_for(lambda: len(worker.payouts()) == 4, "the approvals to be consumed")
+                        assert worker.call("POST", "/v1/batches/flush").status_code == 202
+                        worker.wait_for(
+                            lambda: payout_of(worker, genuine).status == "paid", "the genuine one to be paid"
+                        )
+                        refused = {
+                            p.cashback_task_id: p.failure_code
+                            for p in worker.payouts()
+                            if p.status == "failed"
+                        }
+                    finally:
+                        worker.stop()
+            finally:
+                await publisher.stop()
+            results = await results_on_the_broker(broker, prefix, {unsigned, other_key, tampered, genuine})
         assert refused == dict.fromkeys((unsigned, other_key, tampered), "UNAUTHENTICATED_APPROVAL")
         assert [t["remark"] for t in simulator.transfers()] == [genuine]
-        results = await results_on_the_broker(broker, {unsigned, other_key, tampered, genuine})
         assert results == {
             unsigned: ("payouts.payout.failed.v1", "UNAUTHENTICATED_APPROVAL"),
             other_key: ("payouts.payout.failed.v1", "UNAUTHENTICATED_APPROVAL"),
@@ -385,9 +390,11 @@ def payout_of(worker: WorkerProcess, task_id: str) -> Any:
     return payout
 
 
-async def results_on_the_broker(broker: Any, task_ids: set[str]) -> dict[str, tuple[str, str | None]]:
+async def results_on_the_broker(
+    broker: Any, prefix: str, task_ids: set[str]
+) -> dict[str, tuple[str, str | None]]:
     """The results payouts.results.v1 holds for these tasks, read as the admin from the beginning."""
-    bus = broker.bus(client_id="results-reader")
+    bus = broker.bus(client_id="results-reader", topic_prefix=prefix)
     await bus.start()
     found: dict[str, tuple[str, str | None]] = {}
     try:

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aftersales_shared import topics
 from aftersales_shared.bus import Bus
 from aftersales_shared.bus.embedded import EmbeddedBus
 from aftersales_shared.clock import SystemClock
@@ -45,14 +44,26 @@ class WorkerProcess:
     port: int
     process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def log(self) -> Path:
+        """Its output, every run appended, to say why a wait timed out."""
+        return Path(self.env["DATA_DIR"]) / "payout-worker.log"
+
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [str(BIN / "payout-worker"), "serve"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(BIN / "payout-worker"), "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         wait_http(f"http://127.0.0.1:{self.port}/healthz", timeout=60)
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.1)
+        tail = self.log.read_text(errors="replace")[-6000:]
+        raise AssertionError(f"timed out waiting for {what}; the worker's output ends:\n{tail}")
 
     def kill(self) -> None:
         assert self.process is not None
@@ -82,15 +93,6 @@ class WorkerProcess:
 def simulator(tmp_path: Path) -> Iterator[Simulator]:
     """A simulator of the test's own: a killed worker leaves requests hanging in it."""
     yield from start_simulator(tmp_path / "simulator.db")
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def worker_env(tmp_path: Path, simulator: Simulator, **extra: str) -> dict[str, str]:
@@ -125,18 +127,18 @@ async def crash_and_recover(
     try:
         worker.start()
         await publish(bus, [approved(t, when=SystemClock().now()) for t in tasks])
-        wait_for(lambda: len(worker.payouts()) == N, "the approvals to be consumed")
+        worker.wait_for(lambda: len(worker.payouts()) == N, "the approvals to be consumed")
         assert worker.call("POST", "/v1/batches/flush").status_code == 202
         if moment == "in_flight":
-            wait_for(lambda: simulator.stats()["in_flight"] == 1, "the batch to reach the simulator")
+            worker.wait_for(lambda: simulator.stats()["in_flight"] == 1, "the batch to reach the simulator")
         else:
-            wait_for(lambda: simulator.stats()["executed"] == N, "the simulator to execute the batch")
+            worker.wait_for(lambda: simulator.stats()["executed"] == N, "the simulator to execute the batch")
         # The state was committed before the call: the ledger says submitted while the call is out.
         assert {p.status for p in worker.payouts()} == {"submitted"}
         worker.kill()
         simulator.behave()
         worker.start()
-        wait_for(lambda: {p.status for p in worker.payouts()} == {"paid"}, "recovery", timeout=90)
+        worker.wait_for(lambda: {p.status for p in worker.payouts()} == {"paid"}, "recovery", timeout=90)
         payouts = worker.payouts()
         assert {p.cashback_task_id for p in payouts} == set(tasks)
         assert_paid_once(simulator, payouts)
@@ -163,27 +165,6 @@ class TestCrashEmbedded:
             await bus.stop()
 
 
-async def group_at_end(broker: BrokerAccess, group: str) -> None:
-    """A new consumer group that starts after what the topic already holds (other runs' approvals)."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        topics.CASHBACK,
-        **broker.client_options(),
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="latest",
-    )
-    try:
-        await consumer.start()
-        while not consumer.assignment():
-            await consumer.getmany(timeout_ms=200)
-        await consumer.seek_to_end()
-        await consumer.commit({tp: await consumer.position(tp) for tp in consumer.assignment()})
-    finally:
-        await consumer.stop()
-
-
 @pytest.fixture
 def broker() -> BrokerAccess:
     return kafka_broker()
@@ -196,21 +177,19 @@ class TestCrashKafkaPostgres:
     async def test_kill_between_submit_and_record(
         self, tmp_path: Path, simulator: Simulator, broker: BrokerAccess, moment: str
     ) -> None:
-        bus = broker.bus(client_id="payout-crash-test")  # the admin publishes case-api's approvals
-        await bus.start()
-        group = f"payout-worker-crash-{uuid.uuid4().hex[:8]}"
-        await group_at_end(broker, group)
-        try:
-            async with fresh_postgres_database("payout_worker_crash") as url:
-                env = worker_env(
-                    tmp_path,
-                    simulator,
-                    DATABASE_URL=url,
-                    PAYOUT_WORKER_DATABASE_NAME=url.rsplit("/", 1)[1],
-                    # a group of this test's own, which only the admin may join
-                    **broker.service_env("payout-worker", principal="admin"),
-                    PAYOUT_WORKER_CONSUMER_GROUP=group,
-                )
-                await crash_and_recover(tmp_path, simulator, bus, env, moment)
-        finally:
-            await bus.stop()
+        async with broker.namespace("payout-crash") as prefix:
+            bus = broker.bus(client_id="payout-crash-test", topic_prefix=prefix)  # as case-api would publish
+            await bus.start()
+            try:
+                async with fresh_postgres_database("payout_worker_crash") as url:
+                    env = worker_env(
+                        tmp_path,
+                        simulator,
+                        DATABASE_URL=url,
+                        PAYOUT_WORKER_DATABASE_NAME=url.rsplit("/", 1)[1],
+                        KAFKA_TOPIC_PREFIX=prefix,
+                        **broker.service_env("payout-worker"),
+                    )
+                    await crash_and_recover(tmp_path, simulator, bus, env, moment)
+            finally:
+                await bus.stop()

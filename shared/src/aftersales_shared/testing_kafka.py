@@ -9,11 +9,13 @@ without authentication (KAFKA_SECURITY_PROTOCOL unset, no kafka.sh credentials) 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shlex
 import subprocess
-from collections.abc import Mapping
+import uuid
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -108,6 +110,27 @@ class BrokerAccess:
         """The platform's ACLs in the namespace `prefix` (KAFKA_TOPIC_PREFIX), as the admin."""
         if self.authenticated:
             await grant(self.servers, self.security(ADMIN), bindings(prefix))
+
+    @contextlib.asynccontextmanager
+    async def namespace(self, tag: str, partitions: int = 1) -> AsyncIterator[str]:
+        """A fresh KAFKA_TOPIC_PREFIX ("tag.1a2b3c4d.") with the platform's ACLs and every topic, made by
+        the admin with `partitions` each and deleted afterwards: what the test publishes there, only its
+        own services read, and they read nothing of other tests that run meanwhile."""
+        prefix = f"{tag}.{uuid.uuid4().hex[:8]}."
+        await self.grant(prefix)
+        bus = self.bus(client_id=f"{tag}-admin", partitions=partitions, topic_prefix=prefix)
+        await bus.ensure_topics()
+        try:
+            yield prefix
+        finally:
+            from aiokafka.admin import AIOKafkaAdminClient
+
+            admin = AIOKafkaAdminClient(**bus.client_options())
+            await admin.start()
+            try:
+                await admin.delete_topics([prefix + t for t in bus.topics])
+            finally:
+                await admin.close()
 
     def tls(self) -> tuple[str, Path] | None:
         """The broker's SASL_SSL listener and the CA file that verifies it, where it has one."""
