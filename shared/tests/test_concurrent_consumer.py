@@ -265,3 +265,52 @@ class TestLockFirst:
             ("lock", [4]),
             ("handle", [4]),
         ]
+
+
+class TestRefused:
+    async def test_refused_events_are_parked_at_once_and_the_rest_applied_as_a_chunk(
+        self, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+    ) -> None:
+        """A batch handler refuses two forgeries of a chunk (`Refused`): they are parked, each with its
+        reason and without a retry, and the other events go through the handler again in one transaction,
+        each applied once; an inbox row is kept for none of the refused."""
+        from aftersales_shared.bus.embedded import EmbeddedBus
+        from aftersales_shared.consumer import Refused
+        from aftersales_shared.topics import dlq
+
+        bus = EmbeddedBus(tmp_path / "events.db")
+        await bus.start()
+        calls: list[list[int]] = []
+
+        async def apply(session: AsyncSession, events: list[CloudEvent]) -> None:
+            calls.append([e.data["n"] for e in events])
+            forged = {e.id: f"event {e.data['n']} not signed" for e in events if e.data["n"] % 4 == 1}
+            if forged:
+                raise Refused(forged)
+            rows = [{"event_id": e.id, "key": e.subject, "n": e.data["n"]} for e in events]
+            await session.exec(insert(effects), params=rows)  # type: ignore[call-overload]
+
+        runner = ConsumerRunner(
+            bus=bus,
+            sessions=sessions,
+            clock=SystemClock(),
+            group="g",
+            topics=["t"],
+            handlers={},
+            batch_handlers={TYPE: apply},
+        )
+        try:
+            await runner.handle_chunk([Record("t", 0, n, "a", event("a", n).to_bytes()) for n in range(8)])
+            parked = await (await bus.consumer("inspect", [dlq("t")])).fetch(timeout_ms=100)
+        finally:
+            await bus.stop()
+        assert calls == [list(range(8)), [0, 2, 3, 4, 6, 7]]
+        assert [(dict(r.headers)["error"], dict(r.headers)["original_offset"]) for r in parked] == [
+            (b"Refused: event 1 not signed", b"1"),
+            (b"Refused: event 5 not signed", b"5"),
+        ]
+        async with sessions() as session:
+            applied = (await session.exec(select(effects.c.n).order_by(effects.c.n))).scalars().all()  # type: ignore[call-overload]
+            inbox = (await session.exec(select(func.count()).select_from(InboxEntry))).one()  # type: ignore[call-overload]
+        assert applied == [0, 2, 3, 4, 6, 7] and inbox == (6,)
+        assert (runner.processed, runner.dead_lettered) == (6, 2)

@@ -12,13 +12,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from aftersales_shared.events import CashbackApproved, Payee
+from aftersales_shared.events import CashbackApproved, CashbackCancelled, Payee
 from aftersales_shared.signing import (
     DEV_PRIVATE_FILE,
     DEV_PUBLIC_FILE,
     ApprovalSigner,
     ApprovalVerifier,
     approval_message,
+    cancellation_message,
     dev_key,
     key_id,
     main,
@@ -92,6 +93,42 @@ class TestTheCanonicalForm:
         changed = CashbackApproved.model_validate({**signed.model_dump(), **change})
         assert changed.signature == signed.signature  # the signature travels with the changed data
         assert ApprovalVerifier([signer.key.public_key()]).problem(changed) is not None
+
+
+class TestCancellations:
+    """case-api's approval key also signs its cancellations, over a form of their own."""
+
+    def test_the_form_is_fixed_and_every_field_covered(self) -> None:
+        cancellation = CashbackCancelled(
+            cashback_task_id="cb_1", order_id="o-1", shop_id="shop-a", reason="r"
+        )
+        assert cancellation_message(cancellation) == (
+            b"aftersales.cashback.cancelled.v1\n"
+            b'{"cashback_task_id":"cb_1","order_id":"o-1","reason":"r","shop_id":"shop-a"}'
+        )
+        signer = ApprovalSigner(Ed25519PrivateKey.generate())
+        verifier = ApprovalVerifier([signer.key.public_key()])
+        signed = signer.sign(cancellation)
+        assert verifier.problem(signed) is None
+        for change in ({"cashback_task_id": "cb_2"}, {"order_id": "o-2"}, {"shop_id": "b"}, {"reason": "s"}):
+            assert verifier.problem(signed.model_copy(update=change)) is not None
+
+    def test_a_signature_over_one_kind_is_worth_nothing_as_the_other(self) -> None:
+        """An approval's signature moved onto a cancellation of the same task (or back) does not verify."""
+        signer = ApprovalSigner(Ed25519PrivateKey.generate())
+        verifier = ApprovalVerifier([signer.key.public_key()])
+        approved = signer.sign(approval())
+        cancellation = CashbackCancelled(
+            cashback_task_id="cb_1", order_id="o-1", shop_id="shop-a", reason="price_difference"
+        )
+        moved = cancellation.model_copy(
+            update={"signature": approved.signature, "signature_key_id": approved.signature_key_id}
+        )
+        assert "does not match" in (verifier.problem(moved) or "")
+        back = approval().model_copy(
+            update={k: getattr(signer.sign(cancellation), k) for k in ("signature", "signature_key_id")}
+        )
+        assert "does not match" in (verifier.problem(back) or "")
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 7, 100])

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -112,10 +113,13 @@ def approved_as_sent(task_id: str, **data: Any) -> CloudEvent:
     return event.model_copy(update={"data": changed})
 
 
-def cancelled(task_id: str) -> CloudEvent:
+def cancelled(task_id: str, *, signer: ApprovalSigner | None = SIGNER) -> CloudEvent:
+    """A cancellation as case-api emits it, signed with its approval key (`signer`; None: unsigned)."""
     data = CashbackCancelled(
         cashback_task_id=task_id, order_id=f"o-{task_id}", shop_id="shop-a", reason="withdrawn by support"
     )
+    if signer is not None:
+        data = signer.sign(data)
     return envelope(
         source="/case-api", type="aftersales.cashback.cancelled.v1", subject=task_id, data=data, at=NOW
     )
@@ -192,6 +196,14 @@ class Worker(RunningService):
         while records := await self._consumer.fetch(max_records=1000, timeout_ms=50):
             await self.runner.handle_chunk(records)
             await self._consumer.commit({(r.topic, r.partition): r.offset + 1 for r in records})
+
+    async def parked(self) -> dict[str, str]:
+        """The events parked on the cashback DLQ: id → the error they were parked with."""
+        dlq = await self.bus.consumer(f"inspect-{uuid.uuid4().hex[:8]}", [topics.dlq(topics.CASHBACK)])
+        return {
+            CloudEvent.from_bytes(r.value).id: dict(r.headers)["error"].decode()
+            for r in await dlq.fetch(max_records=1000, timeout_ms=100)
+        }
 
     async def tick(self, when: datetime | None = None) -> None:
         if when is not None:

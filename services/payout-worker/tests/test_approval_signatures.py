@@ -1,6 +1,7 @@
 """payout-worker pays only an approval signed by a case-api key it trusts (defence in depth beside Kafka's
-ACLs, issue 11 item 2): anything else published to aftersales.cashback.v1 is never sent to the provider and
-comes back as a failed result (UNAUTHENTICATED_APPROVAL) with a WARNING. Paid through the provider
+ACLs, issue 11 item 2): anything else published to aftersales.cashback.v1 is never sent to the provider,
+opens no payout and answers nothing (a failed result would release the money of the real task a forgery
+names, and block its genuine approval): it is parked on the DLQ at once, with why. Paid through the provider
 simulator as a real process, whose own record shows what moved."""
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from payout_testing import (
     TRUSTED,
     Simulator,
     Worker,
+    any_db_worker,
     approved,
     approved_as_sent,
+    cancelled,
     publish,
     running_worker,
 )
@@ -70,41 +73,41 @@ def forged(task_id: str, **changes: Any) -> Any:
     return approved(task_id, amount=FORGED_AMOUNT, account=ATTACKER, **changes)
 
 
-async def refused_with_a_failed_result(w: Worker, task_id: str, simulator: Simulator) -> str:
-    payout = await w.payout(task_id)
-    assert (payout.status, payout.failure_code) == ("failed", "UNAUTHENTICATED_APPROVAL")
-    results = [r for r in await w.results() if r.data["cashback_task_id"] == task_id]
-    assert [(r.type, r.data["status"], r.data["failure_code"]) for r in results] == [
-        ("payouts.payout.failed.v1", "failed", "UNAUTHENTICATED_APPROVAL")
-    ]
+async def refused(w: Worker, event: CloudEvent, simulator: Simulator) -> str:
+    """Why the event was parked: it opened no payout, answered nothing and moved no money."""
+    task_id = event.data["cashback_task_id"]
+    assert task_id not in await w.statuses()
+    assert [r for r in await w.results() if r.data["cashback_task_id"] == task_id] == []
     assert all(t["remark"] != task_id for t in simulator.transfers()), "the simulator executed it"
-    return payout.failure_message or ""
+    error = (await w.parked())[event.id]
+    assert error.startswith("Refused: approval refused, not authenticated: ") and task_id in error
+    return error
 
 
 class TestForgedApprovals:
-    async def test_an_unsigned_forgery_is_never_paid_and_comes_back_failed(
+    async def test_an_unsigned_forgery_is_never_paid_nor_answered(
         self, paying: Worker, simulator: Simulator, caplog: pytest.LogCaptureFixture
     ) -> None:
         caplog.set_level(logging.WARNING)
-        await paying.deliver(forged("cb-invented", signer=None), approved("cb-genuine"))
+        forgery = forged("cb-invented", signer=None)
+        await paying.deliver(forgery, approved("cb-genuine"))
         await pay_everything(paying)
-        assert await paying.statuses() == {"cb-invented": "failed", "cb-genuine": "paid"}
-        message = await refused_with_a_failed_result(paying, "cb-invented", simulator)
-        assert "no signature" in message
+        assert await paying.statuses() == {"cb-genuine": "paid"}
+        assert "no signature" in await refused(paying, forgery, simulator)
         assert [t["remark"] for t in simulator.transfers()] == ["cb-genuine"]
         assert ATTACKER not in {t["payee_account"] for t in simulator.transfers()}
-        (warning,) = [r for r in caplog.records if "not authenticated" in r.getMessage()]
-        assert warning.levelno == logging.WARNING
-        assert warning.__dict__["cashback_task_id"] == "cb-invented"
+        (error,) = [r for r in caplog.records if "not authenticated" in r.getMessage()]
+        assert error.levelno == logging.ERROR and "cb-invented" in error.getMessage()
         assert ATTACKER not in caplog.text  # the payee is not logged
 
     async def test_a_forgery_signed_with_another_key_is_refused(
         self, paying: Worker, simulator: Simulator
     ) -> None:
         attacker = ApprovalSigner(Ed25519PrivateKey.generate())
-        await paying.deliver(forged("cb-invented", signer=attacker))
+        forgery = forged("cb-invented", signer=attacker)
+        await paying.deliver(forgery)
         await pay_everything(paying)
-        message = await refused_with_a_failed_result(paying, "cb-invented", simulator)
+        message = await refused(paying, forgery, simulator)
         assert "does not trust" in message and attacker.key_id in message
         assert simulator.stats()["transfer_items"] == 0
 
@@ -116,7 +119,7 @@ class TestForgedApprovals:
         event.data["signature_key_id"] = SIGNER.key_id
         await paying.deliver(event)
         await pay_everything(paying)
-        assert "does not match" in await refused_with_a_failed_result(paying, "cb-invented", simulator)
+        assert "does not match" in await refused(paying, event, simulator)
 
     @pytest.mark.parametrize(
         "tamper",
@@ -137,8 +140,7 @@ class TestForgedApprovals:
         event.data.update(tamper)
         await paying.deliver(event)
         await pay_everything(paying)
-        task_id = event.data["cashback_task_id"]
-        assert "does not match" in await refused_with_a_failed_result(paying, task_id, simulator)
+        assert "does not match" in await refused(paying, event, simulator)
         assert simulator.stats()["transfer_items"] == 0
 
     async def test_a_genuine_approval_is_paid(self, paying: Worker, simulator: Simulator) -> None:
@@ -152,7 +154,8 @@ class TestForgedApprovals:
         self, paying: Worker, simulator: Simulator, caplog: pytest.LogCaptureFixture
     ) -> None:
         """A chunk is verified approval by approval: the forgery (a genuine signature over a changed
-        payee) fails alone, every other task is paid once, delivered twice."""
+        payee) is parked alone and the rest applied as a chunk; every other task is paid once, delivered
+        twice."""
         caplog.set_level(logging.WARNING)
         genuine = [approved(f"cb-{i}") for i in range(40)]
         forgery = approved("cb-forged")
@@ -161,21 +164,84 @@ class TestForgedApprovals:
         await paying.deliver(*chunk)
         await paying.deliver(*chunk)  # redelivered (a rebalance, a restart): nothing changes
         await pay_everything(paying)
-        assert await paying.statuses() == {**{f"cb-{i}": "paid" for i in range(40)}, "cb-forged": "failed"}
-        assert "does not match" in await refused_with_a_failed_result(paying, "cb-forged", simulator)
+        assert await paying.statuses() == {f"cb-{i}": "paid" for i in range(40)}
         assert sorted(t["remark"] for t in simulator.transfers()) == sorted(f"cb-{i}" for i in range(40))
         assert not [r for r in caplog.records if "one by one" in r.getMessage()], "not handled as a chunk"
+        assert paying.runner.dead_lettered == 2  # once per delivery: each is a forgery as it arrives
+
+    @pytest.mark.parametrize(
+        "forgery",
+        [
+            forged("cb-1", signer=None),
+            forged("cb-1", signer=ApprovalSigner(Ed25519PrivateKey.generate())),
+            approved_as_sent("cb-1", payee=None),  # not even readable as an approval
+        ],
+        ids=["unsigned", "another-key", "unreadable"],
+    )
+    async def test_a_forgery_before_the_genuine_approval_does_not_fail_the_task(
+        self, paying: Worker, simulator: Simulator, forgery: CloudEvent
+    ) -> None:
+        """It names a real task whose approval is on its way: it is parked, answers nothing (a failed result
+        would release the task's money in case-api), and the genuine approval is then paid as usual."""
+        await paying.deliver(forgery)
+        assert await paying.statuses() == {} and await paying.results() == []
+        await paying.deliver(approved("cb-1"))
+        await pay_everything(paying)
+        assert await paying.statuses() == {"cb-1": "paid"}
+        assert [r.type for r in await paying.results()] == ["payouts.payout.paid.v1"]
+        assert [t["payee_account"] for t in simulator.transfers()] == ["zhangsan@example.com"]
 
     async def test_a_forgery_after_the_genuine_approval_changes_nothing(
         self, paying: Worker, simulator: Simulator
     ) -> None:
-        """R-CASHBACK-ONCE: the task already has its payout; the forgery is refused and dropped."""
+        """R-CASHBACK-ONCE: the task already has its payout; the forgery is refused and parked."""
         await paying.deliver(approved("cb-1"))
         await paying.deliver(forged("cb-1", signer=None))
         await pay_everything(paying)
         assert await paying.statuses() == {"cb-1": "paid"}
         assert [t["payee_account"] for t in simulator.transfers()] == ["zhangsan@example.com"]
         assert [r.type for r in await paying.results()] == ["payouts.payout.paid.v1"]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Worker]:
+    async for w in any_db_worker(request.param, tmp_path):
+        yield w
+
+
+def cancellation_forgeries(task_id: str) -> list[CloudEvent]:
+    """Cancellations case-api never sent: unsigned, another key's, and a genuine one's signature over
+    another task."""
+    attacker = ApprovalSigner(Ed25519PrivateKey.generate())
+    moved = cancelled("cb-other")
+    moved.data["cashback_task_id"] = task_id
+    return [cancelled(task_id, signer=None), cancelled(task_id, signer=attacker), moved]
+
+
+class TestForgedCancellations:
+    """A cancellation stops a payment (or records a clawback against a buyer): payout-worker acts only on
+    one case-api signed with its approval key. On SQLite and PostgreSQL."""
+
+    async def test_a_forged_cancellation_does_not_stop_a_payout(self, any_db: Worker) -> None:
+        await any_db.deliver(approved("cb-1"))
+        forgeries = cancellation_forgeries("cb-1")
+        await any_db.deliver(*forgeries)
+        assert await any_db.statuses() == {"cb-1": "pending"}
+        parked = await any_db.parked()
+        assert set(parked) == {f.id for f in forgeries}
+        assert all("cancellation refused, not authenticated" in why for why in parked.values())
+        await any_db.deliver(cancelled("cb-1"))  # the genuine one: applied
+        assert await any_db.statuses() == {"cb-1": "cancelled"}
+
+    async def test_a_forged_cancellation_records_no_clawback_against_a_paid_payout(
+        self, any_db: Worker
+    ) -> None:
+        await any_db.deliver(approved("cb-1"))
+        await pay_everything(any_db)
+        await any_db.deliver(*cancellation_forgeries("cb-1"))
+        payout = await any_db.payout("cb-1")
+        assert (payout.status, payout.clawback_requested_at) == ("paid", None)
+        assert any_db.runner.dead_lettered == 3
 
 
 class TestKeyRotation:
@@ -187,8 +253,8 @@ class TestKeyRotation:
             await w.deliver(
                 approved("cb-old"), approved("cb-new", signer=new), approved("cb-retired", signer=retired)
             )
-            assert await w.statuses() == {"cb-old": "pending", "cb-new": "pending", "cb-retired": "failed"}
-            assert (await w.payout("cb-retired")).failure_code == "UNAUTHENTICATED_APPROVAL"
+            assert await w.statuses() == {"cb-old": "pending", "cb-new": "pending"}
+            assert w.runner.dead_lettered == 1  # cb-retired: signed with a key no longer trusted
 
     def test_the_keys_are_base64_or_pem_and_checked_at_start(self) -> None:
         key = Ed25519PrivateKey.generate().public_key()
@@ -262,7 +328,7 @@ class TestTheDataFolderConvention:
                         break
                     await asyncio.sleep(0.05)
                 await w.deliver(forged("cb-invented", signer=None))
-                assert await w.statuses() == {task["id"]: "pending", "cb-invented": "failed"}
+                assert await w.statuses() == {task["id"]: "pending"}  # cb-invented: parked
         assert (tmp_path / DEV_PRIVATE_FILE).stat().st_mode & 0o077 == 0
         public = (tmp_path / DEV_PUBLIC_FILE).read_text().strip()
         assert public == public_text(dev_key(tmp_path).public_key())
@@ -324,7 +390,7 @@ class TestOnTheBroker:
     ) -> None:
         """A leaked Kafka password of case-api's (the one principal the ACLs let write approvals) is enough
         to publish, not to be paid: a worker process on Apache Kafka and PostgreSQL refuses every forgery,
-        sends only the genuine approval to the simulator, and reports the forgeries as failed results."""
+        sends only the genuine approval to the simulator, answers only it, and parks every forgery."""
         broker = kafka_broker()
         run = uuid.uuid4().hex[:8]
         genuine, unsigned, other_key, tampered = (
@@ -360,29 +426,24 @@ class TestOnTheBroker:
                     try:
                         worker.start()
                         await publish(publisher, events)
-                        worker.wait_for(lambda: len(worker.payouts()) == 4, "the approvals to be consumed")
+                        worker.wait_for(lambda: len(worker.payouts()) == 1, "the approvals to be consumed")
                         assert worker.call("POST", "/v1/batches/flush").status_code == 202
                         worker.wait_for(
                             lambda: payout_of(worker, genuine).status == "paid", "the genuine one to be paid"
                         )
-                        refused = {
-                            p.cashback_task_id: p.failure_code
-                            for p in worker.payouts()
-                            if p.status == "failed"
-                        }
+                        parked = await on_the_broker(broker, prefix, topics.dlq(topics.CASHBACK), 3)
+                        assert len(worker.payouts()) == 1
                     finally:
                         worker.stop()
             finally:
                 await publisher.stop()
-            results = await results_on_the_broker(broker, prefix, {unsigned, other_key, tampered, genuine})
-        assert refused == dict.fromkeys((unsigned, other_key, tampered), "UNAUTHENTICATED_APPROVAL")
+            results = await on_the_broker(broker, prefix, topics.PAYOUT_RESULTS, 1)
         assert [t["remark"] for t in simulator.transfers()] == [genuine]
-        assert results == {
-            unsigned: ("payouts.payout.failed.v1", "UNAUTHENTICATED_APPROVAL"),
-            other_key: ("payouts.payout.failed.v1", "UNAUTHENTICATED_APPROVAL"),
-            tampered: ("payouts.payout.failed.v1", "UNAUTHENTICATED_APPROVAL"),
-            genuine: ("payouts.payout.paid.v1", None),
-        }
+        assert set(parked) == {unsigned, other_key, tampered}
+        assert all(w.startswith("Refused: approval refused, not authenticated: ") for w in parked.values())
+        assert "no signature" in parked[unsigned] and "does not trust" in parked[other_key]
+        assert "does not match" in parked[tampered]
+        assert results == {genuine: "payouts.payout.paid.v1"}
 
 
 def payout_of(worker: WorkerProcess, task_id: str) -> Any:
@@ -390,21 +451,20 @@ def payout_of(worker: WorkerProcess, task_id: str) -> Any:
     return payout
 
 
-async def results_on_the_broker(
-    broker: Any, prefix: str, task_ids: set[str]
-) -> dict[str, tuple[str, str | None]]:
-    """The results payouts.results.v1 holds for these tasks, read as the admin from the beginning."""
-    bus = broker.bus(client_id="results-reader", topic_prefix=prefix)
+async def on_the_broker(broker: Any, prefix: str, topic: str, count: int) -> dict[str, str]:
+    """The first `count` records of `topic` in the namespace, read as the admin, by the cashback task
+    they name: the event type, or for a parked record the error it was parked with."""
+    bus = broker.bus(client_id="topic-reader", topic_prefix=prefix)
     await bus.start()
-    found: dict[str, tuple[str, str | None]] = {}
+    found: dict[str, str] = {}
     try:
-        consumer = await bus.consumer(f"results-reader-{uuid.uuid4().hex[:8]}", [topics.PAYOUT_RESULTS])
+        consumer = await bus.consumer(f"topic-reader-{uuid.uuid4().hex[:8]}", [topic])
         for _ in range(120):
             for record in await consumer.fetch(max_records=1000, timeout_ms=500):
                 event = CloudEvent.from_bytes(record.value)
-                if event.data.get("cashback_task_id") in task_ids:
-                    found[event.data["cashback_task_id"]] = (event.type, event.data.get("failure_code"))
-            if set(found) == task_ids:
+                error = dict(record.headers).get("error")
+                found[event.data["cashback_task_id"]] = error.decode() if error else event.type
+            if len(found) >= count:
                 break
     finally:
         await bus.stop()

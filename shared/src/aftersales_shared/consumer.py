@@ -10,7 +10,9 @@ whose handler deduplicates by a key of its own (`deduplicated`: the watcher's sc
 in the history it keeps anyway) get no inbox row: the inbox would be a second index of the same fact, and
 on the watcher's ingest its insert was the costliest statement (P3). If anything in
 a chunk fails, the chunk is rolled back and handled again one event at a time: failing records are retried
-with backoff and then parked on `<topic>.dlq` with the error in headers, so the partition moves on."""
+with backoff and then parked on `<topic>.dlq` with the error in headers, so the partition moves on. An event
+a handler refuses as not authenticated (`Refused`, or any PermissionError) is parked at once, with no retry,
+and the rest of its chunk is applied without it."""
 
 from __future__ import annotations
 
@@ -44,6 +46,17 @@ Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]]
 # Takes the row locks a transaction's events will need, before any of them is handled
 LockFirst = Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]]
+
+
+class Refused(PermissionError):
+    """Raised by a handler, before it changes anything, for the events it will not apply because they are
+    not authenticated (a forgery): no retry makes them so. Each is parked at once and the rest of its chunk
+    applied without it, so that a forgery among a thousand genuine events costs one more transaction, not a
+    thousand. `reasons`: event id → why."""
+
+    def __init__(self, reasons: Mapping[str, str]) -> None:
+        super().__init__("; ".join(reasons.values()))
+        self.reasons = dict(reasons)
 
 
 def by_partition(records: Sequence[Record]) -> dict[tuple[str, int], list[Record]]:
@@ -175,18 +188,34 @@ class ConsumerRunner(BackgroundLoop):
         return applied
 
     async def handle_chunk(self, records: Sequence[Record]) -> None:
-        """A fetch in one transaction; on any failure, again one record at a time."""
+        """A fetch in one transaction; on any failure, again one record at a time, but for the events a
+        handler refuses (`Refused`): those are parked and the rest is applied again as a chunk."""
         try:
-            events = [e for e in (CloudEvent.from_bytes(r.value) for r in records) if self._wants(e)]
+            read = [(r, CloudEvent.from_bytes(r.value)) for r in records]
+            events = [e for _, e in read if self._wants(e)]
             async with unit_of_work(self._sessions) as session:
                 await self._apply(session, await self._unseen(session, events))
+        except Refused as refused:
+            kept = [r for r, e in read if e.id not in refused.reasons]
+            if len(kept) == len(records):  # it names none of them: handled as any other failure
+                await self._one_by_one(records)
+                return
+            for record, event in read:
+                if event.id in refused.reasons:
+                    await self._dead_letter(record, f"{Refused.__name__}: {refused.reasons[event.id]}")
+            if kept:
+                await self.handle_chunk(kept)
+            return
         except Exception:
-            log.warning("a chunk of %d records failed; handling them one by one", len(records), exc_info=True)
-            for record in records:
-                await self.handle(record)
+            await self._one_by_one(records)
             return
         self.processed += len(events)
         EVENTS_HANDLED.labels(self.group, "handled").inc(len(events))
+
+    async def _one_by_one(self, records: Sequence[Record]) -> None:
+        log.warning("a chunk of %d records failed; handling them one by one", len(records), exc_info=True)
+        for record in records:
+            await self.handle(record)
 
     async def handle(self, record: Record) -> None:
         try:

@@ -88,8 +88,8 @@ class Payee(NulFree):
 
 class Signed(NulFree):
     """An event whose reader acts on it only when its signature verifies (aftersales_shared.signing): an
-    approval case-api signed, which payout-worker pays; a payout result payout-worker signed, which
-    case-api applies."""
+    approval (or cancellation) case-api signed, which payout-worker pays (or cancels); a payout result
+    payout-worker signed, which case-api applies."""
 
     signature: str | None = Field(
         None,
@@ -116,8 +116,10 @@ class CashbackApproved(Signed):
     approved_at: Instant
 
 
-class CashbackCancelled(NulFree):
-    """`aftersales.cashback.cancelled.v1`: a task withdrawn before it was paid."""
+class CashbackCancelled(Signed):
+    """`aftersales.cashback.cancelled.v1` on aftersales.cashback.v1: an approved task withdrawn, signed by
+    case-api with its approval key (payout-worker cancels a payout only on a cancellation it can
+    authenticate)."""
 
     cashback_task_id: str
     order_id: str

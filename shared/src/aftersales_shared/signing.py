@@ -1,12 +1,14 @@
 """case-api signs every cashback approval it emits; payout-worker pays only an approval whose signature it
-can verify. payout-worker signs every payout result it emits; case-api applies only a result whose
-signature it can verify. Defence in depth beside Kafka's ACLs: a principal that can write to
-aftersales.cashback.v1 still cannot invent, or change, an approval that pays, and one that can write to
-payouts.results.v1 cannot fail a payout that was made, which would give its money back to be paid again.
+can verify (and cancels a payout only on a cancellation case-api signed with the same key). payout-worker
+signs every payout result it emits; case-api applies only a result whose signature it can verify. Defence
+in depth beside Kafka's ACLs: a principal that can write to aftersales.cashback.v1 still cannot invent, or
+change, an approval that pays, nor stop one, and one that can write to payouts.results.v1 cannot fail a
+payout that was made, which would give its money back to be paid again.
 
-The signature is Ed25519 over a canonical form of the event (`approval_message`, `result_message`): the
-fields that decide who is paid what and for which task, in a fixed JSON rendering, behind the event
-type. Keys are named by a key id derived from the public key, so a reader can trust several (rotation).
+The signature is Ed25519 over a canonical form of the event (`approval_message`, `cancellation_message`,
+`result_message`): the fields that decide who is paid what and for which task, in a fixed JSON rendering,
+behind the event type. Keys are named by a key id derived from the public key, so a reader can trust
+several (rotation).
 
 Keys as settings: the private key as a PEM (PKCS#8) or the base64 of its 32 raw bytes; public keys as
 base64 of their 32 raw bytes (or PEM), several separated by commas. In the embedded development mode
@@ -26,7 +28,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -36,14 +38,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .clock import as_utc
-from .events import CashbackApproved, PayoutResult, Signed
+from .events import CashbackApproved, CashbackCancelled, PayoutResult, Signed
 
 # Threads that check a batch's signatures at once: the cores this process may run on, up to four.
 VERIFY_THREADS = min(
     4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 )
-# A signature over an approval (a result) is good for nothing else.
+# A signature over an approval (a cancellation, a result) is good for nothing else.
 DOMAIN = b"aftersales.cashback.approved.v1\n"
+CANCELLATION_DOMAIN = b"aftersales.cashback.cancelled.v1\n"
 RESULT_DOMAIN = b"payouts.payout.result.v1\n"
 DEV_PRIVATE_FILE = "approval-signing-key.pem"
 DEV_PUBLIC_FILE = "approval-signing-key.pub"
@@ -67,6 +70,25 @@ def approval_message(approval: CashbackApproved) -> bytes:
     return _canonical(DOMAIN, fields)
 
 
+def cancellation_message(cancellation: CashbackCancelled) -> bytes:
+    """The bytes signed: which task of which order and shop is withdrawn, and why."""
+    fields = {
+        "cashback_task_id": cancellation.cashback_task_id,
+        "order_id": cancellation.order_id,
+        "shop_id": cancellation.shop_id,
+        "reason": cancellation.reason,
+    }
+    return _canonical(CANCELLATION_DOMAIN, fields)
+
+
+# What case-api signs with its approval key: what payout-worker pays, and what stops a payment.
+Cashback = CashbackApproved | CashbackCancelled
+
+
+def cashback_message(item: Cashback) -> bytes:
+    return approval_message(item) if isinstance(item, CashbackApproved) else cancellation_message(item)
+
+
 def result_message(result: PayoutResult) -> bytes:
     """The bytes signed: every field that says which payout of which task ended how, and what it paid."""
     fields = {
@@ -87,7 +109,7 @@ def _instant(at: datetime) -> str:
     return as_utc(at).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _canonical(domain: bytes, fields: dict[str, str | None]) -> bytes:
+def _canonical(domain: bytes, fields: Mapping[str, str | None]) -> bytes:
     """The signed form: the domain, then the fields as sorted, compact, ASCII-only JSON."""
     return domain + json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
@@ -286,12 +308,12 @@ class Verifier(Generic[Item]):
         return None
 
 
-class ApprovalSigner(Signer[CashbackApproved]):
-    message = staticmethod(approval_message)
+class ApprovalSigner(Signer[Cashback]):
+    message = staticmethod(cashback_message)
 
 
-class ApprovalVerifier(Verifier[CashbackApproved]):
-    message = staticmethod(approval_message)
+class ApprovalVerifier(Verifier[Cashback]):
+    message = staticmethod(cashback_message)
 
 
 class ResultSigner(Signer[PayoutResult]):

@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 from aftersales_shared import topics
-from aftersales_shared.events import CloudEvent
+from aftersales_shared.events import CashbackCancelled, CloudEvent
+from aftersales_shared.signing import ApprovalVerifier
 from case_api_checks import assert_problem, outbox_rows, unchanged
 from case_api_testing import (
     PAYEE,
@@ -486,6 +487,9 @@ class TestRejectionCancelsCashback:
         assert (await read_task(api, task["id"]))["status"] == "cancelled"
         (event,) = await outbox_events(api, CANCELLED)
         assert event.data["cashback_task_id"] == task["id"] and event.data["order_id"] == "o-1"
+        # signed with the approval key: payout-worker cancels a payout only on what case-api signed
+        verifier = ApprovalVerifier([api.app.state.approval_signer.key.public_key()])
+        assert verifier.problem(CashbackCancelled.model_validate(event.data)) is None
         # on the cashback topic, keyed by the task like its approval, so payout-worker reads them in order
         rows = await outbox_rows(api, topics.CASHBACK)
         assert [r.key for r in rows if CloudEvent.from_bytes(r.payload).type == CANCELLED] == [task["id"]]

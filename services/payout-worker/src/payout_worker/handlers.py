@@ -2,10 +2,13 @@
 
 aftersales.cashback.approved.v1 → one ledger entry per cashback task (R-CASHBACK-ONCE), due by the
 cut-off of its working day (R-CASHBACK); held for review when it would pass a risk limit (limits.py); failed
-at once when it cannot be paid as sent (INVALID_APPROVAL) or is not signed by a case-api key payout-worker
-trusts (UNAUTHENTICATED_APPROVAL: aftersales_shared.signing), so that it is never paid.
+at once when case-api signed it but the ledger cannot hold it (INVALID_APPROVAL). One that is not signed by
+a case-api key payout-worker trusts (aftersales_shared.signing), or cannot even be read as an approval, is
+refused: parked on the DLQ with no payout and no result, so that a forgery naming a real task changes
+nothing.
 aftersales.cashback.cancelled.v1 → a payout not yet submitted is cancelled; one that may have been paid
-stands, and a clawback item is recorded for ops.
+stands, and a clawback item is recorded for ops. A cancellation case-api did not sign is refused as an
+approval is (a forged one would stop a genuine payment).
 Ops: release a held payout (→ pending), or cancel a held or pending one (→ a failed result,
 CANCELLED_BY_OPS). Results leave on payouts.results.v1 through the outbox, keyed by cashback task id.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, time
 from decimal import Decimal
 from typing import Any, TypeAlias
@@ -23,32 +26,28 @@ from aftersales_shared import contracts
 from aftersales_shared.auth import Principal
 from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import Clock, as_utc
-from aftersales_shared.consumer import BatchHandler, Handler
+from aftersales_shared.consumer import BatchHandler, Handler, Refused
 from aftersales_shared.db import insert_many, log_on_commit
 from aftersales_shared.events import CashbackApproved, CashbackCancelled, CloudEvent, PayoutResult
-from aftersales_shared.fields import Instant
-from aftersales_shared.money import MAX_AMOUNT, to_money
 from aftersales_shared.outbox import add_events
 from aftersales_shared.problems import conflict, not_found
 from aftersales_shared.signing import ApprovalVerifier, ResultSigner
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from . import repository as repo
 from .limits import Limits, limit_day
-from .models import CANCELLABLE, PAYEE_LENGTH, SENT, Payout, PayoutStatus
+from .models import CANCELLABLE, SENT, Payout, PayoutStatus
 from .providers.base import MIN_AMOUNT
 from .schedule import due_at
 
 log = logging.getLogger(__name__)
 SOURCE = "/payout-worker"
-# failure_code of a payout (and of its failed result) that payout-worker refused or ops cancelled
+# failure_code of a payout (and of its failed result) that payout-worker could not take or ops cancelled
 INVALID_APPROVAL = "INVALID_APPROVAL"
-UNAUTHENTICATED_APPROVAL = "UNAUTHENTICATED_APPROVAL"
 CANCELLED_BY_OPS = "CANCELLED_BY_OPS"
-# The widths of the columns an approval fills (models.Payout); payee fields are PAYEE_LENGTH.
+# The widths of the id columns an approval fills (models.Payout); the shared model limits the payee.
 TASK_ID_LENGTH, ORDER_ID_LENGTH, SHOP_ID_LENGTH, CASE_ID_LENGTH = 40, 64, 64, 40
-_INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
 
 
 # ---------------------------------------------------------------- approvals
@@ -56,8 +55,8 @@ _INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
 
 @dataclass(frozen=True)
 class InvalidApproval:
-    """An approval payout-worker cannot pay as sent, read as far as it goes (payee fields cut to the
-    columns, an unreadable amount as 0.00): it becomes a failed payout whose result releases the money."""
+    """An approval case-api signed that the ledger cannot hold as sent, its ids cut to the columns: it
+    becomes a failed payout whose result releases the money."""
 
     cashback_task_id: str
     order_id: str
@@ -69,113 +68,72 @@ class InvalidApproval:
     payee_name: str
     approved_at: datetime
     problem: str
-    code: str = INVALID_APPROVAL
 
 
 Approval: TypeAlias = CashbackApproved | InvalidApproval
 
 
 async def read_approvals(events: Sequence[CloudEvent], verifier: ApprovalVerifier) -> list[Approval]:
-    """The approval each event carries, or what can be read of one payout-worker cannot take; the
-    signatures are checked together (`ApprovalVerifier.problems`). Raises ValueError when an event names no
-    cashback task and order to answer to (it goes to the DLQ)."""
+    """The approval each event carries, its signature checked (all the events' together:
+    `ApprovalVerifier.problems`), or what the ledger can hold of one it cannot take as sent. Raises
+    `Refused`, before anything is written, for every event that is not an approval case-api signed: whoever
+    can write to the topic can send one, only case-api can sign one."""
     parsed = [_parsed(e) for e in events]
     checked = iter(await verifier.problems([p for p in parsed if not isinstance(p, str)]))
-    return [
-        _approval(e, p, None if isinstance(p, str) else next(checked))
-        for e, p in zip(events, parsed, strict=True)
-    ]
+    refused: dict[str, str] = {}
+    approvals: list[Approval] = []
+    for event, approval in zip(events, parsed, strict=True):
+        problem = approval if isinstance(approval, str) else next(checked)
+        if isinstance(approval, str) or problem is not None:
+            task = event.data.get("cashback_task_id")
+            refused[event.id] = f"approval refused, not authenticated: {problem} (cashback task {task!r:.60})"
+        else:
+            approvals.append(_fit(approval))
+    if refused:
+        raise Refused(refused)
+    return approvals
 
 
 def _parsed(event: CloudEvent) -> CashbackApproved | str:
-    """The event's approval, or why it is not one."""
+    """The event's approval, or why it cannot be read as one (and so cannot be authenticated)."""
     try:
         return CashbackApproved.model_validate(event.data)
     except ValidationError as exc:
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in exc.errors()[:3]
-        )
+        return "not an approval: " + _errors(exc)
 
 
-def _approval(event: CloudEvent, parsed: CashbackApproved | str, unauthenticated: str | None) -> Approval:
-    if isinstance(parsed, str):
-        return _lenient(event, parsed)
-    if unauthenticated is not None:
-        return _unauthenticated(event, parsed, unauthenticated)
-    if (unfit := _unfit(parsed)) is None:
-        return parsed
-    return _lenient(event, unfit)
+def _errors(exc: ValidationError) -> str:
+    """The first validation errors, without the values (which may be a payee's)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in exc.errors()[:3])
 
 
-def _unauthenticated(event: CloudEvent, approval: CashbackApproved, problem: str) -> InvalidApproval:
-    """Anyone who can write to the topic can send an approval; only case-api can sign one. Never paid:
-    failed at once, with a result (a forged approval naming a real task fails that task, loudly)."""
-    log.warning(
-        "approval refused, not authenticated: %s",
-        problem,
-        extra={
-            "event_id": event.id,
-            "cashback_task_id": approval.cashback_task_id[:TASK_ID_LENGTH],
-            "order_id": approval.order_id[:ORDER_ID_LENGTH],
-            "shop_id": approval.shop_id[:SHOP_ID_LENGTH],
-        },
-    )
-    return replace(_lenient(event, problem), code=UNAUTHENTICATED_APPROVAL)
-
-
-def _unfit(approval: CashbackApproved) -> str | None:
-    """What a valid approval carries that the ledger cannot hold (the shared model may not say)."""
+def _fit(approval: CashbackApproved) -> Approval:
+    """The approval, or an InvalidApproval when an id is wider than the ledger's column (the shared model
+    does not limit them; it does limit the payee and the amount). Raises ValueError when the task id does
+    not fit: no result could name the task."""
     for name, value, width in (
         ("cashback_task_id", approval.cashback_task_id, TASK_ID_LENGTH),
         ("order_id", approval.order_id, ORDER_ID_LENGTH),
         ("shop_id", approval.shop_id, SHOP_ID_LENGTH),
         ("case_id", approval.case_id or "", CASE_ID_LENGTH),
-        ("payee.alipay_account", approval.payee.alipay_account, PAYEE_LENGTH),
-        ("payee.name", approval.payee.name, PAYEE_LENGTH),
     ):
         if len(value) > width:
-            return f"{name}: {len(value)} characters, at most {width}"
-    if abs(approval.amount) > MAX_AMOUNT:
-        return f"amount: at most {MAX_AMOUNT}"
-    return None
-
-
-def _text(value: Any) -> str:
-    text = "" if value is None else value if isinstance(value, str) else str(value)
-    return text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
-
-
-def _lenient(event: CloudEvent, problem: str) -> InvalidApproval:
-    data = event.data
-    task_id, order_id = data.get("cashback_task_id"), data.get("order_id")
-    if not (
-        isinstance(task_id, str) and 0 < len(task_id) <= TASK_ID_LENGTH and "\x00" not in task_id and order_id
-    ):
-        raise ValueError(f"not an approval payout-worker can answer (no cashback task and order): {problem}")
-    sent_payee = data.get("payee")
-    payee: dict[str, Any] = sent_payee if isinstance(sent_payee, dict) else {}
-    try:
-        amount = to_money(data.get("amount"))
-        if abs(amount) > MAX_AMOUNT:
-            raise ValueError("out of range")
-    except (TypeError, ValueError):
-        amount = Decimal("0.00")
-    try:
-        approved_at = _INSTANT.validate_python(data.get("approved_at"))
-    except ValidationError:
-        approved_at = event.time
-    return InvalidApproval(
-        cashback_task_id=task_id,
-        order_id=_text(order_id)[:ORDER_ID_LENGTH],
-        shop_id=_text(data.get("shop_id"))[:SHOP_ID_LENGTH],
-        case_id=_text(data.get("case_id"))[:CASE_ID_LENGTH] or None,
-        reason=_text(data.get("reason"))[:200],
-        amount=amount,
-        payee_account=_text(payee.get("alipay_account"))[:PAYEE_LENGTH],
-        payee_name=_text(payee.get("name"))[:PAYEE_LENGTH],
-        approved_at=approved_at,
-        problem=problem,
-    )
+            problem = f"{name}: {len(value)} characters, at most {width}"
+            if name == "cashback_task_id":
+                raise ValueError(f"not an approval payout-worker can answer: {problem}")
+            return InvalidApproval(
+                cashback_task_id=approval.cashback_task_id,
+                order_id=approval.order_id[:ORDER_ID_LENGTH],
+                shop_id=approval.shop_id[:SHOP_ID_LENGTH],
+                case_id=(approval.case_id or "")[:CASE_ID_LENGTH] or None,
+                reason=approval.reason[:200],
+                amount=approval.amount,
+                payee_account=approval.payee.alipay_account,
+                payee_name=approval.payee.name,
+                approved_at=approval.approved_at,
+                problem=problem,
+            )
+    return approval
 
 
 def payout_row(
@@ -184,7 +142,7 @@ def payout_row(
     """The ledger entry of an approval, as column values (pending, or failed when it cannot be paid)."""
     status, failure_code, failure_message = PayoutStatus.pending, None, None
     if isinstance(data, InvalidApproval):
-        status, failure_code = PayoutStatus.failed, data.code
+        status, failure_code = PayoutStatus.failed, INVALID_APPROVAL
         failure_message = f"payout-worker cannot pay this approval: {data.problem}"[:500]
         payee_account, payee_name = data.payee_account, data.payee_name
     else:
@@ -336,6 +294,22 @@ class ResultQueue:
 # ---------------------------------------------------------------- cancellation and review
 
 
+def read_cancellation(event: CloudEvent, verifier: ApprovalVerifier) -> CashbackCancelled:
+    """The cancellation the event carries, its signature checked; raises `Refused` for one case-api did
+    not sign (or that cannot be read as one, and so cannot be authenticated)."""
+    try:
+        cancellation = CashbackCancelled.model_validate(event.data)
+        problem = verifier.problem(cancellation)
+    except ValidationError as exc:
+        problem = "not a cancellation: " + _errors(exc)
+    if problem is not None:
+        task = event.data.get("cashback_task_id")
+        raise Refused(
+            {event.id: f"cancellation refused, not authenticated: {problem} (cashback task {task!r:.60})"}
+        )
+    return cancellation
+
+
 async def cancel_for_task(session: AsyncSession, data: CashbackCancelled, now: datetime) -> None:
     """The task was cancelled in case-api (which has released its money already, so no result): a
     payout not yet sent is cancelled; one that may have been paid stands, as a clawback item for ops."""
@@ -455,7 +429,7 @@ def make_handlers(
         )
 
     async def cashback_cancelled(session: AsyncSession, event: CloudEvent) -> None:
-        await cancel_for_task(session, CashbackCancelled.model_validate(event.data), clock.now())
+        await cancel_for_task(session, read_cancellation(event, verifier), clock.now())
 
     return {contracts.CASHBACK_CANCELLED.type: cashback_cancelled}, {
         contracts.CASHBACK_APPROVED.type: cashback_approved

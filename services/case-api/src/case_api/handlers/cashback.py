@@ -196,11 +196,11 @@ def emit_cashback(ctx: Context, task: CashbackTask, what: str, reason: str = "")
             payee=Payee(**task.payee),
             approved_at=ctx.now,
         )
-        data = ctx.approval_signer.sign(data)  # payout-worker pays only what case-api signed
     else:
         data = CashbackCancelled(
             cashback_task_id=task.id, order_id=task.order_id, shop_id=task.shop_id, reason=reason
         )
+    data = ctx.approval_signer.sign(data)  # payout-worker acts only on what case-api signed
     contract = contracts.CASHBACK_APPROVED if what == "approved" else contracts.CASHBACK_CANCELLED
     add_event(ctx.session, contract, data, source=SOURCE, subject=task.id, at=ctx.now)
 

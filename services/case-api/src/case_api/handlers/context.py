@@ -19,6 +19,6 @@ class Context:
     principal: Principal  # a caller's key, or a named system actor for another service's event
     now: datetime
     calendar: BusinessCalendar
-    approval_signer: ApprovalSigner  # signs the cashback approvals a command emits
+    approval_signer: ApprovalSigner  # signs the cashback approvals and cancellations a command emits
     sla_working_days: int = 2
     message_channel: str = "webhook"  # where buyer messages go (messages.py): webhook or sms
