@@ -314,3 +314,80 @@ class TestRefused:
             inbox = (await session.exec(select(func.count()).select_from(InboxEntry))).one()  # type: ignore[call-overload]
         assert applied == [0, 2, 3, 4, 6, 7] and inbox == (6,)
         assert (runner.processed, runner.dead_lettered) == (6, 2)
+
+    async def test_a_flood_of_forgeries_refused_one_at_a_time_costs_a_pass_a_record_not_a_pass_a_forgery(
+        self, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+    ) -> None:
+        """A handler that takes one event at a time refuses each forgery on its own: after a second
+        refusal the rest of the chunk goes one record at a time, each forgery parked once, each genuine
+        event applied once."""
+        from aftersales_shared.bus.embedded import EmbeddedBus
+        from aftersales_shared.consumer import Refused
+
+        bus = EmbeddedBus(tmp_path / "events.db")
+        await bus.start()
+        calls = 0
+
+        async def handle(session: AsyncSession, e: CloudEvent) -> None:
+            nonlocal calls
+            calls += 1
+            if e.data["n"] % 3:
+                raise Refused({e.id: "forged"})
+            await session.exec(insert(effects), params=[{"event_id": e.id, "key": "a", "n": e.data["n"]}])  # type: ignore[call-overload]
+
+        runner = ConsumerRunner(
+            bus=bus, sessions=sessions, clock=SystemClock(), group="g", topics=["t"], handlers={TYPE: handle}
+        )
+        try:
+            await runner.handle_chunk([Record("t", 0, n, "a", event("a", n).to_bytes()) for n in range(600)])
+        finally:
+            await bus.stop()
+        async with sessions() as session:
+            applied = (await session.exec(select(effects.c.n).order_by(effects.c.n))).scalars().all()  # type: ignore[call-overload]
+        assert applied == list(range(0, 600, 3))
+        assert (runner.processed, runner.dead_lettered) == (200, 400)
+        assert calls < 3 * 600
+
+    async def test_an_event_from_a_topic_its_contract_does_not_name_is_parked(
+        self, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+    ) -> None:
+        """Each topic has one producer: a principal that may write the tracking topic must not speak for
+        case-api through it. The same event on its own topic is applied."""
+        from aftersales_shared import contracts, topics
+        from aftersales_shared.bus.embedded import EmbeddedBus
+
+        bus = EmbeddedBus(tmp_path / "events.db")
+        await bus.start()
+        kind = contracts.CASHBACK_CANCELLED.type
+        applied: list[str] = []
+
+        async def handle(session: AsyncSession, e: CloudEvent) -> None:
+            applied.append(e.id)
+
+        runner = ConsumerRunner(
+            bus=bus,
+            sessions=sessions,
+            clock=SystemClock(),
+            group="g",
+            topics=[topics.CASHBACK, topics.TRACKING],
+            handlers={kind: handle},
+        )
+
+        def record(topic: str, event_id: str) -> Record:
+            return Record(
+                topic, 0, 1, "a", event("a", 1, event_id).model_copy(update={"type": kind}).to_bytes()
+            )
+
+        try:
+            await runner.handle_chunk([record(topics.TRACKING, "evt-smuggled")])
+            await runner.handle(record(topics.TRACKING, "evt-smuggled-alone"))
+            await runner.handle_chunk([record(topics.CASHBACK, "evt-genuine")])
+            parked = await (await bus.consumer("inspect", [topics.dlq(topics.TRACKING)])).fetch(
+                timeout_ms=100
+            )
+        finally:
+            await bus.stop()
+        assert applied == ["evt-genuine"]
+        assert [dict(r.headers)["error"].decode() for r in parked] == [
+            f"Refused: {kind} is published on {topics.CASHBACK} only, not on {topics.TRACKING}"
+        ] * 2

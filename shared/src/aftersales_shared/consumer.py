@@ -11,8 +11,10 @@ in the history it keeps anyway) get no inbox row: the inbox would be a second in
 on the watcher's ingest its insert was the costliest statement (P3). If anything in
 a chunk fails, the chunk is rolled back and handled again one event at a time: failing records are retried
 with backoff and then parked on `<topic>.dlq` with the error in headers, so the partition moves on. An event
-a handler refuses as not authenticated (`Refused`, or any PermissionError) is parked at once, with no retry,
-and the rest of its chunk is applied without it."""
+a handler refuses (`Refused`: not authenticated, a forgery) is parked at once, with no retry, and the rest
+of its chunk is applied without it. So is an event read from a topic other than the one its contract names:
+each topic has one producer (the Kafka ACLs), and a principal that may write one topic must not speak,
+through it, for the producer of another (a warehouse's tracking topic carrying case events)."""
 
 from __future__ import annotations
 
@@ -49,14 +51,21 @@ LockFirst = Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]]
 
 
 class Refused(PermissionError):
-    """Raised by a handler, before it changes anything, for the events it will not apply because they are
-    not authenticated (a forgery): no retry makes them so. Each is parked at once and the rest of its chunk
-    applied without it, so that a forgery among a thousand genuine events costs one more transaction, not a
-    thousand. `reasons`: event id → why."""
+    """Raised by a handler, before it changes anything, for the events it will not apply and no retry
+    could change: not authenticated (a forgery), or naming nothing it could answer. Each is parked at once
+    and the rest of its chunk applied without it (`ConsumerRunner.handle_chunk`). `reasons`: id → why."""
 
     def __init__(self, reasons: Mapping[str, str]) -> None:
         super().__init__("; ".join(reasons.values()))
         self.reasons = dict(reasons)
+
+
+def _misplaced(record: Record, event: CloudEvent) -> str | None:
+    """Why the event may not be taken from the record's topic: its contract names another."""
+    contract = contracts.by_type(event.type)
+    if contract is None or contract.topic == record.topic:
+        return None
+    return f"{event.type} is published on {contract.topic} only, not on {record.topic}"
 
 
 def by_partition(records: Sequence[Record]) -> dict[tuple[str, int], list[Record]]:
@@ -188,29 +197,42 @@ class ConsumerRunner(BackgroundLoop):
         return applied
 
     async def handle_chunk(self, records: Sequence[Record]) -> None:
-        """A fetch in one transaction; on any failure, again one record at a time, but for the events a
-        handler refuses (`Refused`): those are parked and the rest is applied again as a chunk."""
-        try:
-            read = [(r, CloudEvent.from_bytes(r.value)) for r in records]
-            events = [e for _, e in read if self._wants(e)]
-            async with unit_of_work(self._sessions) as session:
-                await self._apply(session, await self._unseen(session, events))
-        except Refused as refused:
-            kept = [r for r, e in read if e.id not in refused.reasons]
-            if len(kept) == len(records):  # it names none of them: handled as any other failure
+        """A fetch in one transaction; on any failure, again one record at a time. The events a handler
+        refuses (`Refused`) are parked and the rest applied again as a chunk, once: refused again (another
+        run of events, or a handler that refuses one event at a time), the rest goes one record at a time,
+        so that a flood of forgeries costs a transaction a record, never a pass a forgery."""
+        for second_pass in (False, True):
+            try:
+                read = [(r, e) for r in records if self._wants(e := CloudEvent.from_bytes(r.value))]
+                if misplaced := {e.id: why for r, e in read if (why := _misplaced(r, e))}:
+                    raise Refused(misplaced)
+                events = [e for _, e in read]
+                async with unit_of_work(self._sessions) as session:
+                    await self._apply(session, await self._unseen(session, events))
+            except Refused as refused:
+                kept = await self._park_refused(read, refused)
+                if len(kept) == len(read) or second_pass:  # it named none of them, or a second refusal
+                    await self._one_by_one(kept)
+                    return
+                records = kept
+                continue
+            except Exception:
                 await self._one_by_one(records)
                 return
-            for record, event in read:
-                if event.id in refused.reasons:
-                    await self._dead_letter(record, f"{Refused.__name__}: {refused.reasons[event.id]}")
-            if kept:
-                await self.handle_chunk(kept)
+            self.processed += len(events)
+            EVENTS_HANDLED.labels(self.group, "handled").inc(len(events))
             return
-        except Exception:
-            await self._one_by_one(records)
-            return
-        self.processed += len(events)
-        EVENTS_HANDLED.labels(self.group, "handled").inc(len(events))
+
+    async def _park_refused(self, read: list[tuple[Record, CloudEvent]], refused: Refused) -> list[Record]:
+        """Park the record of each refused event (its first delivery in the chunk: the one the inbox let
+        through to the handler); return the others."""
+        kept: list[Record] = []
+        for record, event in read:
+            if (why := refused.reasons.pop(event.id, None)) is not None:
+                await self._dead_letter(record, f"{Refused.__name__}: {why}")
+            else:
+                kept.append(record)
+        return kept
 
     async def _one_by_one(self, records: Sequence[Record]) -> None:
         log.warning("a chunk of %d records failed; handling them one by one", len(records), exc_info=True)
@@ -224,6 +246,9 @@ class ConsumerRunner(BackgroundLoop):
             await self._dead_letter(record, f"not a CloudEvent: {exc.errors()[:1]}")
             return
         if not self._wants(event):
+            return
+        if why := _misplaced(record, event):
+            await self._dead_letter(record, f"{Refused.__name__}: {why}")
             return
         with log_context(event_id=event.id, event_type=event.type, topic=record.topic):
             await self._handle_event(record, event)
@@ -241,9 +266,9 @@ class ConsumerRunner(BackgroundLoop):
                 return
             except Exception as exc:
                 log.warning("handler failed (attempt %d/%d)", attempt, self._max_attempts, exc_info=True)
-                # Refused as not authenticated (PermissionError): no retry makes it so, and a flood of
-                # forgeries must not hold the partition up for the retries' backoff.
-                if attempt == self._max_attempts or isinstance(exc, PermissionError):
+                # Refused (a forgery): no retry makes it genuine, and a flood of forgeries must not hold
+                # the partition up for the retries' backoff.
+                if attempt == self._max_attempts or isinstance(exc, Refused):
                     await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
                     return
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))

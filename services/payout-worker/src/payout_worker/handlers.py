@@ -81,17 +81,21 @@ async def read_approvals(events: Sequence[CloudEvent], verifier: ApprovalVerifie
     parsed = [_parsed(e) for e in events]
     checked = iter(await verifier.problems([p for p in parsed if not isinstance(p, str)]))
     refused: dict[str, str] = {}
-    approvals: list[Approval] = []
     for event, approval in zip(events, parsed, strict=True):
-        problem = approval if isinstance(approval, str) else next(checked)
-        if isinstance(approval, str) or problem is not None:
-            task = event.data.get("cashback_task_id")
-            refused[event.id] = f"approval refused, not authenticated: {problem} (cashback task {task!r:.60})"
+        if isinstance(approval, str):
+            why = f"not authenticated: {approval}"
+        elif (problem := next(checked)) is not None:
+            why = f"not authenticated: {problem}"
+        elif len(approval.cashback_task_id) > TASK_ID_LENGTH:
+            width = len(approval.cashback_task_id)
+            why = f"no result could name its task: its id has {width} characters, at most {TASK_ID_LENGTH}"
         else:
-            approvals.append(_fit(approval))
+            continue
+        task = event.data.get("cashback_task_id")
+        refused[event.id] = f"approval refused, {why} (cashback task {task!r:.60})"
     if refused:
         raise Refused(refused)
-    return approvals
+    return [_fit(p) for p in parsed if not isinstance(p, str)]
 
 
 def _parsed(event: CloudEvent) -> CashbackApproved | str:
@@ -109,18 +113,13 @@ def _errors(exc: ValidationError) -> str:
 
 def _fit(approval: CashbackApproved) -> Approval:
     """The approval, or an InvalidApproval when an id is wider than the ledger's column (the shared model
-    does not limit them; it does limit the payee and the amount). Raises ValueError when the task id does
-    not fit: no result could name the task."""
+    does not limit them; it does limit the payee and the amount; the task id was checked already)."""
     for name, value, width in (
-        ("cashback_task_id", approval.cashback_task_id, TASK_ID_LENGTH),
         ("order_id", approval.order_id, ORDER_ID_LENGTH),
         ("shop_id", approval.shop_id, SHOP_ID_LENGTH),
         ("case_id", approval.case_id or "", CASE_ID_LENGTH),
     ):
         if len(value) > width:
-            problem = f"{name}: {len(value)} characters, at most {width}"
-            if name == "cashback_task_id":
-                raise ValueError(f"not an approval payout-worker can answer: {problem}")
             return InvalidApproval(
                 cashback_task_id=approval.cashback_task_id,
                 order_id=approval.order_id[:ORDER_ID_LENGTH],
@@ -131,7 +130,7 @@ def _fit(approval: CashbackApproved) -> Approval:
                 payee_account=approval.payee.alipay_account,
                 payee_name=approval.payee.name,
                 approved_at=approval.approved_at,
-                problem=problem,
+                problem=f"{name}: {len(value)} characters, at most {width}",
             )
     return approval
 

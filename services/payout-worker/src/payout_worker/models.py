@@ -43,7 +43,7 @@ CANCELLABLE = (PayoutStatus.pending, PayoutStatus.batched, PayoutStatus.held_for
 SENT = (PayoutStatus.submitted, PayoutStatus.unknown, PayoutStatus.paid)
 # What counts toward the risk limits' daily totals (limits.py): every payout that may be paid unreviewed.
 COUNTED = (PayoutStatus.pending, PayoutStatus.batched, *SENT)
-PAYEE_LENGTH = 100  # the payee columns' width: longer approvals are refused as INVALID_APPROVAL
+PAYEE_LENGTH = 100  # the payee columns' width (the shared Payee model's limit: nothing longer is signed)
 
 
 class Payout(SQLModel, table=True):

@@ -20,7 +20,7 @@ from functools import partial
 from aftersales_shared import contracts
 from aftersales_shared.auth import Role, system_actor
 from aftersales_shared.clock import as_utc
-from aftersales_shared.consumer import Handler
+from aftersales_shared.consumer import Handler, Refused
 from aftersales_shared.events import CloudEvent, PayoutResult
 from aftersales_shared.problems import Problem
 from aftersales_shared.signing import ResultVerifier
@@ -59,9 +59,11 @@ def _authenticated(event: CloudEvent, verifier: ResultVerifier) -> PayoutResult:
     if problem is None and event.type != contracts.PAYOUT_EVENTS[result.status].type:
         problem = f"its type {event.type} is not that of its signed status {result.status}"
     if problem is not None:
-        raise PermissionError(
-            f"payout result refused, not authenticated: {problem} (payout {result.payout_id:.40}, "
-            f"cashback task {result.cashback_task_id:.40})"
+        raise Refused(
+            {
+                event.id: f"payout result refused, not authenticated: {problem} "
+                f"(payout {result.payout_id:.40}, cashback task {result.cashback_task_id:.40})"
+            }
         )
     return result
 
