@@ -49,7 +49,7 @@ from payout_testing import (
 )
 from payout_worker.config import Settings
 from payout_worker.providers.simulator import SimulatorProvider
-from test_crash import WorkerProcess, worker_env
+from test_crash import WorkerProcess, broker_worker_env
 
 ROOT = Path(__file__).resolve().parents[3]
 ATTACKER = "attacker@example.com"
@@ -414,14 +414,7 @@ class TestOnTheBroker:
             await publisher.start()
             try:
                 async with fresh_postgres_database("payout_worker_forgery") as url:
-                    env = worker_env(
-                        tmp_path,
-                        simulator,
-                        DATABASE_URL=url,
-                        PAYOUT_WORKER_DATABASE_NAME=url.rsplit("/", 1)[1],
-                        KAFKA_TOPIC_PREFIX=prefix,
-                        **broker.service_env("payout-worker"),
-                    )
+                    env = broker_worker_env(tmp_path, simulator, broker, url, prefix)
                     worker = WorkerProcess(env, int(env["PAYOUT_WORKER_PORT"]))
                     try:
                         worker.start()

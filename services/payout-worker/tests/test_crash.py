@@ -115,6 +115,20 @@ def worker_env(tmp_path: Path, simulator: Simulator, **extra: str) -> dict[str, 
     }
 
 
+def broker_worker_env(
+    tmp_path: Path, simulator: Simulator, broker: BrokerAccess, url: str, prefix: str
+) -> dict[str, str]:
+    """A worker process as itself on the broker, in the topic namespace `prefix`, on PostgreSQL at `url`."""
+    return worker_env(
+        tmp_path,
+        simulator,
+        DATABASE_URL=url,
+        PAYOUT_WORKER_DATABASE_NAME=url.rsplit("/", 1)[1],
+        KAFKA_TOPIC_PREFIX=prefix,
+        **broker.service_env("payout-worker"),
+    )
+
+
 async def crash_and_recover(
     tmp_path: Path, simulator: Simulator, bus: Bus, env: dict[str, str], moment: str
 ) -> None:
@@ -182,14 +196,7 @@ class TestCrashKafkaPostgres:
             await bus.start()
             try:
                 async with fresh_postgres_database("payout_worker_crash") as url:
-                    env = worker_env(
-                        tmp_path,
-                        simulator,
-                        DATABASE_URL=url,
-                        PAYOUT_WORKER_DATABASE_NAME=url.rsplit("/", 1)[1],
-                        KAFKA_TOPIC_PREFIX=prefix,
-                        **broker.service_env("payout-worker"),
-                    )
+                    env = broker_worker_env(tmp_path, simulator, broker, url, prefix)
                     await crash_and_recover(tmp_path, simulator, bus, env, moment)
             finally:
                 await bus.stop()
