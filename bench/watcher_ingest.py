@@ -3,7 +3,9 @@ watcher's PostgreSQL database, beside a bare aiokafka `getmany` loop over the sa
 
 Produces `--events` tracking events (default 200,000: 40,000 parcels x created, picked_up, in_transit,
 out_for_delivery, delivered, interleaved as warehouses send them) as CloudEvents keyed by tracking number
-to a fresh topic (6 partitions). Then, each reading the whole topic with a consumer group of its own:
+to a fresh `logistics.tracking.v1` in a namespace of its own (a KAFKA_TOPIC_PREFIX; 6 partitions): the
+watcher takes tracking events from that topic only. Then, each reading the whole topic with a consumer
+group of its own:
   bare        AIOKafkaConsumer.getmany(max_records=2000) counting messages, offsets committed per batch
   watcher     the watcher's consumer (the shared ConsumerRunner with the service's handlers) on
               KafkaBus, into a freshly migrated PostgreSQL database: a fetch of up to 4,000 records
@@ -38,6 +40,7 @@ from aftersales_shared.db import make_engine, session_factory
 from aftersales_shared.events import CloudEvent
 from aftersales_shared.migrations import upgrade
 from aftersales_shared.testing_kafka import broker_access
+from aftersales_shared.topics import TRACKING
 from create_case import CLK_TCK, CpuMeter
 from logistics_watcher.config import Settings
 from logistics_watcher.consumers import DEDUPLICATED, event_handlers, keep_startup_objects_out_of_gc
@@ -79,12 +82,13 @@ def events(total: int) -> list[tuple[str, bytes]]:
     return out
 
 
-async def produce(servers: str, topic: str, total: int) -> None:
+async def produce(servers: str, prefix: str, total: int) -> None:
     from aiokafka import AIOKafkaProducer
 
     broker = broker_access(servers)  # the admin: the bench's topics are its own
-    bus = broker.bus(client_id="bench-admin", partitions=PARTITIONS, topics=[topic])
+    bus = broker.bus(client_id="bench-admin", partitions=PARTITIONS, topic_prefix=prefix, topics=[TRACKING])
     await bus.ensure_topics()
+    topic = prefix + TRACKING
     producer = AIOKafkaProducer(**broker.client_options(), acks="all", linger_ms=5, max_batch_size=512 * 1024)
     await producer.start()
     try:
@@ -96,11 +100,11 @@ async def produce(servers: str, topic: str, total: int) -> None:
         await producer.stop()
 
 
-async def bare(servers: str, topic: str, total: int) -> float:
+async def bare(servers: str, prefix: str, total: int) -> float:
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
-        topic,
+        prefix + TRACKING,
         **broker_access(servers).client_options(),
         group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False,
@@ -138,18 +142,20 @@ async def fresh_database(server: str) -> AsyncIterator[str]:
 
 
 async def through_watcher(
-    servers: str, topic: str, server_url: str, total: int, batched: bool, seconds: float
+    servers: str, prefix: str, server_url: str, total: int, batched: bool, seconds: float
 ) -> tuple[float, int]:
     """Events/s through the watcher's consumer (batched or one per transaction), and how many it handled."""
     async with fresh_database(server_url) as url:
         engine = make_engine(url)
         settings, clock = Settings(), FrozenClock(START + timedelta(days=2))
-        bus = broker_access(servers).bus(client_id="bench-watcher", partitions=PARTITIONS, topics=[topic])
+        bus = broker_access(servers).bus(
+            client_id="bench-watcher", partitions=PARTITIONS, topic_prefix=prefix, topics=[TRACKING]
+        )
         common = {
             "bus": bus,
             "sessions": session_factory(engine),
             "clock": clock,
-            "topics": [topic],
+            "topics": [TRACKING],
             "group": f"bench-watcher-{uuid.uuid4().hex[:8]}",
         }
         single, batch = event_handlers(settings, clock)
@@ -195,12 +201,12 @@ def cpu_per_event(meter: CpuMeter, events: int) -> str:
 
 
 async def main(args: argparse.Namespace) -> int:
-    topic = f"bench.tracking.{uuid.uuid4().hex[:8]}"
-    await produce(args.bootstrap_servers, topic, args.events)
-    bare_rate = await bare(args.bootstrap_servers, topic, args.events)
+    prefix = f"bench.{uuid.uuid4().hex[:8]}."  # the watcher reads tracking events from their own topic only
+    await produce(args.bootstrap_servers, prefix, args.events)
+    bare_rate = await bare(args.bootstrap_servers, prefix, args.events)
     print(f"bare getmany   {bare_rate:10,.0f} events/s", flush=True)
     rate, handled = await through_watcher(
-        args.bootstrap_servers, topic, args.database_url, args.events, True, 150
+        args.bootstrap_servers, prefix, args.database_url, args.events, True, 150
     )
     settings = Settings()
     print(
@@ -209,7 +215,7 @@ async def main(args: argparse.Namespace) -> int:
         flush=True,
     )
     one_rate, one_handled = await through_watcher(
-        args.bootstrap_servers, topic, args.database_url, args.per_record_events, False, 60
+        args.bootstrap_servers, prefix, args.database_url, args.per_record_events, False, 60
     )
     print(
         f"per-record     {one_rate:10,.0f} events/s  ({one_handled:,} events, one record per transaction)",
