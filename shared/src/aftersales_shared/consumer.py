@@ -197,15 +197,15 @@ class ConsumerRunner(BackgroundLoop):
         return applied
 
     async def handle_chunk(self, records: Sequence[Record]) -> None:
-        """A fetch in one transaction; on any failure, again one record at a time. The events a handler
-        refuses (`Refused`) are parked and the rest applied again as a chunk, once: refused again (another
-        run of events, or a handler that refuses one event at a time), the rest goes one record at a time,
-        so that a flood of forgeries costs a transaction a record, never a pass a forgery."""
+        """A fetch in one transaction; on any failure, again one record at a time. A record that no retry
+        could apply (not a CloudEvent, or from a topic its contract does not name) is parked before the
+        chunk is applied, and so are the events a handler refuses (`Refused`), after which the rest is
+        applied again as a chunk, once: refused again (another run of events, or a handler that refuses one
+        event at a time), the rest goes one record at a time. So one bad record costs its chunk nothing, and
+        a flood of forgeries costs a transaction a record, never a pass a forgery."""
+        read = await self._readable(records)
         for second_pass in (False, True):
             try:
-                read = [(r, e) for r in records if self._wants(e := CloudEvent.from_bytes(r.value))]
-                if misplaced := {e.id: why for r, e in read if (why := _misplaced(r, e))}:
-                    raise Refused(misplaced)
                 events = [e for _, e in read]
                 async with unit_of_work(self._sessions) as session:
                     await self._apply(session, await self._unseen(session, events))
@@ -214,64 +214,75 @@ class ConsumerRunner(BackgroundLoop):
                 if len(kept) == len(read) or second_pass:  # it named none of them, or a second refusal
                     await self._one_by_one(kept)
                     return
-                records = kept
+                read = kept
                 continue
             except Exception:
-                await self._one_by_one(records)
+                await self._one_by_one(read)
                 return
             self.processed += len(events)
             EVENTS_HANDLED.labels(self.group, "handled").inc(len(events))
             return
 
-    async def _park_refused(self, read: list[tuple[Record, CloudEvent]], refused: Refused) -> list[Record]:
+    async def _readable(self, records: Sequence[Record]) -> list[tuple[Record, CloudEvent]]:
+        """Each record's event, where this group wants it; a record that no retry could apply is parked at
+        once: one that is not a CloudEvent, or one read from a topic its event's contract does not name."""
+        read = []
+        for record in records:
+            try:
+                event = CloudEvent.from_bytes(record.value)
+            except ValidationError as exc:
+                await self._dead_letter(record, f"not a CloudEvent: {exc.errors()[:1]}")
+                continue
+            if not self._wants(event):
+                continue
+            if why := _misplaced(record, event):
+                await self._dead_letter(record, f"{Refused.__name__}: {why}")
+                continue
+            read.append((record, event))
+        return read
+
+    async def _park_refused(
+        self, read: list[tuple[Record, CloudEvent]], refused: Refused
+    ) -> list[tuple[Record, CloudEvent]]:
         """Park the record of each refused event (its first delivery in the chunk: the one the inbox let
         through to the handler); return the others."""
-        kept: list[Record] = []
+        kept = []
         for record, event in read:
             if (why := refused.reasons.pop(event.id, None)) is not None:
                 await self._dead_letter(record, f"{Refused.__name__}: {why}")
             else:
-                kept.append(record)
+                kept.append((record, event))
         return kept
 
-    async def _one_by_one(self, records: Sequence[Record]) -> None:
-        log.warning("a chunk of %d records failed; handling them one by one", len(records), exc_info=True)
-        for record in records:
-            await self.handle(record)
-
-    async def handle(self, record: Record) -> None:
-        try:
-            event = CloudEvent.from_bytes(record.value)
-        except ValidationError as exc:
-            await self._dead_letter(record, f"not a CloudEvent: {exc.errors()[:1]}")
-            return
-        if not self._wants(event):
-            return
-        if why := _misplaced(record, event):
-            await self._dead_letter(record, f"{Refused.__name__}: {why}")
-            return
-        with log_context(event_id=event.id, event_type=event.type, topic=record.topic):
+    async def _one_by_one(self, read: list[tuple[Record, CloudEvent]]) -> None:
+        log.warning("a chunk of %d records failed; handling them one by one", len(read), exc_info=True)
+        for record, event in read:
             await self._handle_event(record, event)
 
+    async def handle(self, record: Record) -> None:
+        for read, event in await self._readable([record]):
+            await self._handle_event(read, event)
+
     async def _handle_event(self, record: Record, event: CloudEvent) -> None:
-        for attempt in range(1, self._max_attempts + 1):
-            try:
-                async with unit_of_work(self._sessions) as session:
-                    if event.type in self._deduplicated or not await already_processed(
-                        session, self.group, event.id, self._clock.now()
-                    ):
-                        await self._apply(session, [event])
-                self.processed += 1
-                EVENTS_HANDLED.labels(self.group, "handled").inc()
-                return
-            except Exception as exc:
-                log.warning("handler failed (attempt %d/%d)", attempt, self._max_attempts, exc_info=True)
-                # Refused (a forgery): no retry makes it genuine, and a flood of forgeries must not hold
-                # the partition up for the retries' backoff.
-                if attempt == self._max_attempts or isinstance(exc, Refused):
-                    await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
+        with log_context(event_id=event.id, event_type=event.type, topic=record.topic):
+            for attempt in range(1, self._max_attempts + 1):
+                try:
+                    async with unit_of_work(self._sessions) as session:
+                        if event.type in self._deduplicated or not await already_processed(
+                            session, self.group, event.id, self._clock.now()
+                        ):
+                            await self._apply(session, [event])
+                    self.processed += 1
+                    EVENTS_HANDLED.labels(self.group, "handled").inc()
                     return
-                await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
+                except Exception as exc:
+                    log.warning("handler failed (attempt %d/%d)", attempt, self._max_attempts, exc_info=True)
+                    # Refused (a forgery): no retry makes it genuine, and a flood of forgeries must not hold
+                    # the partition up for the retries' backoff.
+                    if attempt == self._max_attempts or isinstance(exc, Refused):
+                        await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
+                        return
+                    await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
 
     async def _dead_letter(self, record: Record, error: str) -> None:
         headers = (
