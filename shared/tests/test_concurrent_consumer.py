@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aftersales_shared.bus import Bus, Consumer, OutRecord, Record
 from aftersales_shared.clock import SystemClock
-from aftersales_shared.consumer import ConsumerRunner
+from aftersales_shared.consumer import BatchHandler, ConsumerRunner, Handler
 from aftersales_shared.db import make_engine, session_factory, unit_of_work
 from aftersales_shared.events import CloudEvent
 from aftersales_shared.outbox import InboxEntry, unseen
@@ -268,6 +268,25 @@ class TestLockFirst:
         ]
 
 
+def runner_of(
+    bus: Bus,
+    sessions: async_sessionmaker[AsyncSession],
+    topics: Sequence[str] = ("t",),
+    handlers: Mapping[str, Handler] | None = None,
+    batch_handlers: Mapping[str, BatchHandler] | None = None,
+) -> ConsumerRunner:
+    """A runner of group "g" with these handlers."""
+    return ConsumerRunner(
+        bus=bus,
+        sessions=sessions,
+        clock=SystemClock(),
+        group="g",
+        topics=topics,
+        handlers=handlers or {},
+        batch_handlers=batch_handlers,
+    )
+
+
 class TestRefused:
     async def test_refused_events_are_parked_at_once_and_the_rest_applied_as_a_chunk(
         self, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
@@ -290,15 +309,7 @@ class TestRefused:
             rows = [{"event_id": e.id, "key": e.subject, "n": e.data["n"]} for e in events]
             await session.exec(insert(effects), params=rows)  # type: ignore[call-overload]
 
-        runner = ConsumerRunner(
-            bus=bus,
-            sessions=sessions,
-            clock=SystemClock(),
-            group="g",
-            topics=["t"],
-            handlers={},
-            batch_handlers={TYPE: apply},
-        )
+        runner = runner_of(bus, sessions, batch_handlers={TYPE: apply})
         try:
             await runner.handle_chunk([Record("t", 0, n, "a", event("a", n).to_bytes()) for n in range(8)])
             parked = await (await bus.consumer("inspect", [dlq_of("t")])).fetch(timeout_ms=100)
@@ -335,9 +346,7 @@ class TestRefused:
                 raise Refused({e.id: "forged"})
             await session.exec(insert(effects), params=[{"event_id": e.id, "key": "a", "n": e.data["n"]}])  # type: ignore[call-overload]
 
-        runner = ConsumerRunner(
-            bus=bus, sessions=sessions, clock=SystemClock(), group="g", topics=["t"], handlers={TYPE: handle}
-        )
+        runner = runner_of(bus, sessions, handlers={TYPE: handle})
         try:
             await runner.handle_chunk([Record("t", 0, n, "a", event("a", n).to_bytes()) for n in range(600)])
         finally:
@@ -364,14 +373,7 @@ class TestRefused:
         async def handle(session: AsyncSession, e: CloudEvent) -> None:
             applied.append(e.id)
 
-        runner = ConsumerRunner(
-            bus=bus,
-            sessions=sessions,
-            clock=SystemClock(),
-            group="g",
-            topics=[topics.CASHBACK, topics.TRACKING],
-            handlers={kind: handle},
-        )
+        runner = runner_of(bus, sessions, topics=[topics.CASHBACK, topics.TRACKING], handlers={kind: handle})
 
         def record(topic: str, event_id: str) -> Record:
             return Record(
@@ -406,15 +408,7 @@ class TestRefused:
         async def apply(session: AsyncSession, events: list[CloudEvent]) -> None:
             chunks.append([e.data["n"] for e in events])
 
-        runner = ConsumerRunner(
-            bus=bus,
-            sessions=sessions,
-            clock=SystemClock(),
-            group="g",
-            topics=["t"],
-            handlers={},
-            batch_handlers={TYPE: apply},
-        )
+        runner = runner_of(bus, sessions, batch_handlers={TYPE: apply})
         records = [Record("t", 0, n, "a", event("a", n).to_bytes()) for n in range(6)]
         records.insert(3, Record("t", 0, 99, "a", b'{"not": "an event"}'))
         try:

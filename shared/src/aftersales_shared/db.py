@@ -61,11 +61,16 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 def log_on_commit(
-    session: AsyncSession, logger: logging.Logger, message: str, *args: Any, **ids: Any
+    session: AsyncSession,
+    logger: logging.Logger,
+    message: str,
+    *args: Any,
+    level: int = logging.INFO,
+    **ids: Any,
 ) -> None:
-    """An INFO line about a change, written once its transaction commits: a change rolled back (a
-    conflict, a batch retried one by one) is not logged, nor logged twice."""
-    session.info.setdefault(_PENDING_LOGS, []).append((logger, message, args, ids))
+    """A line about a change (INFO unless `level` says), written once its transaction commits: a change
+    rolled back (a conflict, a batch retried one by one) is not logged, nor logged twice."""
+    session.info.setdefault(_PENDING_LOGS, []).append((logger, level, message, args, ids))
 
 
 _PENDING_LOGS = "pending_logs"
@@ -73,8 +78,8 @@ _PENDING_LOGS = "pending_logs"
 
 @event.listens_for(Session, "after_commit")
 def _write_pending_logs(session: Session) -> None:
-    for logger, message, args, ids in session.info.pop(_PENDING_LOGS, ()):
-        logger.info(message, *args, extra=ids)
+    for logger, level, message, args, ids in session.info.pop(_PENDING_LOGS, ()):
+        logger.log(level, message, *args, extra=ids)
 
 
 @event.listens_for(Session, "after_rollback")

@@ -44,7 +44,14 @@ async def queue_milestones(
 ) -> None:
     """`logistics.parcel.<milestone>.v1` for each milestone."""
     for m in milestones:
-        ids = {"tracking_no": m.tracking_no, "order_id": m.order_id, "shop_id": m.shop_id}
-        log_on_commit(session, log, "parcel %s", m.milestone, **ids)
+        log_on_commit(
+            session,
+            log,
+            "parcel %s",
+            m.milestone,
+            tracking_no=m.tracking_no,
+            order_id=m.order_id,
+            shop_id=m.shop_id,
+        )
     events = [(contracts.PARCEL_EVENTS[m.milestone], m.tracking_no, m) for m in milestones]
     await add_events(session, source=SOURCE, events=events, at=at)

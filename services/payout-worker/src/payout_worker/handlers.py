@@ -315,7 +315,7 @@ async def cancel_for_task(session: AsyncSession, data: CashbackCancelled, now: d
     payout = await repo.payout_for_task(session, data.cashback_task_id, for_update=True)
     if payout is None:
         return
-    ids = {
+    ids: dict[str, Any] = {
         "payout_id": payout.id,
         "cashback_task_id": payout.cashback_task_id,
         "order_id": payout.order_id,
@@ -335,10 +335,13 @@ async def cancel_for_task(session: AsyncSession, data: CashbackCancelled, now: d
             payout.clawback_requested_at, payout.clawback_reason = now, data.reason
             payout.updated_at = now
             session.add(payout)
-        log.warning(
+        log_on_commit(
+            session,
+            log,
             "cashback cancelled after its payout was %s: it stands, recorded as a clawback item",
             payout.status,
-            extra=ids,
+            level=logging.WARNING,
+            **ids,
         )
 
 
