@@ -11,14 +11,19 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from aftersales_shared import topics
+from aftersales_shared.bus import Record
+from aftersales_shared.contracts import TRACKING_SCAN
 from aftersales_shared.db import unit_of_work
+from aftersales_shared.events import CloudEvent
+from aftersales_shared.ids import new_id
 from logistics_watcher import handlers
 from logistics_watcher.consumers import keep_startup_objects_out_of_gc
 from logistics_watcher.models import Parcel, ScanRecord
 from logistics_watcher.schemas import TrackingEventIn, field_errors
 from pydantic import ValidationError
 from sqlmodel import select
-from watcher_testing import Watcher, scan
+from watcher_testing import NOW, Watcher, scan
 
 H = timedelta(hours=1)
 INVALID = {
@@ -110,3 +115,32 @@ class TestStartupObjectsOutOfCollections:
         del cycle
         gc.collect()
         assert gone() is None
+
+
+def scan_event(data: dict[str, Any]) -> CloudEvent:
+    return CloudEvent(id=new_id("evt"), source="/warehouse-hz", type=TRACKING_SCAN.type, time=NOW, data=data)
+
+
+class TestFromTheBus:
+    async def test_a_bad_scan_is_parked_and_the_rest_of_its_fetch_applied_as_one_chunk(
+        self, any_db_watcher: Watcher, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A warehouse's one bad scan per fetch must not send every fetch through one scan at a time (with
+        retries): it is parked at once with the reasons the API would give, the others applied together."""
+        w = any_db_watcher
+        runner = w.app.state.consumers[0]
+        good = [scan("in_transit", -h * H, tracking_no=f"SF{h}") for h in range(1, 5)]
+        bad = scan("in_transit", +2 * H, tracking_no="SF9")  # in the future
+        scans = [*good[:2], bad, *good[2:]]
+        records = [
+            Record(topics.TRACKING, 0, n, s["tracking_no"], scan_event(s).to_bytes())
+            for n, s in enumerate(scans)
+        ]
+        await runner.handle_chunk(records)
+        assert [(await w.parcel(f"SF{h}"))["status"] for h in range(1, 5)] == ["in_transit"] * 4
+        assert (await w.call("GET", "/v1/parcels/SF9", "support")).status_code == 404
+        dlq = await w.app.state.bus.consumer("inspect", [topics.dlq(topics.TRACKING)])
+        (parked,) = await dlq.fetch(timeout_ms=100)
+        assert CloudEvent.from_bytes(parked.value).data == bad
+        assert b"in the future" in dict(parked.headers)["error"]
+        assert not [r for r in caplog.records if "one by one" in r.getMessage()]

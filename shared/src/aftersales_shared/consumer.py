@@ -51,9 +51,10 @@ LockFirst = Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]]
 
 
 class Refused(PermissionError):
-    """Raised by a handler, before it changes anything, for the events it will not apply and no retry
-    could change: not authenticated (a forgery), or naming nothing it could answer. Each is parked at once
-    and the rest of its chunk applied without it (`ConsumerRunner.handle_chunk`). `reasons`: id → why."""
+    """Raised by a handler for the events it will not apply and no retry could change: not authenticated
+    (a forgery), naming nothing it could answer, or refused by the rules an event must meet (a watcher's
+    scan in the future). The transaction is rolled back; each is parked at once and the rest of its chunk
+    applied again without it (`ConsumerRunner.handle_chunk`). `reasons`: event id → why."""
 
     def __init__(self, reasons: Mapping[str, str]) -> None:
         super().__init__("; ".join(reasons.values()))

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from aftersales_shared import contracts, topics
 from aftersales_shared.clock import Clock
-from aftersales_shared.consumer import BatchHandler, ConsumerRunner, Handler
+from aftersales_shared.consumer import BatchHandler, ConsumerRunner, Handler, Refused
 from aftersales_shared.events import CaseEvent, CloudEvent
 from fastapi import FastAPI
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -28,14 +28,18 @@ DEDUPLICATED = frozenset({contracts.TRACKING_SCAN.type})
 
 
 def event_handlers(settings: Settings, clock: Clock) -> tuple[dict[str, Handler], dict[str, BatchHandler]]:
-    """(handlers, batch handlers). Scans come in bulk and are applied a fetch at a time; a scan that
-    cannot be applied fails its chunk, which the runner then handles one scan at a time (retries, then
-    the DLQ for that scan alone)."""
+    """(handlers, batch handlers). Scans come in bulk and are applied a fetch at a time; the scans that can
+    never be applied (refused as the API would refuse them: an unknown status, a time in the future,
+    another shop's parcel) are `Refused`: the runner parks them, with their reasons, and applies the rest
+    of the chunk again, still as a chunk (a warehouse's one bad scan per fetch would otherwise send every
+    fetch through one scan at a time, with retries)."""
 
     async def on_scans(session: AsyncSession, events: list[CloudEvent]) -> None:
         result = await handlers.ingest(session, [e.data for e in events], settings=settings, now=clock.now())
-        if result.rejected:
-            raise handlers.RejectedEvent(json.dumps(result.rejected[0].errors, ensure_ascii=False))
+        if result.rejected:  # the transaction is rolled back: the rest is applied again without them
+            raise Refused(
+                {events[r.index].id: json.dumps(r.errors, ensure_ascii=False) for r in result.rejected}
+            )
 
     async def on_intercept_requested(session: AsyncSession, event: CloudEvent) -> None:
         case = CaseEvent.model_validate(event.data)

@@ -74,10 +74,6 @@ Problem = tuple[str, str]  # why a scan is refused: (field, message)
 OWN_SHOPS_ONLY = "this key may only send events of its own shops' parcels"
 
 
-class RejectedEvent(ValueError):
-    """A tracking event from the bus that can never be applied (it goes to the DLQ)."""
-
-
 async def ingest(
     session: AsyncSession,
     events: Sequence[Any],
