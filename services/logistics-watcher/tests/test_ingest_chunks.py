@@ -122,11 +122,12 @@ def scan_event(data: dict[str, Any]) -> CloudEvent:
 
 
 class TestFromTheBus:
-    async def test_a_bad_scan_is_parked_and_the_rest_of_its_fetch_applied_as_one_chunk(
+    async def test_a_bad_scan_is_parked_at_once_and_the_rest_of_its_fetch_applied(
         self, any_db_watcher: Watcher, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """A warehouse's one bad scan per fetch must not send every fetch through one scan at a time (with
-        retries): it is parked at once with the reasons the API would give, the others applied together."""
+        """The fetch goes through again one scan at a time (a scan may be refused for another in its
+        fetch); the scan refused on its own is parked at once with the reasons the API would give, without
+        retries."""
         w = any_db_watcher
         runner = w.app.state.consumers[0]
         good = [scan("in_transit", -h * H, tracking_no=f"SF{h}") for h in range(1, 5)]
@@ -143,4 +144,23 @@ class TestFromTheBus:
         (parked,) = await dlq.fetch(timeout_ms=100)
         assert CloudEvent.from_bytes(parked.value).data == bad
         assert b"in the future" in dict(parked.headers)["error"]
-        assert not [r for r in caplog.records if "one by one" in r.getMessage()]
+        assert not [r for r in caplog.records if "attempt 2/" in r.getMessage()]  # no retries
+
+    async def test_a_scan_refused_only_for_a_later_one_in_its_fetch_is_applied(
+        self, any_db_watcher: Watcher
+    ) -> None:
+        """In-transit before the parcel's pickup scan, both in one fetch: checked together the first is
+        refused as before the shipment; checked alone, in order, it is not. It must not be parked."""
+        w = any_db_watcher
+        runner = w.app.state.consumers[0]
+        early = scan("in_transit", -5 * H, tracking_no="SF7")
+        pickup = scan("picked_up", -3 * H, tracking_no="SF7")
+        twin = [{**s, "tracking_no": "SF8", "event_id": f"{s['event_id']}-8"} for s in (early, pickup)]
+        assert [r.index for r in (await ingest(w, twin)).rejected] == [0]  # refused, checked together
+        records = [
+            Record(topics.TRACKING, 0, n, "SF7", scan_event(s).to_bytes())
+            for n, s in enumerate([early, pickup])
+        ]
+        await runner.handle_chunk(records)
+        dlq = await w.app.state.bus.consumer("inspect-2", [topics.dlq(topics.TRACKING)])
+        assert await dlq.fetch(timeout_ms=100) == []

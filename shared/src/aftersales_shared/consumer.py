@@ -8,13 +8,16 @@ goes to it at once. A service whose handlers lock shared rows (case-api's orders
 once and in one order (`lock_first`), so that two partitions' transactions cannot deadlock. Events of a type
 whose handler deduplicates by a key of its own (`deduplicated`: the watcher's scans, by the scan's event id,
 in the history it keeps anyway) get no inbox row: the inbox would be a second index of the same fact, and
-on the watcher's ingest its insert was the costliest statement (P3). If anything in
-a chunk fails, the chunk is rolled back and handled again one event at a time: failing records are retried
-with backoff and then parked on `<topic>.dlq` with the error in headers, so the partition moves on. An event
-a handler refuses (`Refused`: not authenticated, a forgery) is parked at once, with no retry, and the rest
-of its chunk is applied without it. So is an event read from a topic other than the one its contract names:
-each topic has one producer (the Kafka ACLs), and a principal that may write one topic must not speak,
-through it, for the producer of another (a warehouse's tracking topic carrying case events)."""
+on the watcher's ingest its insert was the costliest statement (P3).
+
+What no retry could apply is parked on `<topic>.dlq` (the error in headers) before its chunk is applied: a
+record that is not a CloudEvent, and an event read from a topic other than the one its contract names (each
+topic has one producer, by the Kafka ACLs, and a principal that may write one topic must not speak through
+it for the producer of another: a warehouse's tracking topic carrying case events). An event a handler
+refuses (`Refused`: a forgery, a scan refused on its own) is parked at once, with no retry, and the rest of
+its chunk is applied again without it. If anything else in a chunk fails, the chunk is rolled back and
+handled again one event at a time: failing events are retried with backoff and then parked, so the
+partition moves on."""
 
 from __future__ import annotations
 
@@ -52,9 +55,10 @@ LockFirst = Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]]
 
 class Refused(PermissionError):
     """Raised by a handler for the events it will not apply and no retry could change: not authenticated
-    (a forgery), naming nothing it could answer, or refused by the rules an event must meet (a watcher's
-    scan in the future). The transaction is rolled back; each is parked at once and the rest of its chunk
-    applied again without it (`ConsumerRunner.handle_chunk`). `reasons`: event id → why."""
+    (a forgery), naming nothing it could answer, or refused on its own by the rules an event must meet (a
+    watcher's scan in the future; not one refused only for the other events of its chunk). The transaction
+    is rolled back; each is parked at once and the rest of its chunk applied again without it
+    (`ConsumerRunner.handle_chunk`). `reasons`: event id → why."""
 
     def __init__(self, reasons: Mapping[str, str]) -> None:
         super().__init__("; ".join(reasons.values()))
@@ -278,7 +282,7 @@ class ConsumerRunner(BackgroundLoop):
                     return
                 except Exception as exc:
                     log.warning("handler failed (attempt %d/%d)", attempt, self._max_attempts, exc_info=True)
-                    # Refused (a forgery): no retry makes it genuine, and a flood of forgeries must not hold
+                    # Refused: no retry makes it apply (a forgery genuine), and a flood of them must not hold
                     # the partition up for the retries' backoff.
                     if attempt == self._max_attempts or isinstance(exc, Refused):
                         await self._dead_letter(record, f"{type(exc).__name__}: {exc}")

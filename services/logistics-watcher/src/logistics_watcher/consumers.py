@@ -28,18 +28,19 @@ DEDUPLICATED = frozenset({contracts.TRACKING_SCAN.type})
 
 
 def event_handlers(settings: Settings, clock: Clock) -> tuple[dict[str, Handler], dict[str, BatchHandler]]:
-    """(handlers, batch handlers). Scans come in bulk and are applied a fetch at a time; the scans that can
-    never be applied (refused as the API would refuse them: an unknown status, a time in the future,
-    another shop's parcel) are `Refused`: the runner parks them, with their reasons, and applies the rest
-    of the chunk again, still as a chunk (a warehouse's one bad scan per fetch would otherwise send every
-    fetch through one scan at a time, with retries)."""
+    """(handlers, batch handlers). Scans come in bulk and are applied a fetch at a time. A fetch holding a
+    scan the watcher refuses (as its API would: an unknown status, a time in the future, another shop's
+    parcel) is applied again one scan at a time, since a scan may be refused for another in its fetch (a
+    shipment scanned later in it); a scan refused on its own is `Refused`, parked at once with its
+    reasons, without retries."""
 
     async def on_scans(session: AsyncSession, events: list[CloudEvent]) -> None:
         result = await handlers.ingest(session, [e.data for e in events], settings=settings, now=clock.now())
-        if result.rejected:  # the transaction is rolled back: the rest is applied again without them
-            raise Refused(
-                {events[r.index].id: json.dumps(r.errors, ensure_ascii=False) for r in result.rejected}
-            )
+        if not result.rejected:
+            return
+        if len(events) > 1:
+            raise ValueError(f"{len(result.rejected)} of {len(events)} scans refused: each is checked alone")
+        raise Refused({events[0].id: json.dumps(result.rejected[0].errors, ensure_ascii=False)})
 
     async def on_intercept_requested(session: AsyncSession, event: CloudEvent) -> None:
         case = CaseEvent.model_validate(event.data)
