@@ -216,6 +216,8 @@ class ConsumerRunner(BackgroundLoop):
                     await self._apply(session, await self._unseen(session, events))
             except Refused as refused:
                 kept = await self._park_refused(read, refused)
+                if not kept:
+                    return
                 if len(kept) == len(read) or second_pass:  # it named none of them, or a second refusal
                     await self._one_by_one(kept)
                     return
@@ -249,8 +251,8 @@ class ConsumerRunner(BackgroundLoop):
     async def _park_refused(
         self, read: list[tuple[Record, CloudEvent]], refused: Refused
     ) -> list[tuple[Record, CloudEvent]]:
-        """Park the record of each refused event (its first delivery in the chunk: the one the inbox let
-        through to the handler); return the others."""
+        """Park the record of each refused event (its first delivery in the chunk, which is the one the
+        inbox lets through to the handler unless its type is `deduplicated`); return the others."""
         kept = []
         for record, event in read:
             if (why := refused.reasons.pop(event.id, None)) is not None:

@@ -19,7 +19,6 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
-from decimal import Decimal
 from typing import Any, TypeAlias
 
 from aftersales_shared import contracts
@@ -55,19 +54,15 @@ TASK_ID_LENGTH, ORDER_ID_LENGTH, SHOP_ID_LENGTH, CASE_ID_LENGTH = 40, 64, 64, 40
 
 @dataclass(frozen=True)
 class InvalidApproval:
-    """An approval case-api signed that the ledger cannot hold as sent, its ids cut to the columns: it
-    becomes a failed payout whose result releases the money."""
+    """An approval case-api signed that the ledger cannot hold as sent (`approval`, its ids cut to the
+    columns), and why: it becomes a failed payout whose result releases the money."""
 
-    cashback_task_id: str
-    order_id: str
-    shop_id: str
-    case_id: str | None
-    reason: str
-    amount: Decimal
-    payee_account: str
-    payee_name: str
-    approved_at: datetime
+    approval: CashbackApproved
     problem: str
+
+    @property
+    def cashback_task_id(self) -> str:
+        return self.approval.cashback_task_id
 
 
 Approval: TypeAlias = CashbackApproved | InvalidApproval
@@ -91,8 +86,7 @@ async def read_approvals(events: Sequence[CloudEvent], verifier: ApprovalVerifie
             why = f"no result could name its task: its id has {width} characters, at most {TASK_ID_LENGTH}"
         else:
             continue
-        task = event.data.get("cashback_task_id")
-        refused[event.id] = f"approval refused, {why} (cashback task {task!r:.60})"
+        refused[event.id] = _refusal(event, "approval", why)
     if refused:
         raise Refused(refused)
     return [_fit(p) for p in parsed if not isinstance(p, str)]
@@ -104,6 +98,12 @@ def _parsed(event: CloudEvent) -> CashbackApproved | str:
         return CashbackApproved.model_validate(event.data)
     except ValidationError as exc:
         return "not an approval: " + _errors(exc)
+
+
+def _refusal(event: CloudEvent, what: str, why: str) -> str:
+    """Why an event is refused, as the DLQ keeps it: what it claims to be, why, and the task it names."""
+    task = event.data.get("cashback_task_id")
+    return f"{what} refused, {why} (cashback task {task!r:.60})"
 
 
 def _errors(exc: ValidationError) -> str:
@@ -120,17 +120,14 @@ def _fit(approval: CashbackApproved) -> Approval:
         ("case_id", approval.case_id or "", CASE_ID_LENGTH),
     ):
         if len(value) > width:
+            cut = {
+                "order_id": approval.order_id[:ORDER_ID_LENGTH],
+                "shop_id": approval.shop_id[:SHOP_ID_LENGTH],
+                "case_id": (approval.case_id or "")[:CASE_ID_LENGTH] or None,
+                "reason": approval.reason[:200],
+            }
             return InvalidApproval(
-                cashback_task_id=approval.cashback_task_id,
-                order_id=approval.order_id[:ORDER_ID_LENGTH],
-                shop_id=approval.shop_id[:SHOP_ID_LENGTH],
-                case_id=(approval.case_id or "")[:CASE_ID_LENGTH] or None,
-                reason=approval.reason[:200],
-                amount=approval.amount,
-                payee_account=approval.payee.alipay_account,
-                payee_name=approval.payee.name,
-                approved_at=approval.approved_at,
-                problem=f"{name}: {len(value)} characters, at most {width}",
+                approval.model_copy(update=cut), f"{name}: {len(value)} characters, at most {width}"
             )
     return approval
 
@@ -143,12 +140,10 @@ def payout_row(
     if isinstance(data, InvalidApproval):
         status, failure_code = PayoutStatus.failed, INVALID_APPROVAL
         failure_message = f"payout-worker cannot pay this approval: {data.problem}"[:500]
-        payee_account, payee_name = data.payee_account, data.payee_name
-    else:
-        payee_account, payee_name = data.payee.alipay_account, data.payee.name
-        if data.amount < MIN_AMOUNT:  # the provider refuses it anyway: say so at once
-            status, failure_code = PayoutStatus.failed, "AMOUNT_BELOW_MINIMUM"
-            failure_message = f"transfers start at {MIN_AMOUNT} yuan"
+        data = data.approval
+    elif data.amount < MIN_AMOUNT:  # the provider refuses it anyway: say so at once
+        status, failure_code = PayoutStatus.failed, "AMOUNT_BELOW_MINIMUM"
+        failure_message = f"transfers start at {MIN_AMOUNT} yuan"
     return {
         "id": payout_id,
         "out_biz_no": payout_id,  # the provider key: fixed here, before any call
@@ -158,8 +153,8 @@ def payout_row(
         "case_id": data.case_id,
         "reason": data.reason,
         "amount": data.amount,
-        "payee_account": payee_account,
-        "payee_name": payee_name,
+        "payee_account": data.payee.alipay_account,
+        "payee_name": data.payee.name,
         "status": status,
         "batch_id": None,
         "approved_at": as_utc(data.approved_at),
@@ -302,10 +297,7 @@ def read_cancellation(event: CloudEvent, verifier: ApprovalVerifier) -> Cashback
     except ValidationError as exc:
         problem = "not a cancellation: " + _errors(exc)
     if problem is not None:
-        task = event.data.get("cashback_task_id")
-        raise Refused(
-            {event.id: f"cancellation refused, not authenticated: {problem} (cashback task {task!r:.60})"}
-        )
+        raise Refused({event.id: _refusal(event, "cancellation", f"not authenticated: {problem}")})
     return cancellation
 
 

@@ -8,7 +8,7 @@ paid as cashback keeps its reservation and goes back to `open` for support.
 
 Only a result payout-worker signed is applied (aftersales_shared.signing): whoever could write to the
 topic could otherwise fail a payout that was made, and its money, released, could be paid a second time.
-One that does not verify is refused (PermissionError) and parked on the DLQ at once, without retries.
+One that does not verify is refused (`Refused`) and parked on the DLQ at once, without retries.
 """
 
 from __future__ import annotations
