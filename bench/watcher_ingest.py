@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
+from aftersales_shared.app import keep_startup_objects_out_of_gc
 from aftersales_shared.clock import FrozenClock
 from aftersales_shared.consumer import ConsumerRunner
 from aftersales_shared.contracts import TRACKING_SCAN
@@ -43,7 +44,7 @@ from aftersales_shared.testing_kafka import broker_access
 from aftersales_shared.topics import TRACKING
 from create_case import CLK_TCK, CpuMeter
 from logistics_watcher.config import Settings
-from logistics_watcher.consumers import DEDUPLICATED, event_handlers, keep_startup_objects_out_of_gc
+from logistics_watcher.consumers import DEDUPLICATED, event_handlers
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from stall_scan import DEFAULT_SERVER_URL, SERVICE_DIR
@@ -167,7 +168,7 @@ async def through_watcher(
             deduplicated=DEDUPLICATED,
             fetch_max=settings.ingest_batch_size if batched else 1,
         )
-        keep_startup_objects_out_of_gc()  # as the service's consumers() does
+        keep_startup_objects_out_of_gc()  # as the service's build_app does
         runner.start()
         meter = CpuMeter(os.getpid(), make_url(url).database)
         try:

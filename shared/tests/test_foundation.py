@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
+import weakref
 from datetime import date, datetime, time
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from aftersales_shared import background
+from aftersales_shared.app import keep_startup_objects_out_of_gc
 from aftersales_shared.calendar import BusinessCalendar
 from aftersales_shared.clock import SHANGHAI
 from aftersales_shared.events import CaseEvent, CloudEvent, envelope
@@ -188,3 +192,23 @@ class TestBackgroundLoop:
             "failure 2",
         ]
         assert "flaky-loop failed; starting it again" in failures[0].getMessage()
+
+
+class TestStartupObjectsOutOfCollections:
+    def test_frozen_once_and_what_comes_later_is_still_freed(self) -> None:
+        keep_startup_objects_out_of_gc()
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+
+        class Node:
+            other: Any = None
+
+        cycle = Node()
+        cycle.other = Node()
+        cycle.other.other = cycle  # only a collection frees a cycle
+        gone = weakref.ref(cycle)
+        keep_startup_objects_out_of_gc()  # a second app in the same process: nothing more is frozen
+        assert gc.get_freeze_count() == frozen
+        del cycle
+        gc.collect()
+        assert gone() is None

@@ -5,8 +5,6 @@ A parcel's and a scan's times are the ingest's, sent once per chunk."""
 
 from __future__ import annotations
 
-import gc
-import weakref
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +16,6 @@ from aftersales_shared.db import unit_of_work
 from aftersales_shared.events import CloudEvent
 from aftersales_shared.ids import new_id
 from logistics_watcher import handlers
-from logistics_watcher.consumers import keep_startup_objects_out_of_gc
 from logistics_watcher.models import Parcel, ScanRecord
 from logistics_watcher.schemas import TrackingEventIn, field_errors
 from pydantic import ValidationError
@@ -95,26 +92,6 @@ class TestTimesOfTheIngest:
         assert parcel_times == {"SF1": (created, changed), "SF2": (created, created)}
         assert sorted(scan_times.values()) == [created, created, changed, changed]
         assert scan_times[first["event_id"]] == changed
-
-
-class TestStartupObjectsOutOfCollections:
-    def test_frozen_once_and_what_comes_later_is_still_freed(self) -> None:
-        keep_startup_objects_out_of_gc()
-        frozen = gc.get_freeze_count()
-        assert frozen > 0
-
-        class Node:
-            other: Any = None
-
-        cycle = Node()
-        cycle.other = Node()
-        cycle.other.other = cycle  # only a collection frees a cycle
-        gone = weakref.ref(cycle)
-        keep_startup_objects_out_of_gc()  # a second app in the same process: nothing more is frozen
-        assert gc.get_freeze_count() == frozen
-        del cycle
-        gc.collect()
-        assert gone() is None
 
 
 def scan_event(data: dict[str, Any]) -> CloudEvent:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,6 +30,17 @@ from .web import configure_app, database_check, ops_router
 ConsumersFactory = Callable[[FastAPI], Sequence[ConsumerRunner]]
 # Given the running app, long-running loops to keep going in the background (schedulers).
 JobsFactory = Callable[[FastAPI], Sequence[Callable[[], Coroutine[Any, Any, None]]]]
+
+
+def keep_startup_objects_out_of_gc() -> None:
+    """Leave what the process holds once started (modules, models, schemas, the app) out of every later
+    garbage collection: it lives as long as the process, and a busy service allocates enough to trigger a
+    full collection every few seconds, which rescanned all of it: about a fifth of the CPU per scan the
+    watcher ingests (P3), and a pause of milliseconds in whichever request it fell on (P1's p99). Once per
+    process, after collecting what is garbage already (a frozen object is never freed)."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
 
 
 def build_app(
@@ -66,6 +78,7 @@ def build_app(
         relay = app.state.relay = OutboxRelay(sessions, the_bus, clock)
         relay.watch()
         runners = app.state.consumers = list(consumers(app)) if consumers else []
+        keep_startup_objects_out_of_gc()
         tasks: list[asyncio.Task[None]] = []
         if background:
             relay.start()

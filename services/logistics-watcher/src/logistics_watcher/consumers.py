@@ -4,7 +4,6 @@ scheduled detection run."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 from collections.abc import Callable, Coroutine
@@ -64,7 +63,6 @@ def event_handlers(settings: Settings, clock: Clock) -> tuple[dict[str, Handler]
 
 def consumers(app: FastAPI) -> list[ConsumerRunner]:
     settings: Settings = app.state.settings
-    keep_startup_objects_out_of_gc()
     state = app.state
     single, batch = event_handlers(settings, state.clock)
     return [
@@ -80,16 +78,6 @@ def consumers(app: FastAPI) -> list[ConsumerRunner]:
             fetch_max=settings.ingest_batch_size,
         )
     ]
-
-
-def keep_startup_objects_out_of_gc() -> None:
-    """Leave what the process holds once started (modules, models, schemas, the app) out of every later
-    garbage collection: it lives as long as the process, and an ingest allocates enough to trigger a full
-    collection every few fetches, which rescanned all of it (about a fifth of the CPU per scan, P3). Once per
-    process, after collecting what is garbage already (a frozen object is never freed)."""
-    if gc.get_freeze_count() == 0:
-        gc.collect()
-        gc.freeze()
 
 
 def jobs(app: FastAPI) -> list[Callable[[], Coroutine[Any, Any, None]]]:
