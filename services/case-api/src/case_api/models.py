@@ -337,11 +337,12 @@ class BuyerMessage(SQLModel, table=True):
     cashback_task_id: str | None = Field(default=None, max_length=40)
     template: str = Field(max_length=40)
     channel: str = Field(max_length=16)  # webhook (the storefront's), sms
-    status: str = Field(max_length=16)  # queued, sent, failed
+    status: str = Field(max_length=16)  # queued, sending, sent, failed
     message_zh: str
     message_en: str
     facts: dict[str, Any] = json_column()
     attempts: int = 0
+    next_attempt_at: datetime | None = None  # SMS queued again after the provider did not take it
     provider_message_id: str | None = Field(default=None, max_length=100)
     error: str | None = Field(default=None, max_length=500)
     created_at: datetime

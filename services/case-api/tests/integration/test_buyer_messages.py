@@ -9,9 +9,9 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -166,13 +166,28 @@ async def sms_api(tmp_path: Path, provider: SmsStandIn) -> AsyncIterator[Api]:
 
 
 async def settled(api: Api, case: dict[str, Any]) -> dict[str, Any]:
-    """The case's one message once the SMS job has tried it."""
+    """The case's one message once the SMS job has tried it for the last time."""
+    return await tried(api, case, lambda m: m["status"] in ("sent", "failed"))
+
+
+async def tried(api: Api, case: dict[str, Any], until: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The case's one message once it is as `until` wants it."""
     for _ in range(200):
         (message,) = await messages(api, case)
-        if message["status"] in ("sent", "failed"):
+        if message["status"] != "sending" and until(message):
             return message
         await asyncio.sleep(0.05)
     raise AssertionError(f"not tried in time: {message}")
+
+
+async def tried_again(api: Api, case: dict[str, Any], attempts: int) -> dict[str, Any]:
+    """The case's message after its `attempts`-th try, the clock moved to each retry as it comes due."""
+    message = await tried(api, case, lambda m: m["attempts"] >= 1)
+    while message["attempts"] < attempts and message["status"] == "queued":
+        api.clock.set(datetime.fromisoformat(message["next_attempt_at"]))
+        done = message["attempts"]
+        message = await tried(api, case, lambda m: m["attempts"] > done)  # noqa: B023
+    return message
 
 
 class TestSmsChannel:
@@ -195,32 +210,58 @@ class TestSmsChannel:
     @pytest.mark.parametrize(
         ("status", "body", "says"),
         [
-            (500, b'{"ok": true, "message_id": "x"}', "HTTP 500"),
+            (400, b'{"ok": false, "error": "invalid phone"}', "HTTP 400: invalid phone"),
             (200, '{"ok": false, "error": "余额不足"}'.encode(), "余额不足"),
             (200, b'{"ok": true}', "HTTP 200"),  # no message id: not a send
             (200, b"OK", "HTTP 200: OK"),
             (202, b'{"ok": true, "message_id": "x"}', "HTTP 202"),
         ],
-        ids=["5xx", "refused", "no-id", "not-json", "not-200"],
+        ids=["4xx", "refused", "no-id", "not-json", "not-200"],
     )
     async def test_anything_else_is_failed_with_the_reason(
         self, sms_api: Api, provider: SmsStandIn, status: int, body: bytes, says: str
     ) -> None:
         provider.status, provider.body = status, body
         message = await settled(sms_api, await approved_return(sms_api))
-        assert (message["status"], message["sent_at"]) == ("failed", None)
+        assert (message["status"], message["sent_at"], message["next_attempt_at"]) == ("failed", None, None)
         assert says in message["error"] and len(provider.received) == 1
 
-    async def test_no_answer_in_time_is_not_a_send(self, sms_api: Api, provider: SmsStandIn) -> None:
-        provider.delay = 1.0  # the timeout is 0.5 s
-        message = await settled(sms_api, await approved_return(sms_api))
-        assert message["status"] == "failed" and "not known to be sent" in message["error"]
+    @pytest.mark.parametrize("status", [429, 500, 503])
+    async def test_a_busy_provider_is_tried_again_until_it_takes_it(
+        self, sms_api: Api, provider: SmsStandIn, status: int
+    ) -> None:
+        provider.status, provider.body = status, b'{"ok": false, "error": "busy"}'
+        case = await approved_return(sms_api)
+        message = await tried(sms_api, case, lambda m: m["attempts"] == 1)
+        assert (message["status"], message["error"]) == ("queued", f"HTTP {status}: busy")
+        assert datetime.fromisoformat(message["next_attempt_at"]) == sms_api.clock.now() + timedelta(
+            seconds=5
+        )
+        await asyncio.sleep(0.3)  # six polls: not due yet, not tried
+        assert len(provider.received) == 1
+        provider.status, provider.body = 200, b'{"ok": true, "message_id": "sms-2"}'
+        message = await tried_again(sms_api, case, 2)
+        assert (message["status"], message["attempts"], message["error"]) == ("sent", 2, None)
+        assert message["next_attempt_at"] is None
+        assert [r["reference"] for r in provider.received] == [message["id"]] * 2  # one reference
 
-    async def test_a_provider_that_is_down(self, tmp_path: Path) -> None:
+    async def test_a_provider_that_is_down_is_tried_for_a_day_then_given_up(self, tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{free_port()}/sms"  # nothing listens there
         async for api in running_api(sms_settings(tmp_path, url), tmp_path):
-            message = await settled(api, await approved_return(api))
-            assert message["status"] == "failed" and message["error"].startswith("not reached")
+            case = await approved_return(api)
+            started = api.clock.now()
+            message = await tried_again(api, case, 100)
+            assert (message["status"], message["attempts"]) == ("failed", 11)
+            assert message["error"].startswith("not reached") and message["next_attempt_at"] is None
+            assert timedelta(hours=24) < api.clock.now() - started < timedelta(hours=26)
+
+    async def test_no_answer_in_time_is_not_a_send_and_not_tried_again(
+        self, sms_api: Api, provider: SmsStandIn
+    ) -> None:
+        provider.delay = 1.0  # the timeout is 0.5 s: it may have been sent, so it is not sent twice
+        message = await settled(sms_api, await approved_return(sms_api))
+        assert message["status"] == "failed" and "not known to be sent" in message["error"]
+        assert message["next_attempt_at"] is None and len(provider.received) == 1
 
     async def test_no_phone_no_send(self, sms_api: Api, provider: SmsStandIn) -> None:
         buyer = {"id": "buyer-1", "name": "张三", "address": "浙江省杭州市西湖区文三路 1 号"}

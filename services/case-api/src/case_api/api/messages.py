@@ -31,6 +31,7 @@ class MessagePublic(BaseModel):
     message_en: str
     facts: dict[str, Any]
     attempts: int
+    next_attempt_at: Utc | None
     error: str | None
     created_at: Utc
     sent_at: Utc | None
@@ -43,7 +44,9 @@ class MessageList(BaseModel):
 @router.get("/{case_id}/messages", response_model=MessageList, summary="The case's messages to the buyer")
 async def case_messages(case_id: ResourceIdPath, ctx: ContextDep) -> dict[str, Any]:
     """Template, channel, the zh and en text, and status: `queued` (handed to the storefront's webhook,
-    or waiting for the SMS provider), `sending`, `sent` (the SMS provider took it), `failed` (and why)."""
+    or waiting for the SMS provider; after a try the provider did not take, `error` says why and
+    `next_attempt_at` when it is tried again), `sending`, `sent` (the SMS provider took it), `failed` (and
+    why)."""
     ctx.principal.require(Role.storefront, Role.support, Role.ops)
     case = await repo.get_case(ctx.session, ctx.principal, case_id)
     found = await messages.of_case(ctx.session, case.id)
