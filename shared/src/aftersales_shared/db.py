@@ -17,6 +17,8 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.orm.session import Session
 
+from . import sqlite_driver
+
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
@@ -38,6 +40,8 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     # One connection: SQLite has a single writer, and queueing in the pool is cheaper and
     # kinder than "database is locked" errors between our own requests.
+    if make_url(url).get_driver_name() == "aiosqlite":
+        kwargs.setdefault("module", sqlite_driver.dbapi())  # one trip to aiosqlite's thread a statement
     engine = create_async_engine(url, pool_size=1, max_overflow=0, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
