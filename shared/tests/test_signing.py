@@ -28,7 +28,7 @@ from aftersales_shared.signing import (
     private_text,
     public_text,
 )
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 SEED = bytes(range(32))  # a fixed key, for known answers
@@ -162,6 +162,19 @@ class TestKeys:
         a, b = Ed25519PrivateKey.generate().public_key(), Ed25519PrivateKey.generate().public_key()
         keys = parse_public_keys(f" {public_text(a)},\n{public_text(b)} ")
         assert [key_id(k) for k in keys] == [key_id(a), key_id(b)]
+
+    @pytest.mark.parametrize(
+        "raw",
+        [bytes([1]) + bytes(31), bytes(32), bytes([0xEC]) + b"\xff" * 30 + bytes([0x7F])],
+        ids=["identity", "order-4", "order-2"],
+    )
+    def test_a_small_order_public_key_is_refused(self, raw: bytes) -> None:
+        """32 bytes that OpenSSL loads as a key, under which anyone can sign: R = the identity, S = 0."""
+        if raw[0] == 1:
+            Ed25519PublicKey.from_public_bytes(raw).verify(raw + bytes(32), b"any approval at all")
+        text = base64.b64encode(raw).decode()
+        with pytest.raises(ValueError, match="small-order"):
+            parse_public_keys(f"{public_text(Ed25519PrivateKey.generate().public_key())}, {text}")
 
     def test_the_signer_reads_its_key_only_when_needed(self) -> None:
         calls: list[int] = []

@@ -36,6 +36,7 @@ from typing import Generic, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.bindings import crypto_core_ed25519_is_valid_point
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
@@ -175,6 +176,12 @@ def parse_public_keys(text: str) -> list[Ed25519PublicKey]:
         if len(raw) != 32:
             raise ValueError(f"an Ed25519 public key is 32 bytes, not {len(raw)}: {token[:12]}...")
         keys.append(Ed25519PublicKey.from_public_bytes(raw))
+    for key in keys:
+        # A small-order point (the identity, ...) is 32 bytes like any key, but a signature of R = that
+        # point and S = 0 verifies under it for any message in OpenSSL (libsodium refuses it): a key
+        # anyone could sign for. Not a key an honest signer makes.
+        if not crypto_core_ed25519_is_valid_point(raw_public(key)):
+            raise ValueError(f"not a usable Ed25519 public key (a small-order point): {public_text(key)}")
     return keys
 
 
