@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from aftersales_shared import topics
+from aftersales_shared.signing import private_text, public_text
 from aftersales_testing import fresh_postgres_database
 from case_api.config import Settings
 from case_api.consumers import REACTION_TOPICS
@@ -26,6 +27,7 @@ from case_api.webhooks import schedule
 from case_api.webhooks.catalog import source_topics, subscribable_types
 from case_api.webhooks.dispatcher import Dispatcher
 from case_api_testing import Api, eventually, running_api
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from webhook_testing import verify
 
 QUIET = 3600.0  # the app's own dispatcher polls this rarely: the tests drive theirs by hand
@@ -488,8 +490,8 @@ class TestSsrf:
                 kafka_security_protocol="SASL_SSL",
                 kafka_username="case-api",
                 kafka_password="x",
-                approval_signing_key="A" * 43 + "=",
-                payout_result_public_keys="A" * 43 + "=",
+                approval_signing_key=private_text(Ed25519PrivateKey.generate()),
+                payout_result_public_keys=public_text(Ed25519PrivateKey.generate().public_key()),
                 webhook_allow_private_destinations=True,
             )
 
