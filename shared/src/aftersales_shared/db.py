@@ -35,13 +35,13 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         kwargs.setdefault("max_overflow", 8)
         kwargs.setdefault("pool_recycle", 1800)
         return create_async_engine(url, **kwargs)
-    database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    parsed = make_url(url)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.get_driver_name() == "aiosqlite":
+        kwargs.setdefault("module", sqlite_driver.dbapi())  # one trip to aiosqlite's thread a statement
     # One connection: SQLite has a single writer, and queueing in the pool is cheaper and
     # kinder than "database is locked" errors between our own requests.
-    if make_url(url).get_driver_name() == "aiosqlite":
-        kwargs.setdefault("module", sqlite_driver.dbapi())  # one trip to aiosqlite's thread a statement
     engine = create_async_engine(url, pool_size=1, max_overflow=0, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
